@@ -1,0 +1,10 @@
+//! gilscope: an out-of-process GIL and interpreter tracing profiler for CPython.
+//!
+//! Data flows one way (see docs/ARCHITECTURE.md):
+//! target process → [`reader`] (memory reads) → [`model`] snapshots →
+//! outputs (`dump`, trace files, summaries, UI). Only the CLI (`main.rs`)
+//! wires the pieces together.
+
+pub mod model;
+pub mod output;
+pub mod reader;

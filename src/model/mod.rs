@@ -1,0 +1,7 @@
+//! The pure data model: what gilscope knows about a CPython process.
+//! It imports no OS code, no output and no UI; every source (the live reader,
+//! exact-mode probes, trace-file replay) produces these types.
+
+pub mod snapshot;
+
+pub use snapshot::*;

@@ -1,0 +1,1 @@
+//! `gilscope dump` output: human text grouped by interpreter, or JSON.

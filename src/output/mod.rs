@@ -1,0 +1,3 @@
+//! Turning model values into text for people and machines.
+
+pub mod dump;

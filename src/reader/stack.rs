@@ -1,0 +1,1 @@
+//! Python stacks: frames, code objects, line tables, strings (per version).
