@@ -112,6 +112,9 @@ pub struct ThreadStateRef {
 pub struct ThreadInfo {
     /// Kernel thread id (what `/proc/PID/task/TID` and `threading.get_native_id()` show).
     pub tid: u32,
+    /// Kernel start time of the thread (clock ticks since boot, `/proc/PID/task/TID/stat`
+    /// field 22). `(tid, start_ticks)` names one thread even when the kernel reuses TIDs.
+    pub start_ticks: u64,
     /// The `threading` name where one exists, else the OS name.
     pub name: String,
     /// The OS thread name (`/proc/PID/task/TID/comm`).

@@ -17,7 +17,10 @@ pub const COOKIE: &[u8; 8] = b"xdebugpy";
 type TableDef = &'static [(&'static str, &'static [&'static str])];
 
 const V3_13: TableDef = &[
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
@@ -52,7 +55,14 @@ const V3_13: TableDef = &[
     ),
     (
         "interpreter_frame",
-        &["size", "previous", "executable", "instr_ptr", "localsplus", "owner"],
+        &[
+            "size",
+            "previous",
+            "executable",
+            "instr_ptr",
+            "localsplus",
+            "owner",
+        ],
     ),
     (
         "code_object",
@@ -77,12 +87,18 @@ const V3_13: TableDef = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
+    (
+        "unicode_object",
+        &["size", "state", "length", "asciiobject_size"],
+    ),
     ("gc", &["size", "collecting"]),
 ];
 
 const V3_14: TableDef = &[
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
@@ -156,9 +172,15 @@ const V3_14: TableDef = &[
     ("float_object", &["size", "ob_fval"]),
     ("long_object", &["size", "lv_tag", "ob_digit"]),
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
-    ("unicode_object", &["size", "state", "length", "asciiobject_size"]),
+    (
+        "unicode_object",
+        &["size", "state", "length", "asciiobject_size"],
+    ),
     ("gc", &["size", "collecting"]),
-    ("gen_object", &["size", "gi_name", "gi_iframe", "gi_frame_state"]),
+    (
+        "gen_object",
+        &["size", "gi_name", "gi_iframe", "gi_frame_state"],
+    ),
     ("llist_node", &["next", "prev"]),
     (
         "debugger_support",
@@ -174,7 +196,10 @@ const V3_14: TableDef = &[
 ];
 
 const V3_15: TableDef = &[
-    ("runtime_state", &["size", "finalizing", "interpreters_head"]),
+    (
+        "runtime_state",
+        &["size", "finalizing", "interpreters_head"],
+    ),
     (
         "interpreter_state",
         &[
@@ -250,7 +275,14 @@ const V3_15: TableDef = &[
     ("pyobject", &["size", "ob_type"]),
     (
         "type_object",
-        &["size", "tp_name", "tp_repr", "tp_flags", "tp_basicsize", "tp_dictoffset"],
+        &[
+            "size",
+            "tp_name",
+            "tp_repr",
+            "tp_flags",
+            "tp_basicsize",
+            "tp_dictoffset",
+        ],
     ),
     ("heap_type_object", &["size", "ht_cached_keys"]),
     ("tuple_object", &["size", "ob_item", "ob_size"]),
@@ -262,13 +294,28 @@ const V3_15: TableDef = &[
     ("bytes_object", &["size", "ob_size", "ob_sval"]),
     (
         "unicode_object",
-        &["size", "state", "length", "asciiobject_size", "compactunicodeobject_size"],
+        &[
+            "size",
+            "state",
+            "length",
+            "asciiobject_size",
+            "compactunicodeobject_size",
+        ],
     ),
     (
         "gc",
-        &["size", "collecting", "frame", "generation_stats_size", "generation_stats"],
+        &[
+            "size",
+            "collecting",
+            "frame",
+            "generation_stats_size",
+            "generation_stats",
+        ],
     ),
-    ("gen_object", &["size", "gi_name", "gi_iframe", "gi_frame_state"]),
+    (
+        "gen_object",
+        &["size", "gi_name", "gi_iframe", "gi_frame_state"],
+    ),
     ("llist_node", &["next", "prev"]),
     (
         "debugger_support",
@@ -365,9 +412,7 @@ impl DebugOffsets {
         };
         let minor = (header.version_hex >> 16) & 0xff;
         let Some(size) = Self::table_size(minor) else {
-            bail!(
-                "Python 3.{minor} is not supported by this gilscope (it knows 3.9-3.15)"
-            );
+            bail!("Python 3.{minor} is not supported by this gilscope (it knows 3.9-3.15)");
         };
         let bytes = mem.read_vec(runtime, size)?;
         Self::parse(header, &bytes).map(Some)
@@ -380,9 +425,8 @@ impl DebugOffsets {
 
     /// Like [`get`](Self::get) but an error naming the field when absent.
     pub fn need(&self, name: &str) -> Result<u64> {
-        self.get(name).ok_or_else(|| {
-            anyhow::anyhow!("debug offsets for this Python have no field {name}")
-        })
+        self.get(name)
+            .ok_or_else(|| anyhow::anyhow!("debug offsets for this Python have no field {name}"))
     }
 
     /// An offset inside the struct of `section`, checked against the

@@ -1,0 +1,882 @@
+//! One reading of the whole process: interpreters, GILs, thread states,
+//! stacks, turned into a [`Snapshot`].
+//!
+//! Nothing is read atomically with respect to the target. Each GIL is read
+//! once before and once after the walk; if any changed hands in between, or
+//! a list was torn (a back-pointer that does not point back, a cycle), the
+//! reading is retried. A GIL that never settles is reported with an unknown
+//! holder and a warning, never a guess.
+
+use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::model::{
+    FrameInfo, GilInfo, GilState, InterpreterInfo, PythonInfo, Snapshot, ThreadInfo, ThreadStateRef,
+};
+
+use super::debug_offsets::DebugOffsets;
+use super::error::{ReadError, ReadErrorKind};
+use super::layout::{HoldsGil, Layout};
+use super::memory::{Bytes, Memory, MemoryExt, ProcessMem};
+use super::procfs::{self, TaskStat};
+use super::runtime;
+use super::stack::{StackLayout, StackReader};
+
+/// Upper bounds on list walks: a torn list must not loop forever.
+const MAX_INTERPRETERS: usize = 4096;
+const MAX_THREAD_STATES: usize = 100_000;
+/// `SYS_futex` on x86_64.
+const SYS_FUTEX: i64 = 202;
+/// `INT_MAX`: a free-threaded GIL enabled for good.
+const GIL_PERMANENT: i32 = i32::MAX;
+
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Pause the target (ptrace) while reading.
+    pub blocking: bool,
+    /// Read Python stacks.
+    pub stacks: bool,
+    /// Read `threading` names (from the target's `threading._active`).
+    pub thread_names: bool,
+    /// Re-read this many times when the target changed during a reading.
+    pub max_retries: u32,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        Self {
+            blocking: false,
+            stacks: true,
+            thread_names: true,
+            max_retries: 8,
+        }
+    }
+}
+
+/// A process we can read snapshots from.
+pub struct Reader {
+    pid: u32,
+    mem: ProcessMem,
+    runtime: u64,
+    layout: Layout,
+    stacks: Option<StackReader>,
+    python: PythonInfo,
+    opts: ReaderOptions,
+    /// ≤3.10: offset of `tid` inside glibc's `struct pthread`.
+    pthread_tid_offset: Option<u64>,
+    /// `threading` names per interpreter address, refreshed when a thread
+    /// ident is missing from them.
+    names: HashMap<u64, HashMap<u64, String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GilWord {
+    enabled: Option<i32>,
+    locked: i32,
+    last_holder: u64,
+    switch_number: u64,
+}
+
+#[derive(Debug, Clone)]
+struct RawInterp {
+    addr: u64,
+    id: i64,
+    gil_addr: u64,
+    own_gil: bool,
+    threads_main: u64,
+}
+
+#[derive(Debug, Clone)]
+struct RawTstate {
+    addr: u64,
+    interp_addr: u64,
+    interp_id: i64,
+    thread_id: u64,
+    tid: u32,
+    active: Option<bool>,
+    holds_flag: Option<bool>,
+    gil_requested: Option<bool>,
+    state: Option<i32>,
+    whence: Option<i32>,
+}
+
+struct RawReading {
+    interps: Vec<RawInterp>,
+    tstates: Vec<RawTstate>,
+    gils: BTreeMap<u64, GilWord>,
+    tstate_current: u64,
+}
+
+impl Reader {
+    /// Attaches to `pid`: checks access, finds the runtime, picks a layout.
+    /// Never pauses the target (unless `opts.blocking`, and then only while reading).
+    pub fn attach(pid: u32, opts: ReaderOptions) -> Result<Reader> {
+        runtime::check_process(pid)?;
+        // Whatever went wrong, a process that is gone (or became a zombie)
+        // meanwhile is reported as such, not as the symptom it caused.
+        Self::attach_inner(pid, opts).map_err(|e| match runtime::check_process(pid) {
+            Err(gone) => gone,
+            Ok(()) => e,
+        })
+    }
+
+    fn attach_inner(pid: u32, opts: ReaderOptions) -> Result<Reader> {
+        let process = remoteprocess::Process::new(pid as remoteprocess::Pid)
+            .with_context(|| format!("opening process {pid}"))?;
+        let loc = runtime::locate(pid, &process)?;
+        let mem = ProcessMem { process };
+
+        // Reading the runtime's first bytes doubles as the permission check
+        // for memory reads (maps may be readable when memory is not).
+        let mut probe = [0u8; 8];
+        if let Err(e) = mem.read(loc.address, &mut probe) {
+            if let Some(ReadErrorKind::PermissionDenied) = super::error::classify(&e) {
+                return Err(runtime::permission_denied(pid));
+            }
+            if runtime::check_process(pid).is_err() {
+                return Err(ReadError::new(
+                    ReadErrorKind::NoProcess,
+                    format!("process {pid} exited"),
+                )
+                .into());
+            }
+            return Err(e.context("reading _PyRuntime"));
+        }
+
+        let debug = DebugOffsets::read(&mem, loc.address).context("reading _Py_DebugOffsets")?;
+        let (layout, stack_layout) = match &debug {
+            Some(d) => {
+                let minor = (d.header.version_hex >> 16) & 0xff;
+                let layout = Layout::from_debug_offsets(d)
+                    .map_err(|e| unsupported(format!("Python 3.{minor}: {e:#}")))?;
+                let sl = StackLayout::from_debug_offsets(minor, d)
+                    .map_err(|e| unsupported(format!("Python 3.{minor} stacks: {e:#}")))?;
+                (layout, sl)
+            }
+            None => {
+                let Some((major, minor, micro, flags)) = loc.version.clone() else {
+                    return Err(unsupported(format!(
+                        "could not tell which CPython version {} is (no debug offsets, \
+                         no version string found)",
+                        loc.binary
+                    )));
+                };
+                if major != 3 || !(9..=12).contains(&minor) {
+                    return Err(unsupported(format!(
+                        "Python {major}.{minor}.{micro}{flags} is not supported \
+                         (gilscope supports CPython 3.9 to 3.15)"
+                    )));
+                }
+                let hex = runtime::version_hex(major, minor, micro, &flags);
+                let layout = Layout::builtin(minor, hex)?;
+                let Some(sl) = StackLayout::builtin(minor) else {
+                    return Err(unsupported(format!("no stack layout for Python 3.{minor}")));
+                };
+                (layout, sl)
+            }
+        };
+        let version = runtime::version_string(layout.version_hex);
+        let python = PythonInfo {
+            version: version.clone(),
+            version_hex: layout.version_hex,
+            free_threaded: layout.free_threaded,
+            binary: loc.binary.clone(),
+            runtime_found_by: loc.found_by.to_string(),
+            offsets_from: layout.source.to_string(),
+        };
+        let mut reader = Reader {
+            pid,
+            mem,
+            runtime: loc.address,
+            layout,
+            stacks: Some(StackReader::new(stack_layout)),
+            python,
+            opts,
+            pthread_tid_offset: None,
+            names: HashMap::new(),
+        };
+        reader.validate().map_err(|e| {
+            unsupported(format!(
+                "the memory of {} (Python {version}) does not match gilscope's layout for it: {e:#}",
+                loc.binary
+            ))
+        })?;
+        if reader.layout.tstate.native_thread_id.is_none() {
+            reader.pthread_tid_offset = Some(reader.calibrate_pthread_tid()?);
+        }
+        Ok(reader)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn python(&self) -> &PythonInfo {
+        &self.python
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Checks that the main interpreter is where the layout says, with id 0
+    /// and pointing back at the runtime.
+    fn validate(&self) -> Result<()> {
+        let l = &self.layout;
+        let main = self
+            .mem
+            .read_ptr(self.runtime + l.runtime.interpreters_main)
+            .context("reading interpreters.main")?;
+        if main == 0 {
+            bail!("the runtime has no main interpreter yet (still starting, or finalized)");
+        }
+        let id = self
+            .mem
+            .read_i64(main + l.interp.id)
+            .context("reading the main interpreter's id")?;
+        if id != 0 {
+            bail!("main interpreter id reads {id}, expected 0");
+        }
+        if let Some(off) = l.interp.runtime {
+            let back = self.mem.read_ptr(main + off)?;
+            if back != self.runtime {
+                bail!(
+                    "main interpreter's runtime pointer {back:#x} is not _PyRuntime {:#x}",
+                    self.runtime
+                );
+            }
+        }
+        if let Some(off) = l.interp.ceval_gil {
+            let gil = self.mem.read_ptr(main + off)?;
+            if gil == 0 {
+                bail!("main interpreter has no GIL pointer");
+            }
+        }
+        Ok(())
+    }
+
+    /// ≤3.10 record only the `pthread_t`; the kernel TID is inside glibc's
+    /// `struct pthread`. Find that offset: in the main thread's struct the
+    /// TID equals the PID.
+    fn calibrate_pthread_tid(&self) -> Result<u64> {
+        let main_pthread = self
+            .mem
+            .read_u64(self.runtime + self.layout.runtime.main_thread)
+            .context("reading _PyRuntime.main_thread")?;
+        if main_pthread == 0 {
+            bail!("_PyRuntime.main_thread is not set");
+        }
+        let bytes = self
+            .mem
+            .read_vec(main_pthread, 2048)
+            .context("reading the main thread's struct pthread")?;
+        let b = Bytes(&bytes);
+        let pid = self.pid;
+        // glibc 2.x x86_64 keeps `tid` at 0x2d0 (720); try that first.
+        let mut candidates: Vec<u64> = vec![0x2d0];
+        candidates.extend((0..2048u64 - 4).step_by(4).filter(|&o| o != 0x2d0));
+        for off in candidates {
+            if b.u32(off).ok() == Some(pid) {
+                return Ok(off);
+            }
+        }
+        Err(unsupported(
+            "could not find the thread id inside the C library's thread structure \
+             (gilscope knows glibc on x86_64)"
+                .to_string(),
+        ))
+    }
+
+    fn read_gil(&self, addr: u64) -> Result<GilWord> {
+        let g = &self.layout.gil;
+        let bytes = self.mem.read_vec(addr, g.read_size as usize)?;
+        let b = Bytes(&bytes);
+        Ok(GilWord {
+            enabled: match g.enabled {
+                Some(o) => Some(b.i32(o)?),
+                None => None,
+            },
+            locked: b.i32(g.locked)?,
+            last_holder: b.u64(g.last_holder)?,
+            switch_number: b.u64(g.switch_number)?,
+        })
+    }
+
+    fn read_interps(&self) -> Result<Vec<RawInterp>> {
+        let l = &self.layout;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut addr = self
+            .mem
+            .read_ptr(self.runtime + l.runtime.interpreters_head)?;
+        while addr != 0 {
+            if !seen.insert(addr) || out.len() >= MAX_INTERPRETERS {
+                bail!("interpreter list loops (torn read)");
+            }
+            let id = self.mem.read_i64(addr + l.interp.id)?;
+            if id < 0 {
+                bail!("interpreter at {addr:#x} has id {id} (torn read)");
+            }
+            if let Some(off) = l.interp.runtime {
+                if self.mem.read_ptr(addr + off)? != self.runtime {
+                    bail!(
+                        "interpreter at {addr:#x} does not point back to the runtime (torn read)"
+                    );
+                }
+            }
+            let (gil_addr, own_gil) = match (l.interp.ceval_gil, l.interp.own_gil) {
+                (Some(g), Some(o)) => {
+                    let ptr = self.mem.read_ptr(addr + g)?;
+                    let own = self.mem.read_i32(addr + o)?;
+                    if ptr == 0 {
+                        bail!("interpreter {id} has no GIL pointer (being created or destroyed)");
+                    }
+                    let embedded = l.interp.embedded_gil.map(|e| addr + e);
+                    let own_by_ptr = embedded == Some(ptr);
+                    if !(own == 0 || own == 1) || (own == 1) != own_by_ptr {
+                        bail!("interpreter {id}: own_gil {own} disagrees with its GIL pointer");
+                    }
+                    (ptr, own_by_ptr)
+                }
+                _ => {
+                    let Some(g) = l.runtime.runtime_gil else {
+                        bail!("layout has no GIL");
+                    };
+                    // One GIL per process: only the main interpreter "owns" it.
+                    (self.runtime + g, false)
+                }
+            };
+            let threads_main = match l.interp.threads_main {
+                Some(o) => self.mem.read_ptr(addr + o)?,
+                None => 0,
+            };
+            out.push(RawInterp {
+                addr,
+                id,
+                gil_addr,
+                own_gil,
+                threads_main,
+            });
+            addr = self.mem.read_ptr(addr + l.interp.next)?;
+        }
+        // ≤3.11: the main interpreter (id 0) owns the single GIL.
+        if l.interp.ceval_gil.is_none() {
+            for i in &mut out {
+                i.own_gil = i.id == 0;
+            }
+        }
+        if !out.iter().any(|i| i.id == 0) {
+            bail!("no main interpreter in the interpreter list");
+        }
+        Ok(out)
+    }
+
+    fn pthread_to_tid(&self, pthread: u64) -> Option<u32> {
+        let off = self.pthread_tid_offset?;
+        if pthread == 0 {
+            return None;
+        }
+        self.mem.read_u32(pthread + off).ok()
+    }
+
+    fn read_tstates(&self, interp: &RawInterp, total: &mut usize) -> Result<Vec<RawTstate>> {
+        let t = &self.layout.tstate;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut addr = self
+            .mem
+            .read_ptr(interp.addr + self.layout.interp.threads_head)?;
+        while addr != 0 {
+            *total += 1;
+            if !seen.insert(addr) || *total > MAX_THREAD_STATES {
+                bail!("thread list of interpreter {} loops (torn read)", interp.id);
+            }
+            let bytes = self.mem.read_vec(addr, t.read_size as usize)?;
+            let b = Bytes(&bytes);
+            let interp_addr = b.u64(t.interp)?;
+            if interp_addr != interp.addr {
+                bail!(
+                    "thread state {addr:#x} in interpreter {} points to another interpreter (torn read)",
+                    interp.id
+                );
+            }
+            let thread_id = b.u64(t.thread_id)?;
+            let tid = match t.native_thread_id {
+                Some(o) => b.u64(o)? as u32,
+                None => self.pthread_to_tid(thread_id).unwrap_or(0),
+            };
+            let status = match t.status {
+                Some(o) => Some(b.u32(o)?),
+                None => None,
+            };
+            let active = match (status, t.active_bit) {
+                (Some(s), Some(bit)) => Some(s & (1 << bit) != 0),
+                _ => None,
+            };
+            let holds_flag = match t.holds_gil {
+                HoldsGil::FromGil => None,
+                HoldsGil::StatusBit(bit) => status.map(|s| s & (1 << bit) != 0),
+                HoldsGil::Int(o) => Some(b.i32(o)? != 0),
+            };
+            let gil_requested = match t.gil_requested {
+                Some(o) => Some(b.i32(o)? != 0),
+                None => None,
+            };
+            let state = match t.state {
+                Some(o) => Some(b.i32(o)?),
+                None => None,
+            };
+            let whence = match t.whence {
+                Some(o) => Some(b.i32(o)?),
+                None => None,
+            };
+            out.push(RawTstate {
+                addr,
+                interp_addr,
+                interp_id: interp.id,
+                thread_id,
+                tid,
+                active,
+                holds_flag,
+                gil_requested,
+                state,
+                whence,
+            });
+            addr = b.u64(t.next)?;
+        }
+        Ok(out)
+    }
+
+    fn read_all(&self) -> Result<RawReading> {
+        let interps = self.read_interps()?;
+        let mut gils = BTreeMap::new();
+        for i in &interps {
+            if let std::collections::btree_map::Entry::Vacant(e) = gils.entry(i.gil_addr) {
+                e.insert(self.read_gil(i.gil_addr)?);
+            }
+        }
+        let tstate_current = match self.layout.runtime.tstate_current {
+            Some(o) => self.mem.read_ptr(self.runtime + o)?,
+            None => 0,
+        };
+        let mut tstates = Vec::new();
+        let mut total = 0;
+        for i in &interps {
+            tstates.extend(self.read_tstates(i, &mut total)?);
+        }
+        Ok(RawReading {
+            interps,
+            tstates,
+            gils,
+            tstate_current,
+        })
+    }
+
+    /// Takes one snapshot. Retries torn readings; see the module docs.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let _lock = if self.opts.blocking {
+            Some(
+                self.mem
+                    .process
+                    .lock()
+                    .map_err(anyhow::Error::new)
+                    .context("pausing the target (--blocking)")?,
+            )
+        } else {
+            None
+        };
+        let mut last_err = None;
+        let mut unsettled: Vec<u64> = Vec::new();
+        for attempt in 0..=self.opts.max_retries {
+            let time_ns = monotonic_ns();
+            let tasks = match procfs::tasks(self.pid) {
+                Ok(t) => t,
+                Err(e) => {
+                    runtime::check_process(self.pid)?;
+                    return Err(e);
+                }
+            };
+            let raw = match self.read_all() {
+                Ok(r) => r,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            let frames = self.read_frames(&raw);
+            // Re-read every GIL: a reading is consistent only if none moved.
+            let mut moved = Vec::new();
+            for (&addr, before) in &raw.gils {
+                match self.read_gil(addr) {
+                    Ok(after) if after == *before => {}
+                    _ => moved.push(addr),
+                }
+            }
+            if !moved.is_empty() && attempt < self.opts.max_retries {
+                unsettled = moved;
+                continue;
+            }
+            unsettled = moved;
+            return Ok(self.build(time_ns, attempt, &raw, &tasks, frames, &unsettled));
+        }
+        // Every attempt failed to read the lists.
+        runtime::check_process(self.pid)?;
+        let e = last_err.unwrap_or_else(|| anyhow::anyhow!("no reading"));
+        let _ = unsettled;
+        Err(anyhow::Error::new(ReadError::new(
+            ReadErrorKind::Inconsistent,
+            format!(
+                "could not get a consistent reading of process {} after {} attempts: {e:#}",
+                self.pid,
+                self.opts.max_retries + 1
+            ),
+        )))
+    }
+
+    /// Python stacks of every thread state (innermost first), by address.
+    fn read_frames(&mut self, raw: &RawReading) -> HashMap<u64, Vec<super::stack::RawFrame>> {
+        let mut out = HashMap::new();
+        if !self.opts.stacks {
+            return out;
+        }
+        let Some(stacks) = self.stacks.as_mut() else {
+            return out;
+        };
+        for ts in &raw.tstates {
+            // A running thread changes its frames under us; retry a little.
+            for _ in 0..3 {
+                if let Ok(f) = stacks.read_stack(&self.mem, ts.addr) {
+                    out.insert(ts.addr, f);
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn thread_names(&mut self, raw: &RawReading) -> HashMap<u64, String> {
+        let mut out = HashMap::new();
+        if !self.opts.thread_names {
+            return out;
+        }
+        for i in &raw.interps {
+            let wanted: Vec<u64> = raw
+                .tstates
+                .iter()
+                .filter(|t| t.interp_addr == i.addr)
+                .map(|t| t.thread_id)
+                .collect();
+            let cached = self.names.get(&i.addr);
+            let stale = cached.is_none_or(|c| wanted.iter().any(|id| !c.contains_key(id)));
+            if stale {
+                if let Some(stacks) = self.stacks.as_mut() {
+                    if let Ok(n) = stacks.threading_names(&self.mem, i.addr) {
+                        self.names.insert(i.addr, n);
+                    }
+                }
+            }
+        }
+        // Names from the main interpreter win (that is where `threading`
+        // started the thread); sub-interpreters fill in the rest.
+        let mut interps: Vec<&RawInterp> = raw.interps.iter().collect();
+        interps.sort_by_key(|i| std::cmp::Reverse(i.id));
+        for i in interps {
+            if let Some(n) = self.names.get(&i.addr) {
+                for (k, v) in n {
+                    out.insert(*k, v.clone());
+                }
+            }
+        }
+        let live: HashSet<u64> = raw.interps.iter().map(|i| i.addr).collect();
+        self.names.retain(|k, _| live.contains(k));
+        out
+    }
+
+    fn build(
+        &mut self,
+        time_ns: u64,
+        retries: u32,
+        raw: &RawReading,
+        tasks: &[TaskStat],
+        mut frames: HashMap<u64, Vec<super::stack::RawFrame>>,
+        unsettled: &[u64],
+    ) -> Snapshot {
+        let l = &self.layout;
+        let mut warnings = Vec::new();
+        let task_by_tid: HashMap<u32, &TaskStat> = tasks.iter().map(|t| (t.tid, t)).collect();
+        let interp_by_addr: HashMap<u64, &RawInterp> =
+            raw.interps.iter().map(|i| (i.addr, i)).collect();
+        let main_addr = raw
+            .interps
+            .iter()
+            .find(|i| i.id == 0)
+            .map(|i| i.addr)
+            .unwrap_or(0);
+
+        // Which thread state holds each GIL.
+        let mut holder_of_gil: HashMap<u64, u64> = HashMap::new();
+        for (&gil_addr, g) in &raw.gils {
+            if unsettled.contains(&gil_addr) {
+                continue;
+            }
+            if g.enabled == Some(0) || g.locked != 1 {
+                continue;
+            }
+            let users: Vec<&RawTstate> = raw
+                .tstates
+                .iter()
+                .filter(|t| {
+                    interp_by_addr
+                        .get(&t.interp_addr)
+                        .is_some_and(|i| i.gil_addr == gil_addr)
+                })
+                .collect();
+            let holder = match l.tstate.holds_gil {
+                HoldsGil::FromGil => {
+                    if raw.tstate_current != 0 && users.iter().any(|t| t.addr == raw.tstate_current)
+                    {
+                        Some(raw.tstate_current)
+                    } else if users.iter().any(|t| t.addr == g.last_holder) {
+                        Some(g.last_holder)
+                    } else {
+                        None
+                    }
+                }
+                _ => {
+                    let flagged: Vec<&&RawTstate> = users
+                        .iter()
+                        .filter(|t| t.holds_flag == Some(true))
+                        .collect();
+                    match flagged.as_slice() {
+                        [one] => Some(one.addr),
+                        // Between `locked = 1` and `holds_gil = 1`: the taker is `last_holder`.
+                        [] if users.iter().any(|t| t.addr == g.last_holder) => Some(g.last_holder),
+                        _ => None,
+                    }
+                }
+            };
+            if let Some(h) = holder {
+                holder_of_gil.insert(gil_addr, h);
+            }
+        }
+        let holder_tstates: HashSet<u64> = holder_of_gil.values().copied().collect();
+
+        // Group thread states by OS thread.
+        let mut by_tid: BTreeMap<u32, Vec<&RawTstate>> = BTreeMap::new();
+        let mut dangling = 0usize;
+        for ts in &raw.tstates {
+            if ts.tid == 0 || !task_by_tid.contains_key(&ts.tid) {
+                dangling += 1;
+                continue;
+            }
+            by_tid.entry(ts.tid).or_default().push(ts);
+        }
+        if dangling > 0 {
+            warnings.push(format!(
+                "{dangling} thread state(s) name no live thread (exited, or not yet bound); not shown"
+            ));
+        }
+        let names = self.thread_names(raw);
+
+        let mut threads = Vec::new();
+        for (tid, states) in &by_tid {
+            let task = task_by_tid[tid];
+            let has_frames = |t: &RawTstate| frames.get(&t.addr).is_some_and(|f| !f.is_empty());
+            // Pick the thread state the thread is running in now.
+            let pick = |pred: &dyn Fn(&RawTstate) -> bool| -> Option<&RawTstate> {
+                let mut c: Vec<&RawTstate> = states.iter().copied().filter(|t| pred(t)).collect();
+                c.sort_by_key(|t| std::cmp::Reverse(t.interp_id));
+                c.first().copied()
+            };
+            let (current, evidence) = if let Some(t) = pick(&|t| holder_tstates.contains(&t.addr)) {
+                (t, "holds_gil")
+            } else if let Some(t) = pick(&|t| t.state == Some(1)) {
+                (t, "attached")
+            } else if let Some(t) = pick(&|t| t.active == Some(true)) {
+                (t, "active")
+            } else if states.len() == 1 {
+                (states[0], "only")
+            } else if let Some(t) = pick(&|t| t.interp_addr != main_addr && t.whence == Some(5)) {
+                (t, "exec")
+            } else if let Some(t) = pick(&|t| {
+                t.interp_addr != main_addr
+                    && interp_by_addr
+                        .get(&t.interp_addr)
+                        .is_some_and(|i| i.threads_main == t.addr)
+            }) {
+                (t, "runs_main")
+            } else if let Some(t) = pick(&|t| t.interp_addr != main_addr && has_frames(t)) {
+                (t, "innermost_stack")
+            } else if let Some(t) = pick(&|t| t.interp_addr == main_addr) {
+                (t, "main")
+            } else {
+                (states[0], "first")
+            };
+            let interp = interp_by_addr.get(&current.interp_addr).copied();
+            let interp_id = current.interp_id;
+            let gil_addr = interp.map(|i| i.gil_addr).unwrap_or(0);
+            let gil = raw.gils.get(&gil_addr);
+            let gil_unsettled = unsettled.contains(&gil_addr);
+            let holds = holder_of_gil.get(&gil_addr) == Some(&current.addr);
+            let gil_enabled = gil.is_none_or(|g| g.enabled != Some(0));
+
+            let gil_state = if gil_unsettled {
+                GilState::Unknown
+            } else if !gil_enabled {
+                if current.state == Some(1) {
+                    GilState::Attached
+                } else if task.on_cpu() {
+                    GilState::Released
+                } else {
+                    GilState::Idle
+                }
+            } else if holds {
+                GilState::Held
+            } else if current.gil_requested == Some(true)
+                || (!task.on_cpu() && self.waits_on_gil(*tid, gil_addr))
+            {
+                // 3.15 says so itself; elsewhere the thread sleeps on a futex
+                // inside this GIL's condition variable or mutex.
+                GilState::Waiting
+            } else if task.on_cpu() {
+                GilState::Released
+            } else {
+                GilState::Idle
+            };
+
+            // Frames: current thread state first, then the others
+            // (sub-interpreters newest first, main interpreter last).
+            let mut order: Vec<&RawTstate> = states.clone();
+            order.sort_by_key(|t| {
+                (
+                    t.addr != current.addr,
+                    t.interp_addr == main_addr,
+                    std::cmp::Reverse(t.interp_id),
+                )
+            });
+            let mut thread_frames = Vec::new();
+            for t in &order {
+                if let Some(fs) = frames.remove(&t.addr) {
+                    thread_frames.extend(fs.into_iter().map(|f| FrameInfo {
+                        function: f.function,
+                        file: f.file,
+                        line: f.line,
+                        interpreter: t.interp_id,
+                    }));
+                }
+            }
+            let name = states
+                .iter()
+                .find_map(|t| names.get(&t.thread_id).cloned())
+                .unwrap_or_else(|| task.comm.clone());
+            threads.push(ThreadInfo {
+                tid: *tid,
+                start_ticks: task.start_ticks,
+                name,
+                os_name: task.comm.clone(),
+                interpreter: interp_id,
+                holds_gil: holds,
+                gil_state,
+                on_cpu: task.on_cpu(),
+                frames: thread_frames,
+                thread_states: order
+                    .iter()
+                    .map(|t| ThreadStateRef {
+                        interpreter: t.interp_id,
+                        address: t.addr,
+                        current: t.addr == current.addr,
+                    })
+                    .collect(),
+                interpreter_evidence: evidence.to_string(),
+            });
+        }
+        threads.sort_by_key(|t| (t.interpreter, t.tid));
+
+        let tid_of: HashMap<u64, u32> = raw.tstates.iter().map(|t| (t.addr, t.tid)).collect();
+        let mut interpreters: Vec<InterpreterInfo> = raw
+            .interps
+            .iter()
+            .map(|i| {
+                let g = raw.gils.get(&i.gil_addr).copied();
+                let unsettled_gil = unsettled.contains(&i.gil_addr);
+                let enabled = g.is_none_or(|g| g.enabled != Some(0));
+                let ft_state = g.and_then(|g| g.enabled).map(|e| {
+                    match e {
+                        0 => "disabled",
+                        GIL_PERMANENT => "permanent",
+                        _ => "transient",
+                    }
+                    .to_string()
+                });
+                let holder_tid = holder_of_gil
+                    .get(&i.gil_addr)
+                    .and_then(|h| tid_of.get(h).copied())
+                    .filter(|t| *t != 0);
+                InterpreterInfo {
+                    id: i.id,
+                    main: i.id == 0,
+                    own_gil: i.own_gil,
+                    gil: GilInfo {
+                        enabled,
+                        locked: enabled && g.is_some_and(|g| g.locked == 1),
+                        holder_tid: if unsettled_gil { None } else { holder_tid },
+                        switch_number: g.map(|g| g.switch_number).unwrap_or(0),
+                        address: i.gil_addr,
+                        free_threaded_state: ft_state,
+                    },
+                    address: i.addr,
+                }
+            })
+            .collect();
+        interpreters.sort_by_key(|i| i.id);
+        for &g in unsettled {
+            let ids: Vec<String> = interpreters
+                .iter()
+                .filter(|i| i.gil.address == g)
+                .map(|i| i.id.to_string())
+                .collect();
+            warnings.push(format!(
+                "the GIL of interpreter(s) {} changed hands during every reading; its holder is unknown",
+                ids.join(", ")
+            ));
+        }
+        Snapshot {
+            pid: self.pid,
+            time_ns,
+            python: self.python.clone(),
+            interpreters,
+            threads,
+            retries,
+            warnings,
+        }
+    }
+
+    /// Is the thread blocked on a futex inside this GIL's wait area?
+    fn waits_on_gil(&self, tid: u32, gil_addr: u64) -> bool {
+        if gil_addr == 0 {
+            return false;
+        }
+        match procfs::blocked_syscall(self.pid, tid) {
+            Some((SYS_FUTEX, addr)) => {
+                let g = &self.layout.gil;
+                addr >= gil_addr + g.wait_begin && addr < gil_addr + g.wait_end
+            }
+            _ => false,
+        }
+    }
+}
+
+fn unsupported(msg: String) -> anyhow::Error {
+    ReadError::new(ReadErrorKind::Unsupported, msg).into()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (the clock exact-mode probes use too).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
