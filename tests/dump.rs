@@ -1,0 +1,553 @@
+//! `gilscope dump --json` against real CPython processes whose state is known: the samples in
+//! `samples/` describe their ground truth in their ready line (see samples/sample_support.py).
+//! Each test runs on every applicable interpreter of the manifest (tests/common/mod.rs).
+
+mod common;
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use common::*;
+use gilscope::model::{GilState, Snapshot};
+
+/// Free-threaded builds run the GIL samples with the GIL forced on.
+fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
+    if py.free_threaded {
+        vec![("PYTHON_GIL", "1")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Attach the snapshot (one line per thread) to a failure.
+fn with_snapshot<T>(snap: &Snapshot, r: Result<T>) -> Result<T> {
+    r.with_context(|| format!("snapshot:\n{}", describe(snap)))
+}
+
+// ------------------------------------------------------------------------ samples/threads.py
+
+/// samples/threads.py: the holder holds the main GIL (off CPU); nobody else holds it; every
+/// thread is found with its `threading` name, in interpreter 0, with its innermost function
+/// (and line where the sample knows it).
+#[test]
+fn threads_gil_holder_and_names() {
+    for_each_python(
+        "threads_gil_holder_and_names",
+        "any CPython 3.9+",
+        |_| true,
+        |py| {
+            let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
+            let snap = dump(target.pid())?;
+            with_snapshot(&snap, check_threads_sample(&snap, &target.ready))
+        },
+    );
+}
+
+fn check_threads_sample(snap: &Snapshot, ready: &Ready) -> Result<()> {
+    check_invariants(snap)?;
+    check_against_ready(snap, ready)?;
+    ensure!(
+        snap.interpreters.len() == 1,
+        "{} interpreters, want 1",
+        snap.interpreters.len()
+    );
+    let holder = ready.role("holder")?;
+    let main = &snap.interpreters[0];
+    ensure!(main.gil.enabled, "main GIL not enabled");
+    ensure!(
+        main.gil.locked,
+        "main GIL not locked (the holder sleeps holding it)"
+    );
+    ensure!(
+        main.gil.holder_tid == Some(holder.native_id),
+        "main GIL holder {:?}, want the holder {}",
+        main.gil.holder_tid,
+        holder.native_id
+    );
+    for rt in &ready.threads {
+        let t = snap
+            .thread(rt.native_id)
+            .expect("checked by check_against_ready");
+        check_innermost(snap, rt)?;
+        if rt.role == "holder" {
+            ensure!(t.holds_gil, "holder {}: holds_gil false", t.tid);
+            ensure!(
+                t.gil_state == GilState::Held,
+                "holder {}: gil_state {}",
+                t.tid,
+                t.gil_state.as_str()
+            );
+            ensure!(
+                !t.on_cpu,
+                "holder {}: on_cpu, but it sleeps in usleep",
+                t.tid
+            );
+        } else {
+            ensure!(
+                !t.holds_gil,
+                "{} {} ({}): holds_gil, only the holder may",
+                rt.role,
+                t.tid,
+                t.name
+            );
+        }
+        // Blocked in a system call without the GIL, not wanting it.
+        if matches!(rt.role.as_str(), "releaser" | "idle" | "main" | "watchdog") {
+            ensure!(
+                !t.on_cpu,
+                "{} {}: on_cpu, but it is blocked in a system call",
+                rt.role,
+                t.tid
+            );
+            ensure!(
+                t.gil_state == GilState::Idle,
+                "{} {}: gil_state {}, want idle (off CPU, GIL released)",
+                rt.role,
+                t.tid,
+                t.gil_state.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// samples/threads.py: the holder's stack from innermost: `hold_gil` (threads.py, the line of
+/// the usleep call; the C call adds no Python frame) then the threading bootstrap `run`,
+/// `_bootstrap_inner`, `_bootstrap` (qualified `Thread.run` etc. on 3.11+), all in
+/// interpreter 0, and nothing beyond.
+#[test]
+fn threads_holder_stack() {
+    for_each_python(
+        "threads_holder_stack",
+        "any CPython 3.9+",
+        |_| true,
+        |py| {
+            let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
+            let snap = dump(target.pid())?;
+            with_snapshot(&snap, check_holder_stack(py, &snap, &target.ready))
+        },
+    );
+}
+
+fn check_holder_stack(py: &Python, snap: &Snapshot, ready: &Ready) -> Result<()> {
+    let holder = ready.role("holder")?;
+    let t = snap
+        .thread(holder.native_id)
+        .ok_or_else(|| anyhow!("holder {} not found", holder.native_id))?;
+    let frames = &t.frames;
+    let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+    let i = frames
+        .iter()
+        .take(2)
+        .position(|f| base_name(&f.function) == "hold_gil")
+        .ok_or_else(|| anyhow!("hold_gil is not among the two innermost frames: {names:?}"))?;
+    let f = &frames[i];
+    ensure!(
+        f.file.ends_with("threads.py"),
+        "hold_gil frame file {:?}",
+        f.file
+    );
+    ensure!(
+        f.line == holder.line.expect("sample reports the line"),
+        "hold_gil at line {}, want {:?}",
+        f.line,
+        holder.line
+    );
+    let qualified = py.at_least(11);
+    let want: [&str; 3] = if qualified {
+        ["Thread.run", "Thread._bootstrap_inner", "Thread._bootstrap"]
+    } else {
+        ["run", "_bootstrap_inner", "_bootstrap"]
+    };
+    let outer: Vec<&str> = names.iter().skip(i + 1).copied().collect();
+    ensure!(
+        outer == want,
+        "frames after hold_gil {outer:?}, want {want:?} (all frames: {names:?})"
+    );
+    for f in &frames[i + 1..] {
+        ensure!(
+            f.file.ends_with("threading.py"),
+            "{} in {:?}, want threading.py",
+            f.function,
+            f.file
+        );
+        ensure!(f.line > 0, "{} has no line", f.function);
+    }
+    for f in frames {
+        ensure!(
+            f.interpreter == 0,
+            "{} in interpreter {}",
+            f.function,
+            f.interpreter
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- samples/subinterp_own_gil.py
+
+/// samples/subinterp_own_gil.py (3.12+): three interpreters with three distinct GILs; each
+/// worker is in its own sub-interpreter running `sub_spin` there (its outer frames in
+/// interpreter 0); over 20 dumps each sub-interpreter's GIL, whenever a holder is known, is held
+/// by its worker (and seen so at least once); the main GIL only ever by the main spinner.
+#[test]
+fn subinterp_own_gil() {
+    for_each_python(
+        "subinterp_own_gil",
+        "CPython 3.12+",
+        |p| p.at_least(12),
+        |py| {
+            let target = Target::start_with_env(py, "subinterp_own_gil.py", &gil_env(py))?;
+            let ready = &target.ready;
+            let workers = ready.with_role("sub-spinner");
+            ensure!(
+                workers.len() == 2,
+                "sample reports {} sub-interpreter workers",
+                workers.len()
+            );
+            let spinner = ready.role("spinner")?;
+            let mut seen_holder: HashMap<i64, u32> = HashMap::new();
+            for n in 0..20 {
+                let snap = dump(target.pid()).with_context(|| format!("dump #{n}"))?;
+                with_snapshot(
+                    &snap,
+                    check_own_gil_dump(&snap, ready, &workers, spinner, &mut seen_holder),
+                )
+                .with_context(|| format!("dump #{n}"))?;
+                thread::sleep(Duration::from_millis(25));
+            }
+            for w in &workers {
+                ensure!(
+                    seen_holder.get(&w.interpreter).copied().unwrap_or(0) > 0,
+                    "sub-interpreter {}: its GIL holder was never the worker {} in 20 dumps",
+                    w.interpreter,
+                    w.native_id
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+fn check_own_gil_dump(
+    snap: &Snapshot,
+    ready: &Ready,
+    workers: &[&ReadyThread],
+    spinner: &ReadyThread,
+    seen_holder: &mut HashMap<i64, u32>,
+) -> Result<()> {
+    check_invariants(snap)?;
+    check_against_ready(snap, ready)?;
+    ensure!(
+        snap.interpreters.len() == 3,
+        "{} interpreters, want 3",
+        snap.interpreters.len()
+    );
+    for i in &snap.interpreters {
+        ensure!(i.own_gil, "interpreter {}: own_gil false", i.id);
+        ensure!(i.gil.enabled, "interpreter {}: GIL not enabled", i.id);
+        for j in &snap.interpreters {
+            ensure!(
+                i.id == j.id || i.gil.address != j.gil.address,
+                "interpreters {} and {} have the same GIL {:#x}, but each has its own",
+                i.id,
+                j.id,
+                i.gil.address
+            );
+        }
+    }
+    for w in workers {
+        let t = snap
+            .thread(w.native_id)
+            .expect("checked by check_against_ready");
+        let sub = w.interpreter;
+        ensure!(
+            sub != 0,
+            "worker {} reported in the main interpreter by the sample",
+            w.native_id
+        );
+        check_innermost(snap, w)?;
+        // Innermost frames in the sub-interpreter, then (the code that entered it) interpreter 0.
+        let interps: Vec<i64> = t.frames.iter().map(|f| f.interpreter).collect();
+        let k = interps
+            .iter()
+            .position(|&i| i != sub)
+            .unwrap_or(interps.len());
+        ensure!(
+            interps[k..].iter().all(|&i| i == 0),
+            "worker {}: frame interpreters {interps:?}, want {sub}… then 0…",
+            t.tid
+        );
+        ensure!(
+            t.frames
+                .iter()
+                .any(|f| base_name(&f.function) == "sub_worker" && f.interpreter == 0),
+            "worker {}: no `sub_worker` frame in interpreter 0 (the caller of the sub-interpreter)",
+            t.tid
+        );
+        let i = snap
+            .interpreter(sub)
+            .expect("checked by check_against_ready");
+        if let Some(h) = i.gil.holder_tid {
+            ensure!(
+                h == w.native_id,
+                "sub-interpreter {sub}: GIL holder {h}, only its worker {} runs there",
+                w.native_id
+            );
+            *seen_holder.entry(sub).or_default() += 1;
+        }
+        if t.holds_gil {
+            ensure!(
+                i.gil.holder_tid == Some(t.tid),
+                "worker {}: holds_gil but its GIL's holder is {:?}",
+                t.tid,
+                i.gil.holder_tid
+            );
+        }
+    }
+    check_innermost(snap, spinner)?;
+    // Main only holds it while it finishes printing the ready line.
+    let main_thread = ready.role("main")?.native_id;
+    if let Some(h) = snap.interpreters[0].gil.holder_tid {
+        ensure!(
+            h == spinner.native_id || h == main_thread,
+            "main GIL holder {h}, want the main spinner {} (or MainThread, or none)",
+            spinner.native_id
+        );
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------- samples/subinterp_shared_gil.py
+
+/// samples/subinterp_shared_gil.py (3.9+): a shared-GIL sub-interpreter (own_gil false, same GIL
+/// address as the main interpreter) whose worker sleeps in `sub_hold_gil` holding that GIL:
+/// the worker is in the sub-interpreter, holds the GIL (off CPU), is the holder seen through
+/// both interpreters, and its stack goes from the sub-interpreter into interpreter 0.
+#[test]
+fn subinterp_shared_gil() {
+    for_each_python(
+        "subinterp_shared_gil",
+        "CPython 3.9+",
+        |_| true,
+        |py| {
+            let target = Target::start_with_env(py, "subinterp_shared_gil.py", &gil_env(py))?;
+            let snap = dump(target.pid())?;
+            with_snapshot(&snap, check_shared_gil(&snap, &target.ready))
+        },
+    );
+}
+
+fn check_shared_gil(snap: &Snapshot, ready: &Ready) -> Result<()> {
+    check_invariants(snap)?;
+    check_against_ready(snap, ready)?;
+    ensure!(
+        snap.interpreters.len() == 2,
+        "{} interpreters, want 2",
+        snap.interpreters.len()
+    );
+    let w = ready.role("sub-holder")?;
+    let sub = snap
+        .interpreter(w.interpreter)
+        .expect("checked by check_against_ready");
+    let main = &snap.interpreters[0];
+    ensure!(!sub.own_gil, "sub-interpreter {}: own_gil true", sub.id);
+    ensure!(
+        sub.gil.address == main.gil.address,
+        "sub-interpreter GIL at {:#x}, main's at {:#x}: they share one",
+        sub.gil.address,
+        main.gil.address
+    );
+    for i in [main, sub] {
+        ensure!(i.gil.locked, "interpreter {}: shared GIL not locked", i.id);
+        ensure!(
+            i.gil.holder_tid == Some(w.native_id),
+            "interpreter {}: GIL holder {:?}, want the worker {}",
+            i.id,
+            i.gil.holder_tid,
+            w.native_id
+        );
+    }
+    let t = snap
+        .thread(w.native_id)
+        .expect("checked by check_against_ready");
+    ensure!(
+        t.holds_gil && t.gil_state == GilState::Held,
+        "worker {}: holds_gil {}, gil_state {}",
+        t.tid,
+        t.holds_gil,
+        t.gil_state.as_str()
+    );
+    ensure!(
+        !t.on_cpu,
+        "worker {}: on_cpu, but it sleeps in usleep",
+        t.tid
+    );
+    check_innermost(snap, w)?;
+    ensure!(
+        t.frames
+            .iter()
+            .any(|f| base_name(&f.function) == "sub_worker" && f.interpreter == 0),
+        "worker {}: no `sub_worker` frame in interpreter 0 (the caller of the sub-interpreter)",
+        t.tid
+    );
+    for rt in &ready.threads {
+        check_innermost(snap, rt)?;
+        if rt.native_id != w.native_id {
+            let o = snap.thread(rt.native_id).expect("checked");
+            ensure!(
+                !o.holds_gil,
+                "{} {}: holds_gil, only the worker may",
+                rt.role,
+                o.tid
+            );
+            ensure!(
+                !o.on_cpu,
+                "{} {}: on_cpu, but it is blocked in a system call",
+                rt.role,
+                o.tid
+            );
+        }
+    }
+    Ok(())
+}
+
+// --------------------------------------------------------------------- samples/freethreaded.py
+
+/// samples/freethreaded.py on a free-threaded build with PYTHON_GIL=0: the GIL is disabled
+/// (`free_threaded_state` "disabled"), nobody holds it, and in most of 10 dumps both spinners
+/// are "attached" and on CPU at the same time.
+#[test]
+fn freethreaded_gil_disabled() {
+    for_each_python(
+        "freethreaded_gil_disabled",
+        "a free-threaded build (3.13t+)",
+        |p| p.free_threaded,
+        |py| {
+            let target = Target::start_with_env(py, "freethreaded.py", &[("PYTHON_GIL", "0")])?;
+            let ready = &target.ready;
+            ensure!(
+                ready.free_threaded && !ready.gil_enabled,
+                "sample: free_threaded {}, gil_enabled {}",
+                ready.free_threaded,
+                ready.gil_enabled
+            );
+            let spinners = ready.with_role("spinner");
+            ensure!(
+                spinners.len() == 2,
+                "sample reports {} spinners",
+                spinners.len()
+            );
+            let mut both_running = 0;
+            let mut last = String::new();
+            for n in 0..10 {
+                let snap = dump(target.pid()).with_context(|| format!("dump #{n}"))?;
+                let r = (|| -> Result<bool> {
+                    check_invariants(&snap)?;
+                    check_against_ready(&snap, ready)?;
+                    ensure!(snap.python.free_threaded, "python.free_threaded false");
+                    let main = &snap.interpreters[0];
+                    ensure!(!main.gil.enabled, "main GIL enabled under PYTHON_GIL=0");
+                    ensure!(
+                        main.gil.free_threaded_state.as_deref() == Some("disabled"),
+                        "free_threaded_state {:?}, want \"disabled\"",
+                        main.gil.free_threaded_state
+                    );
+                    for t in &snap.threads {
+                        ensure!(!t.holds_gil, "thread {} holds a disabled GIL", t.tid);
+                    }
+                    for s in &spinners {
+                        check_innermost(&snap, s)?;
+                    }
+                    Ok(spinners.iter().all(|s| {
+                        let t = snap.thread(s.native_id).expect("checked");
+                        t.gil_state == GilState::Attached && t.on_cpu
+                    }))
+                })();
+                if with_snapshot(&snap, r).with_context(|| format!("dump #{n}"))? {
+                    both_running += 1;
+                }
+                last = describe(&snap);
+                thread::sleep(Duration::from_millis(30));
+            }
+            ensure!(
+            both_running >= 6,
+            "both spinners attached and on CPU in only {both_running} of 10 dumps; last:\n{last}"
+        );
+            Ok(())
+        },
+    );
+}
+
+/// samples/freethreaded.py on a free-threaded build with PYTHON_GIL=1: the GIL is enabled
+/// (permanently), at most one thread holds it in each of 10 dumps, and only a spinner; nobody
+/// is "attached" without the GIL.
+#[test]
+fn freethreaded_gil_enabled() {
+    for_each_python(
+        "freethreaded_gil_enabled",
+        "a free-threaded build (3.13t+)",
+        |p| p.free_threaded,
+        |py| {
+            let target = Target::start_with_env(py, "freethreaded.py", &[("PYTHON_GIL", "1")])?;
+            let ready = &target.ready;
+            ensure!(
+                ready.free_threaded && ready.gil_enabled,
+                "sample: free_threaded {}, gil_enabled {}",
+                ready.free_threaded,
+                ready.gil_enabled
+            );
+            let spinners: Vec<u32> = ready
+                .with_role("spinner")
+                .iter()
+                .map(|t| t.native_id)
+                .collect();
+            // Main only holds it while it finishes printing the ready line.
+            let main_thread = ready.role("main")?.native_id;
+            for n in 0..10 {
+                let snap = dump(target.pid()).with_context(|| format!("dump #{n}"))?;
+                let r = (|| -> Result<()> {
+                    check_invariants(&snap)?;
+                    check_against_ready(&snap, ready)?;
+                    let main = &snap.interpreters[0];
+                    ensure!(main.gil.enabled, "main GIL disabled under PYTHON_GIL=1");
+                    ensure!(
+                        main.gil.free_threaded_state.as_deref() == Some("permanent"),
+                        "free_threaded_state {:?}, want \"permanent\"",
+                        main.gil.free_threaded_state
+                    );
+                    let holders: Vec<u32> = snap
+                        .threads
+                        .iter()
+                        .filter(|t| t.holds_gil)
+                        .map(|t| t.tid)
+                        .collect();
+                    ensure!(
+                        holders.len() <= 1,
+                        "{} threads hold the GIL: {holders:?}",
+                        holders.len()
+                    );
+                    if let Some(h) = main.gil.holder_tid {
+                        ensure!(
+                            spinners.contains(&h) || h == main_thread,
+                            "GIL holder {h} is not a spinner {spinners:?} (nor MainThread)"
+                        );
+                    }
+                    for t in &snap.threads {
+                        ensure!(
+                            t.gil_state != GilState::Attached,
+                            "thread {}: attached while the GIL is enabled",
+                            t.tid
+                        );
+                    }
+                    Ok(())
+                })();
+                with_snapshot(&snap, r).with_context(|| format!("dump #{n}"))?;
+                thread::sleep(Duration::from_millis(30));
+            }
+            Ok(())
+        },
+    );
+}

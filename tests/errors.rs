@@ -1,0 +1,252 @@
+//! `gilscope dump` failures: exit codes and messages (docs/cli.md). Every error is one line on
+//! stderr starting with `gilscope: error: `, and never a panic.
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | ok |
+//! | 1 | anything else |
+//! | 2 | bad usage (clap) |
+//! | 3 | no such process / it exited / zombie |
+//! | 4 | not a Python process (no CPython runtime) |
+//! | 5 | unsupported Python version |
+//! | 6 | permission denied |
+//! | 7 | no consistent reading |
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use common::*;
+
+/// Kills and reaps a helper child on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_dump(pid: u32) -> std::process::Output {
+    dump_raw(&["dump", "--pid", &pid.to_string(), "--json"])
+}
+
+fn ok_or_panic(r: Result<()>) {
+    if let Err(e) = r {
+        panic!("{e:#}");
+    }
+}
+
+/// A PID no process has: a `true` that was spawned and reaped.
+#[test]
+fn no_such_process_exits_3() {
+    let mut child = Command::new("true").spawn().expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("wait true");
+    ensure_gone(pid);
+    ok_or_panic(check_error(&run_dump(pid), 3, &[]));
+}
+
+fn ensure_gone(pid: u32) {
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pid {pid} was reused already; rerun"
+    );
+}
+
+/// `sleep` has no CPython runtime.
+#[test]
+fn not_python_exits_4() {
+    let child = Reaped(
+        Command::new("sleep")
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    // Wait for the exec to happen (until then the child is a copy of this test process).
+    wait_until("sleep to exec", || {
+        std::fs::read_link(format!("/proc/{}/exe", child.0.id()))
+            .map(|p| p.to_string_lossy().contains("sleep"))
+            .unwrap_or(false)
+    });
+    ok_or_panic(check_error(&run_dump(child.0.id()), 4, &[]));
+}
+
+/// A child that exited and is not reaped yet: exit 3, and the message says "zombie".
+#[test]
+fn zombie_exits_3() {
+    let mut child = Command::new("sleep")
+        .arg("0")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sleep 0");
+    let pid = child.id();
+    // Not waited on: once it exits it stays a zombie until we reap it below.
+    wait_until("the child to become a zombie", || {
+        process_state(pid) == Some('Z')
+    });
+    let out = run_dump(pid);
+    let still_zombie = process_state(pid) == Some('Z');
+    child.wait().expect("reap");
+    assert!(still_zombie, "the zombie went away during the test");
+    ok_or_panic(check_error(&out, 3, &["zombie"]));
+}
+
+/// Run as `nobody` against a root-owned Python: exit 6, with a hint naming CAP_SYS_PTRACE or
+/// ptrace_scope.
+#[test]
+fn permission_denied_exits_6() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let msg =
+            "permission_denied_exits_6: needs root (to run a root-owned target and drop to nobody)";
+        assert!(!in_ci(), "{msg}; CI runs as root");
+        println!("SKIPPED: {msg}");
+        return;
+    }
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    else {
+        assert!(!in_ci(), "setpriv (util-linux) is missing");
+        println!("SKIPPED: permission_denied_exits_6: no setpriv");
+        return;
+    };
+    // One interpreter is enough: the kernel refuses before anything Python-specific happens.
+    let first = pythons().list.first().map(|p| p.name.clone());
+    for_each_python(
+        "permission_denied_exits_6",
+        "any CPython (the first one)",
+        |p| Some(&p.name) == first.as_ref(),
+        |py| {
+            let target = Target::start(py, "threads.py")?;
+            let pid = target.pid().to_string();
+            let mut cmd = Command::new(setpriv);
+            cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                .arg(gilscope_bin())
+                .args(["dump", "--pid", &pid, "--json"]);
+            let out = output_with_timeout(cmd, GILSCOPE_TIMEOUT)?;
+            check_error(&out, 6, &["CAP_SYS_PTRACE", "ptrace_scope"])
+        },
+    );
+}
+
+/// A Python (three spinning threads) that exits 50 ms or 400 ms after it is ready, dumped in a
+/// loop until it is gone (first a zombie, then reaped): every exit code is 0 or 3, never a
+/// panic, and the last one is 3. A debug-build dump takes a few hundred ms, so the exit falls in
+/// the middle of a reading. Each with a normal exit (interpreter finalisation running while
+/// being read) and with os._exit (threads vanish at once).
+#[test]
+fn process_exiting_while_read() {
+    const SRC: &str = r#"
+import json, os, sys, threading, time
+def spin():
+    x = 0
+    while True:
+        x += 1
+for _ in range(3):
+    threading.Thread(target=spin, daemon=True).start()
+sys.stdout.write(json.dumps({"pid": os.getpid()}) + "\n")
+sys.stdout.flush()
+time.sleep(float(sys.argv[-2]))
+if sys.argv[-1] == "hard":
+    os._exit(0)
+"#;
+    for_each_python(
+        "process_exiting_while_read",
+        "any CPython",
+        |_| true,
+        |py| {
+            for (secs, how) in [
+                ("0.05", "normal"),
+                ("0.05", "hard"),
+                ("0.4", "normal"),
+                ("0.4", "hard"),
+            ] {
+                let mut target = Target::spawn(
+                    py.command(&["-c", SRC, secs, how]),
+                    format!("{} exits after {secs} s ({how})", py.name),
+                )?;
+                let pid = target.pid();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut codes = Vec::new();
+                let mut reaped = false;
+                loop {
+                    let out = run_dump(pid);
+                    let code = out.status.code();
+                    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                    ensure!(
+                        !stderr.contains("panicked"),
+                        "{how}: gilscope panicked: {stderr}"
+                    );
+                    ensure!(
+                        matches!(code, Some(0) | Some(3)),
+                        "{how}: exit code {code:?} (want 0 or 3) after codes {codes:?}; stderr: {}",
+                        stderr.trim_end()
+                    );
+                    codes.push(code.unwrap_or(-1));
+                    if code == Some(3) {
+                        check_error(&out, 3, &[])?;
+                        if reaped {
+                            break;
+                        }
+                        // Gone for gilscope (a zombie, or exiting): reap it, then read once more.
+                        ensure!(
+                            target.wait_exit(Duration::from_secs(10)).is_some(),
+                            "{how}: gilscope said exit 3 but the process is still running"
+                        );
+                        reaped = true;
+                    }
+                    ensure!(
+                        Instant::now() < deadline,
+                        "{how}: still readable after 20 s: codes {codes:?}"
+                    );
+                }
+                println!("  {} {how}: exit codes {:?}", py.name, compress(&codes));
+            }
+            Ok(())
+        },
+    );
+}
+
+fn compress(codes: &[i32]) -> Vec<String> {
+    let mut out: Vec<(i32, usize)> = Vec::new();
+    for &c in codes {
+        match out.last_mut() {
+            Some((last, n)) if *last == c => *n += 1,
+            _ => out.push((c, 1)),
+        }
+    }
+    out.into_iter().map(|(c, n)| format!("{c}x{n}")).collect()
+}
+
+/// A PID that is not a number is a usage error (clap): exit 2, no panic.
+#[test]
+fn malformed_pid_exits_2() {
+    let out = dump_raw(&["dump", "--pid", "abc"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "gilscope panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.to_lowercase().contains("error"),
+        "no error message on stderr: {stderr:?}"
+    );
+    assert!(
+        stderr.contains("abc") || stderr.contains("--pid"),
+        "the message names neither the value nor --pid: {stderr:?}"
+    );
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
