@@ -250,3 +250,42 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// CPython versions older than 3.9 (the pyenv 2.7, 3.6, 3.7 and 3.8 builds on the test
+/// machines): exit 5, and the message names the version found.
+#[test]
+fn old_python_exits_5() {
+    let root = std::env::var("HOME").unwrap_or_else(|_| "/root".into()) + "/.pyenv/versions";
+    let mut ran = Vec::new();
+    for (dir, exe, want) in [
+        ("2.7.18", "python2.7", "2.7"),
+        ("3.6.15", "python3.6", "3.6"),
+        ("3.8.18", "python3.8", "3.8"),
+    ] {
+        let path = format!("{root}/{dir}/bin/{exe}");
+        if !std::path::Path::new(&path).exists() {
+            continue;
+        }
+        let child = Reaped(
+            Command::new(&path)
+                .args(["-c", "import sys, time; sys.stdout.write('x\\n'); sys.stdout.flush(); time.sleep(60)"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn old python"),
+        );
+        let mut child = child;
+        let mut line = String::new();
+        use std::io::BufRead;
+        let stdout = child.0.stdout.take().expect("piped stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
+        ok_or_panic(
+            check_error(&run_dump(child.0.id()), 5, &[want])
+                .map_err(|e| e.context(format!("Python {dir}"))),
+        );
+        ran.push(dir);
+    }
+    println!("old_python_exits_5 ran on: {ran:?}");
+}

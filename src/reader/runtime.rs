@@ -150,6 +150,7 @@ pub fn locate(pid: u32, process: &remoteprocess::Process) -> Result<RuntimeLocat
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
 
+    let mut detected_version = None;
     if let Ok(info) = py_spy::python_process_info::PythonProcessInfo::new(process) {
         let version = py_spy::python_process_info::get_python_version(&info, process)
             .ok()
@@ -161,6 +162,15 @@ pub fn locate(pid: u32, process: &remoteprocess::Process) -> Result<RuntimeLocat
                     v.release_flags.clone(),
                 )
             });
+        // Only trust a version for a file that is named like Python.
+        if exe_link
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.contains("python"))
+            || info.libpython_binary.is_some()
+        {
+            detected_version.clone_from(&version);
+        }
         let candidates = [
             (info.libpython_binary.as_ref(), true),
             (info.python_binary.as_ref(), false),
@@ -214,6 +224,17 @@ pub fn locate(pid: u32, process: &remoteprocess::Process) -> Result<RuntimeLocat
     } else {
         exe_link
     };
+    // A CPython without a runtime structure we know (2.x, 3.0-3.6).
+    if let Some((major, minor, micro, flags)) = detected_version {
+        return Err(ReadError::new(
+            ReadErrorKind::Unsupported,
+            format!(
+                "process {pid} ({exe}) runs Python {major}.{minor}.{micro}{flags}, which gilscope \
+                 does not support (it supports CPython 3.9 to 3.15)"
+            ),
+        )
+        .into());
+    }
     Err(ReadError::new(
         ReadErrorKind::NotPython,
         format!(
