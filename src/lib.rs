@@ -5,6 +5,9 @@
 //! outputs (`dump`, trace files, summaries, UI). Only the CLI (`main.rs`)
 //! wires the pieces together.
 
+pub mod analysis;
 pub mod model;
 pub mod output;
 pub mod reader;
+pub mod record;
+pub mod trace;

@@ -3,5 +3,6 @@
 //! exact-mode probes, trace-file replay) produces these types.
 
 pub mod snapshot;
+pub mod timeline;
 
 pub use snapshot::*;

@@ -1,0 +1,4 @@
+//! Analyses over the [`Timeline`](crate::model::timeline::Timeline) model:
+//! pure functions from the model to result structs (which outputs render).
+
+pub mod summary;

@@ -1,0 +1,432 @@
+//! `gilscope record`: wiring the live reader into the recorder — attaching to
+//! a PID or launching a command, following Python subprocesses, Ctrl-C.
+//!
+//! Lives beside `main.rs` as part of the CLI (the only layer that wires the
+//! reader, the recorder and the outputs together).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use gilscope::model::Snapshot;
+use gilscope::reader::{self, ReadErrorKind, Reader, ReaderOptions};
+use gilscope::record::{
+    self, EndReason, ErrorClass, ProgressPrinter, RecordOptions, RecordStats, SnapshotSource,
+};
+
+/// The live reader as a snapshot source for the recorder.
+pub struct LiveSource {
+    pub reader: Reader,
+}
+
+impl SnapshotSource for LiveSource {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        self.reader.snapshot()
+    }
+
+    fn classify(&self, err: &anyhow::Error) -> ErrorClass {
+        match reader::classify(err) {
+            Some(ReadErrorKind::NoProcess | ReadErrorKind::Zombie) => ErrorClass::TargetExited,
+            Some(
+                ReadErrorKind::PermissionDenied
+                | ReadErrorKind::NotPython
+                | ReadErrorKind::Unsupported,
+            ) => ErrorClass::Fatal,
+            Some(ReadErrorKind::Inconsistent) | None => ErrorClass::Transient,
+        }
+    }
+}
+
+/// Where the recording goes and how.
+pub struct RecordPlan {
+    pub output: PathBuf,
+    pub rate_hz: f64,
+    pub duration: Option<Duration>,
+    pub blocking: bool,
+    pub subprocesses: bool,
+    pub stacks: bool,
+}
+
+fn reader_options(plan: &RecordPlan) -> ReaderOptions {
+    ReaderOptions {
+        blocking: plan.blocking,
+        stacks: plan.stacks,
+        ..ReaderOptions::default()
+    }
+}
+
+/// Attaches to a process that may still be starting (a command we just
+/// launched): retries while it lives and is not yet a ready CPython, up to
+/// `patience`. Returns Ok(None) when it exited or turned out not to be Python
+/// within that time.
+fn attach_when_ready(
+    pid: u32,
+    opts: &ReaderOptions,
+    patience: Duration,
+    stop: &AtomicBool,
+) -> Result<Option<Reader>> {
+    let start = Instant::now();
+    loop {
+        match Reader::attach(pid, opts.clone()) {
+            Ok(r) => return Ok(Some(r)),
+            Err(e) => match reader::classify(&e) {
+                Some(ReadErrorKind::NoProcess | ReadErrorKind::Zombie) => return Ok(None),
+                Some(ReadErrorKind::PermissionDenied) => return Err(e),
+                _ if start.elapsed() >= patience || stop.load(Ordering::SeqCst) => {
+                    return match reader::classify(&e) {
+                        Some(ReadErrorKind::NotPython) => Ok(None),
+                        _ => Err(e),
+                    };
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            },
+        }
+    }
+}
+
+fn record_opts(plan: &RecordPlan, output: PathBuf, command: Option<Vec<String>>) -> RecordOptions {
+    let mut o = RecordOptions::new(output);
+    o.rate_hz = plan.rate_hz;
+    o.duration = plan.duration;
+    o.command = command;
+    o.blocking = plan.blocking;
+    o.subprocesses = plan.subprocesses;
+    o
+}
+
+/// File name for a followed subprocess: `out.gilscope` → `out.PID.gilscope`.
+pub fn child_output(base: &Path, pid: u32) -> PathBuf {
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trace".into());
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}.{pid}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{pid}"),
+    };
+    base.with_file_name(name)
+}
+
+fn describe_stats(pid: u32, s: &RecordStats) -> String {
+    let why = match s.end {
+        EndReason::Stopped => "stopped",
+        EndReason::Duration => "duration reached",
+        EndReason::TargetExited => "target exited",
+    };
+    let mut line = format!(
+        "gilscope: recorded process {pid} for {:.1} s ({why}): {} samples at {:.0} Hz, {} failed, {} → {}",
+        s.elapsed.as_secs_f64(),
+        s.samples,
+        s.achieved_hz,
+        s.sample_errors,
+        record::human_bytes(s.bytes),
+        s.output.display()
+    );
+    if let Some(b) = s.behind_message() {
+        line.push_str(&format!(
+            "\ngilscope: warning: fell behind the asked rate: {b}"
+        ));
+    }
+    if let (Some(e), true) = (&s.last_error, s.sample_errors > 0) {
+        line.push_str(&format!("\ngilscope: last failed sample: {e}"));
+    }
+    line
+}
+
+/// Every descendant of `root` (children, grandchildren, ...), from /proc.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                // "pid (comm) S ppid ..."
+                if let Some(rest) = st.rfind(')').and_then(|i| st.get(i + 2..)) {
+                    if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+                    {
+                        parent_of.push((pid, ppid));
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in &parent_of {
+            if pp == p && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Records `reader`'s process into `output`, with a progress line.
+fn record_one(
+    mut source: LiveSource,
+    opts: RecordOptions,
+    stop: &AtomicBool,
+    progress: bool,
+) -> Result<RecordStats> {
+    let mut printer = ProgressPrinter::stderr();
+    let stats = record::record(&mut source, &opts, stop, |p| {
+        if progress {
+            printer.update(p);
+        }
+    });
+    if progress {
+        printer.finish();
+    }
+    stats
+}
+
+/// What each followed subprocess recorded, by PID.
+type ChildResults = Vec<(u32, Result<RecordStats>)>;
+
+/// Follows Python descendants of `root` into their own trace files until
+/// `done` is set. Returns what each recorded.
+fn follow_subprocesses(
+    root: u32,
+    plan: &RecordPlan,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<ChildResults> {
+    let ropts = reader_options(plan);
+    let base = plan.output.clone();
+    let plan_rate = plan.rate_hz;
+    let plan_duration = plan.duration;
+    let blocking = plan.blocking;
+    std::thread::spawn(move || {
+        let results: Arc<Mutex<ChildResults>> = Arc::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut workers = Vec::new();
+        while !done.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+            for pid in descendants(root) {
+                if !seen.insert(pid) {
+                    continue;
+                }
+                let ropts = ropts.clone();
+                let stop = stop.clone();
+                let results = results.clone();
+                let mut opts = RecordOptions::new(child_output(&base, pid));
+                opts.rate_hz = plan_rate;
+                opts.duration = plan_duration;
+                opts.blocking = blocking;
+                opts.subprocesses = true;
+                workers.push(std::thread::spawn(move || {
+                    match attach_when_ready(pid, &ropts, Duration::from_secs(5), &stop) {
+                        Ok(Some(reader)) => {
+                            eprintln!(
+                                "gilscope: following Python subprocess {pid} → {}",
+                                opts.output.display()
+                            );
+                            let r = record_one(LiveSource { reader }, opts, &stop, false);
+                            if let Ok(mut v) = results.lock() {
+                                v.push((pid, r));
+                            }
+                        }
+                        Ok(None) => {} // not Python, or gone
+                        Err(e) => {
+                            if let Ok(mut v) = results.lock() {
+                                v.push((pid, Err(e)));
+                            }
+                        }
+                    }
+                }));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        let mut v = results
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        v.sort_by_key(|(p, _)| *p);
+        v
+    })
+}
+
+/// `gilscope record --pid PID`.
+pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
+    let stop = record::install_stop_handler();
+    let reader = Reader::attach(pid, reader_options(plan))?;
+    eprintln!(
+        "gilscope: recording process {pid} (Python {}) at {} Hz into {} — Ctrl-C to stop",
+        reader.python().version,
+        plan.rate_hz,
+        plan.output.display()
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let follower = plan
+        .subprocesses
+        .then(|| follow_subprocesses(pid, plan, stop.clone(), done.clone()));
+    let opts = record_opts(plan, plan.output.clone(), None);
+    let stats = record_one(LiveSource { reader }, opts, &stop, true);
+    done.store(true, Ordering::SeqCst);
+    report_children(follower);
+    let stats = stats?;
+    eprintln!("{}", describe_stats(pid, &stats));
+    Ok(())
+}
+
+fn report_children(follower: Option<std::thread::JoinHandle<ChildResults>>) {
+    let Some(f) = follower else { return };
+    match f.join() {
+        Ok(results) => {
+            for (pid, r) in results {
+                match r {
+                    Ok(s) => eprintln!("{}", describe_stats(pid, &s)),
+                    Err(e) => eprintln!("gilscope: warning: subprocess {pid}: {e:#}"),
+                }
+            }
+        }
+        Err(_) => eprintln!("gilscope: warning: the subprocess follower failed"),
+    }
+}
+
+/// The outcome of a launched command: its exit status as a shell reports it.
+pub struct Launched {
+    pub status_code: i32,
+}
+
+fn spawn(cmd: &[String]) -> Result<Child> {
+    let Some((prog, args)) = cmd.split_first() else {
+        bail!("no command given after `--`");
+    };
+    Command::new(prog)
+        .args(args)
+        .spawn()
+        .with_context(|| format!("cannot run {prog:?}"))
+}
+
+fn finish_child(
+    child: &mut Child,
+    end_it: bool,
+    stop: &AtomicBool,
+) -> Result<std::process::ExitStatus> {
+    if end_it {
+        if let Ok(None) = child.try_wait() {
+            // SAFETY: kill(2) on our own child's PID.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Some(st) = child.try_wait().context("waiting for the command")? {
+                    return Ok(st);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+        }
+    } else {
+        // Following subprocesses only: wait for the command, unless stopped.
+        while !stop.load(Ordering::SeqCst) {
+            if let Some(st) = child.try_wait().context("waiting for the command")? {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return finish_child(child, true, stop);
+    }
+    child.wait().context("waiting for the command")
+}
+
+fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// `gilscope record -- CMD ARGS...`: launches the command and records it
+/// (and, with `--subprocesses`, its Python descendants) until it exits.
+pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
+    let stop = record::install_stop_handler();
+    let mut child = spawn(cmd)?;
+    let pid = child.id();
+    let ropts = reader_options(plan);
+    let done = Arc::new(AtomicBool::new(false));
+    let follower = plan
+        .subprocesses
+        .then(|| follow_subprocesses(pid, plan, stop.clone(), done.clone()));
+
+    let outcome = match attach_when_ready(pid, &ropts, Duration::from_secs(10), &stop) {
+        Ok(Some(reader)) => {
+            eprintln!(
+                "gilscope: recording {} (PID {pid}, Python {}) at {} Hz into {}",
+                cmd.join(" "),
+                reader.python().version,
+                plan.rate_hz,
+                plan.output.display()
+            );
+            let opts = record_opts(plan, plan.output.clone(), Some(cmd.to_vec()));
+            Some(record_one(LiveSource { reader }, opts, &stop, true))
+        }
+        Ok(None) => {
+            if !plan.subprocesses {
+                eprintln!(
+                    "gilscope: warning: {} (PID {pid}) is not a CPython process; nothing recorded \
+                     (use --subprocesses to follow Python processes it starts)",
+                    cmd[0]
+                );
+            }
+            None
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            done.store(true, Ordering::SeqCst);
+            report_children(follower);
+            return Err(e);
+        }
+    };
+    // The recorder returns when the target exits, on Ctrl-C, or when
+    // --duration is reached. A command still running then was launched for
+    // this recording only: end it (SIGTERM, then SIGKILL after 5 s).
+    let status = finish_child(&mut child, outcome.is_some() || !plan.subprocesses, &stop)?;
+    done.store(true, Ordering::SeqCst);
+    report_children(follower);
+    if let Some(stats) = outcome {
+        let stats = stats?;
+        eprintln!("{}", describe_stats(pid, &stats));
+    }
+    Ok(Launched {
+        status_code: exit_code_of(status),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_file_names() {
+        assert_eq!(
+            child_output(Path::new("/t/out.gilscope"), 42),
+            PathBuf::from("/t/out.42.gilscope")
+        );
+        assert_eq!(
+            child_output(Path::new("trace"), 7),
+            PathBuf::from("trace.7")
+        );
+    }
+
+    #[test]
+    fn finds_own_children() {
+        let mut c = Command::new("sleep").arg("5").spawn().unwrap();
+        let d = descendants(std::process::id());
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(d.contains(&c.id()));
+    }
+}

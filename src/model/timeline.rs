@@ -1,0 +1,780 @@
+//! The analysis model: what happened over time, built from trace events.
+//!
+//! Every source produces the same [`Event`]s — the live sampler (through
+//! [`crate::trace::SnapshotEncoder`]), a trace file being replayed
+//! ([`crate::trace::TraceReader`]) and, later, exact-mode probes — and
+//! [`Timeline::apply`] folds them into one model. So everything downstream
+//! (summary, UI, exports) is tested from recorded files, without root.
+//!
+//! Pure: no IO, no OS, no output formatting.
+//!
+//! Identities:
+//! * threads are numbered ([`ThreadIdx`]) in order of appearance; one number is
+//!   one kernel thread `(tid, start_ticks)`, so a reused TID is a new thread;
+//! * interpreters by CPython's id (never reused within a process);
+//! * GILs are numbered ([`GilIdx`]) per distinct lock address: interpreters
+//!   that share a GIL point at the same number;
+//! * frames and stacks are interned: [`FrameId`] and [`StackId`] start at 1,
+//!   stack 0 is the empty stack. A stack is a node `(parent, frame)` of a
+//!   prefix tree rooted at the outermost frame, so its frame is the innermost.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::GilState;
+
+pub type ThreadIdx = u32;
+pub type GilIdx = u32;
+pub type FrameId = u32;
+/// 0 is the empty (or unknown) stack.
+pub type StackId = u32;
+
+/// How a piece of timeline was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// From periodic snapshots: a run covers whole sampling periods.
+    #[default]
+    Sampled,
+    /// From exact take/drop events (exact mode): boundaries are real timestamps.
+    Exact,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    pub function: String,
+    pub file: String,
+    /// 0 when not known.
+    pub line: i32,
+    pub interpreter: i64,
+}
+
+/// A stretch of time during which one thread was in one interpreter, in one
+/// GIL state, with one stack. Sampled runs cover `samples` consecutive samples,
+/// each lasting until the next sample was taken. Runs of one thread never
+/// overlap; consecutive runs may be identical (a file is cut into chunks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub thread: ThreadIdx,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Samples taken in this run (0 for exact-mode runs).
+    pub samples: u32,
+    pub interpreter: i64,
+    pub state: GilState,
+    pub on_cpu: bool,
+    pub stack: StackId,
+    pub source: Source,
+}
+
+/// A stretch of time during which one GIL looked the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GilRun {
+    pub gil: GilIdx,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub samples: u32,
+    /// False on free-threaded builds while the GIL is disabled.
+    pub enabled: bool,
+    pub locked: bool,
+    pub holder_tid: Option<u32>,
+    /// CPython's `switch_number` at the first sample of the run.
+    pub switch_number: u64,
+}
+
+/// Everything a source can tell the model. Times are CLOCK_MONOTONIC ns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Defines frame `id` (ids are given out 1, 2, 3, ...).
+    Frame {
+        id: FrameId,
+        frame: Frame,
+    },
+    /// Defines stack `id`: `frame` called from stack `parent` (0 = outermost).
+    Stack {
+        id: StackId,
+        parent: StackId,
+        frame: FrameId,
+    },
+    /// Defines GIL number `gil` (0, 1, 2, ...) at `address` in the target.
+    Gil {
+        gil: GilIdx,
+        address: u64,
+    },
+    /// An interpreter appeared, or its GIL arrangement changed.
+    Interpreter {
+        time_ns: u64,
+        id: i64,
+        main: bool,
+        own_gil: bool,
+        gil: GilIdx,
+        address: u64,
+    },
+    InterpreterEnd {
+        time_ns: u64,
+        id: i64,
+    },
+    /// A thread was first seen; `thread` numbers are given out 0, 1, 2, ...
+    /// A thread found gone and then seen again (a reading missed it) starts
+    /// again under its old number.
+    ThreadStart {
+        time_ns: u64,
+        thread: ThreadIdx,
+        tid: u32,
+        start_ticks: u64,
+        name: String,
+        os_name: String,
+    },
+    ThreadName {
+        time_ns: u64,
+        thread: ThreadIdx,
+        name: String,
+        os_name: String,
+    },
+    /// The thread was gone at `time_ns` (it ended since its last sample).
+    ThreadEnd {
+        time_ns: u64,
+        thread: ThreadIdx,
+    },
+    Run(Run),
+    GilRun(GilRun),
+    /// A sample could not be taken; the time until the next sample is a gap.
+    SampleError {
+        time_ns: u64,
+        message: String,
+    },
+    /// Something the reader could not establish (each text once per trace).
+    Warning {
+        time_ns: u64,
+        message: String,
+    },
+    /// The recording finished cleanly (absent when it was cut).
+    End {
+        time_ns: u64,
+        samples: u64,
+        missed: u64,
+    },
+}
+
+impl Event {
+    /// The time the event is filed under: its end for runs, `None` for
+    /// definitions.
+    pub fn time_ns(&self) -> Option<u64> {
+        match self {
+            Event::Frame { .. } | Event::Stack { .. } | Event::Gil { .. } => None,
+            Event::Interpreter { time_ns, .. }
+            | Event::InterpreterEnd { time_ns, .. }
+            | Event::ThreadStart { time_ns, .. }
+            | Event::ThreadName { time_ns, .. }
+            | Event::ThreadEnd { time_ns, .. }
+            | Event::SampleError { time_ns, .. }
+            | Event::Warning { time_ns, .. }
+            | Event::End { time_ns, .. } => Some(*time_ns),
+            Event::Run(r) => Some(r.end_ns),
+            Event::GilRun(g) => Some(g.end_ns),
+        }
+    }
+}
+
+/// Every [`GilState`], in display order.
+pub const STATES: [GilState; 6] = [
+    GilState::Held,
+    GilState::Waiting,
+    GilState::Released,
+    GilState::Idle,
+    GilState::Attached,
+    GilState::Unknown,
+];
+
+/// A state interval: consecutive runs of one thread that agree on
+/// interpreter, state and source, merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateInterval {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub interpreter: i64,
+    pub state: GilState,
+    pub samples: u64,
+    pub source: Source,
+}
+
+/// Time and samples spent somewhere.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub ns: u64,
+    pub samples: u64,
+}
+
+impl Totals {
+    fn add(&mut self, ns: u64, samples: u64) {
+        self.ns = self.ns.saturating_add(ns);
+        self.samples = self.samples.saturating_add(samples);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thread {
+    pub idx: ThreadIdx,
+    pub tid: u32,
+    pub start_ticks: u64,
+    pub name: String,
+    pub os_name: String,
+    pub first_seen_ns: u64,
+    /// End of the last run seen.
+    pub last_seen_ns: u64,
+    /// When the thread was found gone.
+    pub ended_ns: Option<u64>,
+    /// State intervals in time order.
+    pub intervals: Vec<StateInterval>,
+    /// Time per state (all interpreters).
+    pub by_state: BTreeMap<GilState, Totals>,
+    /// Time per interpreter the thread ran in.
+    pub by_interpreter: BTreeMap<i64, Totals>,
+    /// Time on a CPU (any state).
+    pub on_cpu: Totals,
+    /// Time per (state, interpreter, stack): the flame graph by GIL state.
+    pub stacks: HashMap<(GilState, i64, StackId), Totals>,
+}
+
+impl Thread {
+    /// All observed time (sum over states).
+    pub fn observed(&self) -> Totals {
+        let mut t = Totals::default();
+        for v in self.by_state.values() {
+            t.add(v.ns, v.samples);
+        }
+        t
+    }
+
+    pub fn state(&self, s: GilState) -> Totals {
+        self.by_state.get(&s).copied().unwrap_or_default()
+    }
+
+    /// The interpreter the thread spent most time in (lowest id on ties).
+    pub fn main_interpreter(&self) -> Option<i64> {
+        let mut best: Option<(i64, u64)> = None;
+        for (&id, t) in &self.by_interpreter {
+            if best.is_none_or(|(_, ns)| t.ns > ns) {
+                best = Some((id, t.ns));
+            }
+        }
+        best.map(|(id, _)| id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    pub id: i64,
+    pub main: bool,
+    pub own_gil: bool,
+    pub gil: GilIdx,
+    pub address: u64,
+    pub first_seen_ns: u64,
+    pub ended_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Gil {
+    pub idx: GilIdx,
+    pub address: u64,
+    /// Time the GIL was observed (sum of its runs).
+    pub observed: Totals,
+    /// Observed while enabled.
+    pub enabled: Totals,
+    /// Observed locked (busy).
+    pub locked: Totals,
+    /// Hand-overs counted from `switch_number` increments between samples.
+    pub switches: u64,
+    /// Hand-overs seen as a change of holder between samples (a lower bound).
+    pub holder_changes: u64,
+    last_switch: Option<u64>,
+    last_holder: Option<u32>,
+}
+
+impl Gil {
+    /// Best hand-over count: `switch_number` increments when the target
+    /// maintains it, else holder changes.
+    pub fn handovers(&self) -> u64 {
+        if self.switches > 0 {
+            self.switches
+        } else {
+            self.holder_changes
+        }
+    }
+}
+
+/// The model. Feed it events with [`Timeline::apply`]; read its public fields.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    frames: Vec<Frame>,
+    stacks: Vec<(StackId, FrameId)>,
+    pub threads: Vec<Thread>,
+    pub interpreters: BTreeMap<i64, Interpreter>,
+    pub gils: Vec<Gil>,
+    /// Earliest and latest time seen in any event.
+    pub start_ns: Option<u64>,
+    pub end_ns: Option<u64>,
+    /// Sample errors by message.
+    pub sample_errors: BTreeMap<String, u64>,
+    pub warnings: Vec<String>,
+    /// `(samples, missed)` from the end record of a cleanly finished trace.
+    pub end: Option<(u64, u64)>,
+    /// Runs or GIL runs in each source seen.
+    pub sources: BTreeMap<&'static str, u64>,
+    /// Events that referred to something never defined (ignored).
+    pub inconsistent_events: u64,
+}
+
+impl Timeline {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Build a model from a sequence of events.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut t = Timeline::new();
+        for e in events {
+            t.apply(e);
+        }
+        t
+    }
+
+    pub fn frame(&self, id: FrameId) -> Option<&Frame> {
+        id.checked_sub(1).and_then(|i| self.frames.get(i as usize))
+    }
+
+    /// The frames of a stack, innermost first.
+    pub fn stack_frames(&self, mut id: StackId) -> Vec<&Frame> {
+        let mut out = Vec::new();
+        // Parents are always defined before children, but guard anyway.
+        for _ in 0..=self.stacks.len() {
+            let Some(&(parent, frame)) =
+                id.checked_sub(1).and_then(|i| self.stacks.get(i as usize))
+            else {
+                break;
+            };
+            if let Some(f) = self.frame(frame) {
+                out.push(f);
+            }
+            id = parent;
+        }
+        out
+    }
+
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// The thread a kernel thread `(tid, start_ticks)` was given.
+    pub fn thread_by_key(&self, tid: u32, start_ticks: u64) -> Option<&Thread> {
+        self.threads
+            .iter()
+            .find(|t| t.tid == tid && t.start_ticks == start_ticks)
+    }
+
+    /// Total samples: from the end record when present, else the most
+    /// samples any GIL (or thread) was seen in.
+    pub fn samples(&self) -> u64 {
+        if let Some((samples, _)) = self.end {
+            return samples;
+        }
+        let gil = self.gils.iter().map(|g| g.observed.samples).max();
+        let thr = self.threads.iter().map(|t| t.observed().samples).max();
+        gil.unwrap_or(0).max(thr.unwrap_or(0))
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        match (self.start_ns, self.end_ns) {
+            (Some(s), Some(e)) => e.saturating_sub(s),
+            _ => 0,
+        }
+    }
+
+    /// Interpreters that use GIL `gil`, by id.
+    pub fn interpreters_on_gil(&self, gil: GilIdx) -> Vec<i64> {
+        self.interpreters
+            .values()
+            .filter(|i| i.gil == gil)
+            .map(|i| i.id)
+            .collect()
+    }
+
+    fn see_time(&mut self, start: u64, end: u64) {
+        self.start_ns = Some(self.start_ns.map_or(start, |s| s.min(start)));
+        self.end_ns = Some(self.end_ns.map_or(end, |e| e.max(end)));
+    }
+
+    fn thread_mut(&mut self, idx: ThreadIdx) -> Option<&mut Thread> {
+        match self.threads.get_mut(idx as usize) {
+            Some(t) => Some(t),
+            None => {
+                self.inconsistent_events += 1;
+                None
+            }
+        }
+    }
+
+    /// Fold one event into the model. Never panics; events that refer to
+    /// undefined things are counted in `inconsistent_events` and ignored.
+    pub fn apply(&mut self, event: &Event) {
+        if let Some(t) = event.time_ns() {
+            let start = match event {
+                Event::Run(r) => r.start_ns,
+                Event::GilRun(g) => g.start_ns,
+                _ => t,
+            };
+            self.see_time(start, t);
+        }
+        match event {
+            Event::Frame { id, frame } => {
+                if *id as usize == self.frames.len() + 1 {
+                    self.frames.push(frame.clone());
+                } else {
+                    self.inconsistent_events += 1;
+                }
+            }
+            Event::Stack { id, parent, frame } => {
+                if *id as usize == self.stacks.len() + 1 && parent < id {
+                    self.stacks.push((*parent, *frame));
+                } else {
+                    self.inconsistent_events += 1;
+                }
+            }
+            Event::Gil { gil, address } => {
+                if *gil as usize == self.gils.len() {
+                    self.gils.push(Gil {
+                        idx: *gil,
+                        address: *address,
+                        ..Gil::default()
+                    });
+                } else {
+                    self.inconsistent_events += 1;
+                }
+            }
+            Event::Interpreter {
+                time_ns,
+                id,
+                main,
+                own_gil,
+                gil,
+                address,
+            } => {
+                let first_seen_ns = self
+                    .interpreters
+                    .get(id)
+                    .map_or(*time_ns, |i| i.first_seen_ns);
+                self.interpreters.insert(
+                    *id,
+                    Interpreter {
+                        id: *id,
+                        main: *main,
+                        own_gil: *own_gil,
+                        gil: *gil,
+                        address: *address,
+                        first_seen_ns,
+                        ended_ns: None,
+                    },
+                );
+            }
+            Event::InterpreterEnd { time_ns, id } => match self.interpreters.get_mut(id) {
+                Some(i) => i.ended_ns = Some(*time_ns),
+                None => self.inconsistent_events += 1,
+            },
+            Event::ThreadStart {
+                time_ns,
+                thread,
+                tid,
+                start_ticks,
+                name,
+                os_name,
+            } => {
+                if let Some(t) = self.threads.get_mut(*thread as usize) {
+                    if t.tid == *tid && t.start_ticks == *start_ticks {
+                        t.ended_ns = None;
+                        t.name = name.clone();
+                        t.os_name = os_name.clone();
+                    } else {
+                        self.inconsistent_events += 1;
+                    }
+                } else if *thread as usize == self.threads.len() {
+                    self.threads.push(Thread {
+                        idx: *thread,
+                        tid: *tid,
+                        start_ticks: *start_ticks,
+                        name: name.clone(),
+                        os_name: os_name.clone(),
+                        first_seen_ns: *time_ns,
+                        last_seen_ns: *time_ns,
+                        ended_ns: None,
+                        intervals: Vec::new(),
+                        by_state: BTreeMap::new(),
+                        by_interpreter: BTreeMap::new(),
+                        on_cpu: Totals::default(),
+                        stacks: HashMap::new(),
+                    });
+                } else {
+                    self.inconsistent_events += 1;
+                }
+            }
+            Event::ThreadName {
+                thread,
+                name,
+                os_name,
+                ..
+            } => {
+                if let Some(t) = self.thread_mut(*thread) {
+                    t.name = name.clone();
+                    t.os_name = os_name.clone();
+                }
+            }
+            Event::ThreadEnd { time_ns, thread } => {
+                if let Some(t) = self.thread_mut(*thread) {
+                    t.ended_ns = Some(*time_ns);
+                }
+            }
+            Event::Run(r) => self.apply_run(r),
+            Event::GilRun(g) => self.apply_gil_run(g),
+            Event::SampleError { message, .. } => {
+                *self.sample_errors.entry(message.clone()).or_insert(0) += 1;
+            }
+            Event::Warning { message, .. } => {
+                if !self.warnings.contains(message) {
+                    self.warnings.push(message.clone());
+                }
+            }
+            Event::End {
+                samples, missed, ..
+            } => self.end = Some((*samples, *missed)),
+        }
+    }
+
+    fn source_seen(&mut self, s: Source) {
+        let key = match s {
+            Source::Sampled => "sampled",
+            Source::Exact => "exact",
+        };
+        *self.sources.entry(key).or_insert(0) += 1;
+    }
+
+    fn apply_run(&mut self, r: &Run) {
+        self.source_seen(r.source);
+        let Some(t) = self.thread_mut(r.thread) else {
+            return;
+        };
+        let ns = r.end_ns.saturating_sub(r.start_ns);
+        let samples = u64::from(r.samples);
+        t.last_seen_ns = t.last_seen_ns.max(r.end_ns);
+        t.first_seen_ns = t.first_seen_ns.min(r.start_ns);
+        t.by_state.entry(r.state).or_default().add(ns, samples);
+        t.by_interpreter
+            .entry(r.interpreter)
+            .or_default()
+            .add(ns, samples);
+        if r.on_cpu {
+            t.on_cpu.add(ns, samples);
+        }
+        t.stacks
+            .entry((r.state, r.interpreter, r.stack))
+            .or_default()
+            .add(ns, samples);
+        match t.intervals.last_mut() {
+            Some(last)
+                if last.end_ns == r.start_ns
+                    && last.interpreter == r.interpreter
+                    && last.state == r.state
+                    && last.source == r.source =>
+            {
+                last.end_ns = r.end_ns;
+                last.samples = last.samples.saturating_add(samples);
+            }
+            _ => t.intervals.push(StateInterval {
+                start_ns: r.start_ns,
+                end_ns: r.end_ns,
+                interpreter: r.interpreter,
+                state: r.state,
+                samples,
+                source: r.source,
+            }),
+        }
+    }
+
+    fn apply_gil_run(&mut self, g: &GilRun) {
+        self.source_seen(Source::Sampled);
+        let Some(gil) = self.gils.get_mut(g.gil as usize) else {
+            self.inconsistent_events += 1;
+            return;
+        };
+        let ns = g.end_ns.saturating_sub(g.start_ns);
+        let samples = u64::from(g.samples);
+        gil.observed.add(ns, samples);
+        if g.enabled {
+            gil.enabled.add(ns, samples);
+            if g.locked {
+                gil.locked.add(ns, samples);
+            }
+        }
+        if let Some(prev) = gil.last_switch {
+            if g.switch_number > prev {
+                gil.switches = gil.switches.saturating_add(g.switch_number - prev);
+            }
+        }
+        gil.last_switch = Some(g.switch_number);
+        if let Some(h) = g.holder_tid {
+            if gil.last_holder.is_some_and(|p| p != h) {
+                gil.holder_changes += 1;
+            }
+            gil.last_holder = Some(h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(thread: u32, start: u64, end: u64, state: GilState, stack: StackId) -> Event {
+        Event::Run(Run {
+            thread,
+            start_ns: start,
+            end_ns: end,
+            samples: ((end - start) / 10) as u32,
+            interpreter: 0,
+            state,
+            on_cpu: true,
+            stack,
+            source: Source::Sampled,
+        })
+    }
+
+    fn start(thread: u32, tid: u32, ticks: u64) -> Event {
+        Event::ThreadStart {
+            time_ns: 0,
+            thread,
+            tid,
+            start_ticks: ticks,
+            name: format!("t{thread}"),
+            os_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn adjacent_runs_merge_into_intervals() {
+        let events = vec![
+            start(0, 100, 1),
+            run(0, 0, 30, GilState::Held, 0),
+            run(0, 30, 50, GilState::Held, 0), // chunk split: merges
+            run(0, 50, 70, GilState::Idle, 0),
+            run(0, 80, 90, GilState::Idle, 0), // after a gap: new interval
+        ];
+        let t = Timeline::from_events(&events);
+        let th = &t.threads[0];
+        let iv: Vec<_> = th
+            .intervals
+            .iter()
+            .map(|i| (i.start_ns, i.end_ns, i.state))
+            .collect();
+        assert_eq!(
+            iv,
+            vec![
+                (0, 50, GilState::Held),
+                (50, 70, GilState::Idle),
+                (80, 90, GilState::Idle)
+            ]
+        );
+        assert_eq!(th.state(GilState::Held).ns, 50);
+        assert_eq!(th.observed().ns, 80);
+        assert_eq!(t.duration_ns(), 90);
+    }
+
+    #[test]
+    fn reused_tid_is_two_threads() {
+        let events = vec![start(0, 100, 1), start(1, 100, 2)];
+        let t = Timeline::from_events(&events);
+        assert_eq!(t.threads.len(), 2);
+        assert_eq!(t.thread_by_key(100, 2).map(|t| t.idx), Some(1));
+    }
+
+    #[test]
+    fn stacks_resolve_innermost_first_and_bad_refs_are_ignored() {
+        let f = |n: &str| Frame {
+            function: n.into(),
+            file: "x.py".into(),
+            line: 1,
+            interpreter: 0,
+        };
+        let events = vec![
+            Event::Frame {
+                id: 1,
+                frame: f("main"),
+            },
+            Event::Frame {
+                id: 2,
+                frame: f("work"),
+            },
+            Event::Stack {
+                id: 1,
+                parent: 0,
+                frame: 1,
+            },
+            Event::Stack {
+                id: 2,
+                parent: 1,
+                frame: 2,
+            },
+            Event::Stack {
+                id: 9,
+                parent: 1,
+                frame: 2,
+            },
+            run(7, 0, 10, GilState::Held, 2),
+        ];
+        let t = Timeline::from_events(&events);
+        let names: Vec<_> = t
+            .stack_frames(2)
+            .iter()
+            .map(|f| f.function.as_str())
+            .collect();
+        assert_eq!(names, ["work", "main"]);
+        assert!(t.stack_frames(0).is_empty());
+        assert!(t.stack_frames(77).is_empty());
+        assert_eq!(t.inconsistent_events, 2);
+    }
+
+    #[test]
+    fn handovers_from_switch_number_or_holder() {
+        let gr = |s: u64, e: u64, holder: u32, sw: u64| {
+            Event::GilRun(GilRun {
+                gil: 0,
+                start_ns: s,
+                end_ns: e,
+                samples: 1,
+                enabled: true,
+                locked: true,
+                holder_tid: Some(holder),
+                switch_number: sw,
+            })
+        };
+        let mut events = vec![Event::Gil {
+            gil: 0,
+            address: 0x1000,
+        }];
+        events.extend([gr(0, 1, 1, 10), gr(1, 2, 2, 13), gr(2, 3, 1, 14)]);
+        let t = Timeline::from_events(&events);
+        assert_eq!(t.gils[0].switches, 4);
+        assert_eq!(t.gils[0].holder_changes, 2);
+        assert_eq!(t.gils[0].handovers(), 4);
+        // No switch_number maintained: fall back to holder changes.
+        let mut events = vec![Event::Gil {
+            gil: 0,
+            address: 0x1000,
+        }];
+        events.extend([gr(0, 1, 1, 0), gr(1, 2, 2, 0), gr(2, 3, 1, 0)]);
+        let t = Timeline::from_events(&events);
+        assert_eq!(t.gils[0].handovers(), 2);
+    }
+}

@@ -1,0 +1,832 @@
+//! `gilscope record`: the sampling loop, independent of how snapshots are
+//! taken. The CLI passes the live reader as a [`SnapshotSource`]; tests pass
+//! scripted snapshots and a virtual [`Clock`].
+//!
+//! Scheduling uses absolute deadlines on CLOCK_MONOTONIC (`start + k·period`),
+//! so it never drifts; a sample that takes longer than a period makes the
+//! loop skip to the current slot, and the skipped ticks are counted and
+//! reported ("asked 1000 Hz, achieved 612 Hz (39% behind)").
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::model::Snapshot;
+use crate::trace::{EventTap, Metadata, OptionsMeta, TraceWriter};
+
+/// Anything that can read the target once.
+pub trait SnapshotSource {
+    fn snapshot(&mut self) -> Result<Snapshot>;
+
+    /// What an error from [`snapshot`](Self::snapshot) means for the
+    /// recording. The default counts it and goes on.
+    fn classify(&self, _err: &anyhow::Error) -> ErrorClass {
+        ErrorClass::Transient
+    }
+}
+
+/// How the recorder treats a failed snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Count it, note it in the trace, keep sampling (a torn read, a thread
+    /// that vanished mid-read).
+    Transient,
+    /// The target is gone: finish the file and end normally.
+    TargetExited,
+    /// Nothing more can be read (permissions lost, not Python any more):
+    /// finish the file and return the error.
+    Fatal,
+}
+
+/// Time for the recorder: CLOCK_MONOTONIC in real use, virtual in tests.
+pub trait Clock {
+    /// Nanoseconds on the clock the snapshots' `time_ns` use.
+    fn now_ns(&mut self) -> u64;
+    /// Sleep until `deadline_ns` (may return early, e.g. on a signal).
+    fn sleep_until(&mut self, deadline_ns: u64);
+    /// Wall-clock time, Unix epoch ns, for the trace header.
+    fn unix_now_ns(&mut self) -> Option<u64> {
+        None
+    }
+}
+
+/// The real clock: CLOCK_MONOTONIC with absolute-deadline sleeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MonotonicClock;
+
+fn ns_to_timespec(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_ns(&mut self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid clock id and a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    fn sleep_until(&mut self, deadline_ns: u64) {
+        let ts = ns_to_timespec(deadline_ns);
+        // SAFETY: valid timespec; a null remainder is allowed with TIMER_ABSTIME.
+        // EINTR (a signal) returns early; the loop re-checks the stop flag.
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &ts,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
+    fn unix_now_ns(&mut self) -> Option<u64> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_nanos() as u64)
+    }
+}
+
+/// What `gilscope record` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// The trace file to write (created or truncated).
+    pub output: PathBuf,
+    /// Samples per second (state and stacks). Default 1000.
+    pub rate_hz: f64,
+    /// Stop after this long; `None` = until stopped or the target exits.
+    pub duration: Option<Duration>,
+    /// Write a chunk at least this often (default 1 s).
+    pub flush_interval: Duration,
+    /// Call the progress callback at most this often (default 250 ms).
+    pub progress_interval: Duration,
+    /// The command gilscope launched, for the header.
+    pub command: Option<Vec<String>>,
+    /// Recorded in the header; the source implements them.
+    pub blocking: bool,
+    pub subprocesses: bool,
+}
+
+impl RecordOptions {
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        RecordOptions {
+            output: output.into(),
+            rate_hz: 1000.0,
+            duration: None,
+            flush_interval: Duration::from_secs(1),
+            progress_interval: Duration::from_millis(250),
+            command: None,
+            blocking: false,
+            subprocesses: false,
+        }
+    }
+
+    fn period_ns(&self) -> u64 {
+        if self.rate_hz.is_finite() && self.rate_hz > 0.0 {
+            ((1e9 / self.rate_hz) as u64).max(1)
+        } else {
+            1_000_000
+        }
+    }
+}
+
+/// Why a recording ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The stop flag was set (Ctrl-C, SIGTERM).
+    Stopped,
+    /// `--duration` elapsed.
+    Duration,
+    /// The target exited.
+    TargetExited,
+}
+
+/// A progress report, handed to the callback while recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub samples: u64,
+    pub errors: u64,
+    pub missed_ticks: u64,
+    pub asked_hz: f64,
+    /// Over the last progress interval.
+    pub recent_hz: f64,
+    /// File size so far, the pending chunk included.
+    pub bytes: u64,
+}
+
+/// Percent below the asked rate from which we call it falling behind.
+pub const BEHIND_WARN_PCT: f64 = 5.0;
+
+fn behind_pct(asked: f64, achieved: f64) -> f64 {
+    if asked > 0.0 {
+        ((1.0 - achieved / asked) * 100.0).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// "asked 1000 Hz, achieved 612 Hz (39% behind)" when behind by more than
+/// [`BEHIND_WARN_PCT`].
+pub fn behind_message(asked: f64, achieved: f64) -> Option<String> {
+    let b = behind_pct(asked, achieved);
+    (b > BEHIND_WARN_PCT)
+        .then(|| format!("asked {asked:.0} Hz, achieved {achieved:.0} Hz ({b:.0}% behind)"))
+}
+
+/// "1.2 MB", "340 kB", "999 B".
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.0} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.2} GB", n as f64 / 1e9),
+    }
+}
+
+impl Progress {
+    /// The one-line form shown on stderr.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "recording: {:.1} s, {} samples, {:.0} Hz, {} error{}, {}",
+            self.elapsed.as_secs_f64(),
+            self.samples,
+            self.recent_hz,
+            self.errors,
+            if self.errors == 1 { "" } else { "s" },
+            human_bytes(self.bytes)
+        );
+        if let Some(b) = behind_message(self.asked_hz, self.recent_hz) {
+            s.push_str(&format!(" — falling behind: {b}"));
+        }
+        s
+    }
+}
+
+/// What a finished recording did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordStats {
+    pub output: PathBuf,
+    pub end: EndReason,
+    pub samples: u64,
+    pub sample_errors: u64,
+    /// The last sample error, if any.
+    pub last_error: Option<String>,
+    pub missed_ticks: u64,
+    pub elapsed: Duration,
+    pub asked_hz: f64,
+    pub achieved_hz: f64,
+    pub bytes: u64,
+}
+
+impl RecordStats {
+    pub fn behind_pct(&self) -> f64 {
+        behind_pct(self.asked_hz, self.achieved_hz)
+    }
+
+    /// The falling-behind warning, when it applies.
+    pub fn behind_message(&self) -> Option<String> {
+        behind_message(self.asked_hz, self.achieved_hz)
+    }
+}
+
+/// Prints [`Progress`] on stderr: one `\r`-rewritten line on a terminal,
+/// plain lines (every 10 s) otherwise.
+pub struct ProgressPrinter {
+    tty: bool,
+    last_plain: Option<Duration>,
+    plain_interval: Duration,
+    width: usize,
+}
+
+impl ProgressPrinter {
+    pub fn stderr() -> Self {
+        ProgressPrinter {
+            tty: std::io::stderr().is_terminal(),
+            last_plain: None,
+            plain_interval: Duration::from_secs(10),
+            width: 0,
+        }
+    }
+
+    pub fn update(&mut self, p: &Progress) {
+        let line = p.line();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let pad = self.width.saturating_sub(line.chars().count());
+            self.width = line.chars().count();
+            let _ = write!(err, "\r{line}{}", " ".repeat(pad));
+            let _ = err.flush();
+        } else if self
+            .last_plain
+            .is_none_or(|t| p.elapsed >= t + self.plain_interval)
+        {
+            self.last_plain = Some(p.elapsed);
+            let _ = writeln!(err, "{line}");
+        }
+    }
+
+    /// End the `\r` line (call before printing anything else).
+    pub fn finish(&mut self) {
+        if self.tty && self.width > 0 {
+            let _ = writeln!(std::io::stderr());
+            self.width = 0;
+        }
+    }
+}
+
+static STOP_FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    // Async-signal-safe: an atomic load of an initialized OnceLock and a store.
+    if let Some(f) = STOP_FLAG.get() {
+        f.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Make SIGINT and SIGTERM set the returned flag (once: a second Ctrl-C
+/// kills as usual, for a recorder that is stuck). Call once, early.
+pub fn install_stop_handler() -> Arc<AtomicBool> {
+    let flag = STOP_FLAG
+        .get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone();
+    // SAFETY: a zeroed sigaction is valid; the handler only touches atomics.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+    flag
+}
+
+/// Record until stopped, `opts.duration` elapses or the target exits.
+/// The file is written as samples come and finished on every way out.
+pub fn record(
+    source: &mut dyn SnapshotSource,
+    opts: &RecordOptions,
+    stop: &AtomicBool,
+    progress: impl FnMut(&Progress),
+) -> Result<RecordStats> {
+    record_with(source, opts, stop, &mut MonotonicClock, progress, None)
+}
+
+/// [`record`] with an explicit clock, and an optional tap that receives every
+/// event written (to feed a live [`Timeline`](crate::model::timeline::Timeline)).
+pub fn record_with(
+    source: &mut dyn SnapshotSource,
+    opts: &RecordOptions,
+    stop: &AtomicBool,
+    clock: &mut dyn Clock,
+    mut progress: impl FnMut(&Progress),
+    tap: Option<EventTap>,
+) -> Result<RecordStats> {
+    let path = &opts.output;
+    // Open first: an unwritable path fails before any sampling.
+    let file = File::create(path)
+        .with_context(|| format!("cannot create trace file {}", path.display()))?;
+    let mut file = Some(file);
+    let mut tap = tap;
+    let period = opts.period_ns();
+    let start = clock.now_ns();
+    let start_unix = clock.unix_now_ns();
+    let end_at = opts
+        .duration
+        .map(|d| start.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64));
+    let flush_every = opts.flush_interval.as_nanos().max(1) as u64;
+    let progress_every = opts.progress_interval.as_nanos().max(1) as u64;
+
+    let mut writer: Option<TraceWriter> = None;
+    let mut samples = 0u64;
+    let mut errors = 0u64;
+    let mut last_error: Option<String> = None;
+    let mut missed = 0u64;
+    let mut tick = 0u64;
+    let mut last_sample_ns: Option<u64> = None;
+    let mut last_flush = start;
+    let mut last_progress = (start, 0u64);
+    let mut exit_at: Option<u64> = None;
+    let mut fatal: Option<anyhow::Error> = None;
+
+    let end = loop {
+        if stop.load(Ordering::SeqCst) {
+            break EndReason::Stopped;
+        }
+        let deadline = start.saturating_add(tick.saturating_mul(period));
+        if end_at.is_some_and(|e| deadline >= e) {
+            break EndReason::Duration;
+        }
+        if clock.now_ns() < deadline {
+            clock.sleep_until(deadline);
+            if stop.load(Ordering::SeqCst) {
+                break EndReason::Stopped;
+            }
+            if clock.now_ns() < deadline {
+                continue; // woken early (a signal): sleep again
+            }
+        }
+        let attempt = clock.now_ns();
+        match source.snapshot() {
+            Ok(snap) => {
+                if writer.is_none() {
+                    let mut meta = Metadata::from_snapshot(&snap);
+                    meta.target.command = opts.command.clone();
+                    meta.options = OptionsMeta {
+                        rate_hz: opts.rate_hz,
+                        duration_s: opts.duration.map(|d| d.as_secs_f64()),
+                        blocking: opts.blocking,
+                        subprocesses: opts.subprocesses,
+                    };
+                    // Wall-clock time of the first sample (same monotonic clock).
+                    meta.clock.start_unix_ns =
+                        start_unix.map(|u| u.saturating_add(snap.time_ns.saturating_sub(start)));
+                    let f = file
+                        .take()
+                        .ok_or_else(|| anyhow!("trace file already used"))?;
+                    let mut w = TraceWriter::new(f, path, &meta)
+                        .with_context(|| format!("writing trace file {}", path.display()))?;
+                    if let Some(t) = tap.take() {
+                        w.set_tap(t);
+                    }
+                    writer = Some(w);
+                }
+                if let Some(w) = &mut writer {
+                    w.write_snapshot(&snap)
+                        .with_context(|| format!("writing trace file {}", path.display()))?;
+                }
+                samples += 1;
+                last_sample_ns = Some(snap.time_ns);
+            }
+            Err(e) => match source.classify(&e) {
+                ErrorClass::TargetExited => {
+                    exit_at = Some(attempt);
+                    break EndReason::TargetExited;
+                }
+                ErrorClass::Fatal => {
+                    fatal = Some(e);
+                    break EndReason::Stopped;
+                }
+                ErrorClass::Transient => {
+                    errors += 1;
+                    let msg = format!("{e:#}");
+                    if let Some(w) = &mut writer {
+                        w.write_sample_error(attempt, &msg)
+                            .with_context(|| format!("writing trace file {}", path.display()))?;
+                    }
+                    last_error = Some(msg);
+                }
+            },
+        }
+
+        // Next slot: the one after this tick, or, when late, the slot we are in.
+        let now = clock.now_ns();
+        let current_slot = now.saturating_sub(start) / period;
+        let next = (tick + 1).max(current_slot);
+        missed += next - (tick + 1);
+        tick = next;
+
+        if now.saturating_sub(last_flush) >= flush_every {
+            if let Some(w) = &mut writer {
+                w.flush()
+                    .with_context(|| format!("writing trace file {}", path.display()))?;
+            }
+            last_flush = now;
+        }
+        if now.saturating_sub(last_progress.0) >= progress_every {
+            let dt = (now - last_progress.0) as f64 / 1e9;
+            let recent_hz = (samples - last_progress.1) as f64 / dt;
+            last_progress = (now, samples);
+            progress(&Progress {
+                elapsed: Duration::from_nanos(now.saturating_sub(start)),
+                samples,
+                errors,
+                missed_ticks: missed,
+                asked_hz: opts.rate_hz,
+                recent_hz,
+                bytes: writer
+                    .as_ref()
+                    .map_or(0, |w| w.bytes_written() + w.bytes_pending()),
+            });
+        }
+    };
+
+    let now = clock.now_ns();
+    let elapsed_ns = now.saturating_sub(start).max(1);
+    let Some(w) = writer else {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        let why = match (&fatal, &last_error, end) {
+            (Some(e), _, _) => format!("{e:#}"),
+            (None, Some(e), _) => format!("every sample failed; last error: {e}"),
+            (None, None, EndReason::TargetExited) => "the target exited".to_owned(),
+            (None, None, _) => "stopped before the first sample".to_owned(),
+        };
+        return Err(anyhow!(
+            "no sample was recorded ({why}); {} not written",
+            path.display()
+        ));
+    };
+    // The last sample lasts one period, or until the target was found gone.
+    let end_ns = last_sample_ns.map(|t| {
+        let full = t.saturating_add(period);
+        match exit_at {
+            Some(x) => full.min(x.max(t)),
+            None => full,
+        }
+    });
+    let stats = w
+        .finish(end_ns, missed)
+        .with_context(|| format!("finishing trace file {}", path.display()))?;
+    if let Some(e) = fatal {
+        return Err(e.context(format!(
+            "sampling failed; the trace up to here is in {}",
+            path.display()
+        )));
+    }
+    Ok(RecordStats {
+        output: path.clone(),
+        end,
+        samples,
+        sample_errors: errors,
+        last_error,
+        missed_ticks: missed,
+        elapsed: Duration::from_nanos(elapsed_ns),
+        asked_hz: opts.rate_hz,
+        achieved_hz: samples as f64 / (elapsed_ns as f64 / 1e9),
+        bytes: stats.bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::timeline::Event;
+    use crate::model::{GilInfo, GilState, InterpreterInfo, PythonInfo, ThreadInfo};
+    use crate::trace::{replay, TraceReader};
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    struct FakeClock(Rc<Cell<u64>>);
+
+    impl Clock for FakeClock {
+        fn now_ns(&mut self) -> u64 {
+            self.0.get()
+        }
+        fn sleep_until(&mut self, deadline_ns: u64) {
+            self.0.set(self.0.get().max(deadline_ns));
+        }
+    }
+
+    #[derive(Clone)]
+    enum Step {
+        Sample,
+        Fail,
+        Exit,
+        Fatal,
+        Stop,
+    }
+
+    struct Script {
+        now: Rc<Cell<u64>>,
+        cost_ns: u64,
+        /// Steps by sample index; past the end: `Sample`.
+        steps: Vec<Step>,
+        i: usize,
+        stop: Rc<AtomicBool>,
+        on_sample: Option<Box<dyn FnMut(u64)>>,
+    }
+
+    impl SnapshotSource for Script {
+        fn snapshot(&mut self) -> Result<Snapshot> {
+            let t = self.now.get();
+            self.now.set(t + self.cost_ns);
+            let step = self.steps.get(self.i).cloned().unwrap_or(Step::Sample);
+            self.i += 1;
+            if let Some(f) = &mut self.on_sample {
+                f(t);
+            }
+            match step {
+                Step::Sample => {}
+                Step::Fail => return Err(anyhow!("torn read")),
+                Step::Exit => return Err(anyhow!("process 42 exited")),
+                Step::Fatal => return Err(anyhow!("permission denied")),
+                Step::Stop => self.stop.store(true, Ordering::SeqCst),
+            }
+            let held = (t / 5_000_000) % 2 == 0;
+            let thread = |tid: u32, state: GilState| ThreadInfo {
+                tid,
+                start_ticks: 7,
+                name: format!("T{tid}"),
+                os_name: "python".into(),
+                interpreter: 0,
+                holds_gil: state == GilState::Held,
+                gil_state: state,
+                on_cpu: state == GilState::Held,
+                frames: vec![crate::model::FrameInfo {
+                    function: "work".into(),
+                    file: "app.py".into(),
+                    line: 1 + (t / 3_000_000 % 7) as i32,
+                    interpreter: 0,
+                }],
+                thread_states: vec![],
+                interpreter_evidence: "attached".into(),
+            };
+            let (a, b) = if held {
+                (GilState::Held, GilState::Idle)
+            } else {
+                (GilState::Idle, GilState::Held)
+            };
+            Ok(Snapshot {
+                pid: 42,
+                time_ns: t,
+                python: PythonInfo {
+                    version: "3.12.4".into(),
+                    version_hex: 0x030C04F0,
+                    free_threaded: false,
+                    binary: "python3.12".into(),
+                    runtime_found_by: "symbol".into(),
+                    offsets_from: "builtin".into(),
+                },
+                interpreters: vec![InterpreterInfo {
+                    id: 0,
+                    main: true,
+                    own_gil: true,
+                    gil: GilInfo {
+                        enabled: true,
+                        locked: true,
+                        holder_tid: Some(if held { 1 } else { 2 }),
+                        switch_number: t / 5_000_000,
+                        address: 0xabc0,
+                        free_threaded_state: None,
+                    },
+                    address: 0x1000,
+                }],
+                threads: vec![thread(1, a), thread(2, b)],
+                retries: 0,
+                warnings: vec![],
+            })
+        }
+
+        fn classify(&self, err: &anyhow::Error) -> ErrorClass {
+            let m = err.to_string();
+            if m.contains("exited") {
+                ErrorClass::TargetExited
+            } else if m.contains("permission") {
+                ErrorClass::Fatal
+            } else {
+                ErrorClass::Transient
+            }
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gilscope-record-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    fn run(
+        name: &str,
+        cost_ns: u64,
+        steps: Vec<Step>,
+        duration: Option<Duration>,
+        on_sample: Option<Box<dyn FnMut(u64)>>,
+    ) -> (Result<RecordStats>, PathBuf, Vec<Progress>) {
+        let now = Rc::new(Cell::new(1_000_000_000));
+        let stop = Rc::new(AtomicBool::new(false));
+        let mut src = Script {
+            now: now.clone(),
+            cost_ns,
+            steps,
+            i: 0,
+            stop: stop.clone(),
+            on_sample,
+        };
+        let path = tmp(name);
+        let mut opts = RecordOptions::new(&path);
+        opts.duration = duration;
+        let mut seen = Vec::new();
+        let r = record_with(
+            &mut src,
+            &opts,
+            &stop,
+            &mut FakeClock(now),
+            |p| seen.push(p.clone()),
+            None,
+        );
+        (r, path, seen)
+    }
+
+    #[test]
+    fn records_exactly_the_asked_rate_without_drift() {
+        let (r, path, progress) = run(
+            "rate.gilscope",
+            100_000,
+            vec![],
+            Some(Duration::from_secs(2)),
+            None,
+        );
+        let s = r.unwrap();
+        assert_eq!(s.end, EndReason::Duration);
+        assert_eq!((s.samples, s.missed_ticks), (2000, 0));
+        assert!(s.behind_message().is_none());
+        assert!(progress.len() >= 7, "{}", progress.len());
+        let rp = replay(&path).unwrap();
+        assert!(rp.complete);
+        assert_eq!(rp.timeline.samples(), 2000);
+        assert_eq!(rp.timeline.duration_ns(), 2_000_000_000);
+        assert_eq!(rp.metadata.target.pid, 42);
+        assert_eq!(rp.metadata.options.rate_hz, 1000.0);
+        let t = &rp.timeline.threads[0];
+        assert_eq!(t.observed().samples, 2000);
+        assert_eq!(rp.timeline.gils[0].handovers(), 399);
+    }
+
+    #[test]
+    fn falling_behind_is_counted_and_reported() {
+        let (r, _, progress) = run(
+            "behind.gilscope",
+            1_600_000,
+            vec![],
+            Some(Duration::from_secs(1)),
+            None,
+        );
+        let s = r.unwrap();
+        assert_eq!(s.samples, 625);
+        assert_eq!(s.samples + s.missed_ticks, 1000);
+        assert_eq!(
+            s.behind_message().as_deref(),
+            Some("asked 1000 Hz, achieved 625 Hz (38% behind)")
+        );
+        let last = progress.last().unwrap();
+        assert!(
+            last.line().contains("falling behind: asked 1000 Hz"),
+            "{}",
+            last.line()
+        );
+    }
+
+    #[test]
+    fn target_exit_finishes_the_file() {
+        let mut steps = vec![Step::Sample; 10];
+        steps.push(Step::Exit);
+        let (r, path, _) = run("exit.gilscope", 200_000, steps, None, None);
+        let s = r.unwrap();
+        assert_eq!((s.end, s.samples), (EndReason::TargetExited, 10));
+        let rp = replay(&path).unwrap();
+        assert!(rp.complete);
+        // The last sample lasts until the target was found gone.
+        assert_eq!(rp.timeline.duration_ns(), 10_000_000);
+    }
+
+    #[test]
+    fn transient_errors_are_counted_and_kept() {
+        let steps = vec![
+            Step::Sample,
+            Step::Fail,
+            Step::Sample,
+            Step::Fail,
+            Step::Stop,
+        ];
+        let (r, path, _) = run("errors.gilscope", 10_000, steps, None, None);
+        let s = r.unwrap();
+        assert_eq!(
+            (s.end, s.samples, s.sample_errors),
+            (EndReason::Stopped, 3, 2)
+        );
+        assert_eq!(s.last_error.as_deref(), Some("torn read"));
+        let events: Vec<Event> = TraceReader::open(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let errs = events
+            .iter()
+            .filter(|e| matches!(e, Event::SampleError { .. }))
+            .count();
+        assert_eq!(errs, 2);
+    }
+
+    #[test]
+    fn fatal_error_finishes_the_file_and_fails() {
+        let steps = vec![Step::Sample, Step::Sample, Step::Fatal];
+        let (r, path, _) = run("fatal.gilscope", 10_000, steps, None, None);
+        let e = r.unwrap_err();
+        assert!(format!("{e:#}").contains("permission denied"), "{e:#}");
+        assert!(format!("{e:#}").contains("fatal.gilscope"), "{e:#}");
+        assert!(replay(&path).unwrap().complete);
+    }
+
+    #[test]
+    fn no_sample_no_file() {
+        let (r, path, _) = run("none.gilscope", 10_000, vec![Step::Exit], None, None);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("no sample was recorded (the target exited)"),
+            "{e}"
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn file_is_readable_while_recording() {
+        // Read the file from inside the source at t = 2.5 s: flushed at
+        // least every second, so at least 1.5 s must be there.
+        let path = tmp("live.gilscope");
+        let seen = Rc::new(RefCell::new(None));
+        let (p, seen2) = (path.clone(), seen.clone());
+        let hook = Box::new(move |t: u64| {
+            if t == 1_000_000_000 + 2_500_000_000 {
+                let rp = replay(&p).unwrap();
+                *seen2.borrow_mut() = Some((rp.complete, rp.timeline.duration_ns()));
+            }
+        });
+        let (r, _, _) = run(
+            "live.gilscope",
+            10_000,
+            vec![],
+            Some(Duration::from_secs(3)),
+            Some(hook),
+        );
+        r.unwrap();
+        let (complete, covered) = seen.borrow().unwrap();
+        assert!(!complete);
+        assert!(covered >= 1_500_000_000, "{covered}");
+    }
+
+    #[test]
+    fn stop_handler_sets_the_flag() {
+        let flag = install_stop_handler();
+        assert!(!flag.load(Ordering::SeqCst));
+        // SAFETY: raising a signal we handle, in this thread.
+        unsafe { libc::raise(libc::SIGTERM) };
+        assert!(flag.load(Ordering::SeqCst));
+        // Put the default back for the rest of the test binary.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+    }
+
+    #[test]
+    fn formatting_helpers() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(340_000), "340 kB");
+        assert_eq!(human_bytes(1_234_567), "1.2 MB");
+        assert_eq!(behind_message(1000.0, 990.0), None);
+        assert_eq!(
+            behind_message(1000.0, 612.0).as_deref(),
+            Some("asked 1000 Hz, achieved 612 Hz (39% behind)")
+        );
+    }
+}

@@ -1,0 +1,747 @@
+//! Snapshots → events: turns the sampler's consecutive readings into runs.
+//!
+//! A thread's run extends while consecutive samples agree on interpreter,
+//! GIL state, on-CPU and stack. One sample stands for one sampling period:
+//! it lasts until the next sample is taken (or a sample fails, or the
+//! recording ends at `last sample + period`). The same holds for each GIL
+//! (locked, holder, `switch_number`). Frames and stacks are interned here.
+//!
+//! Pure: the live recorder and tests both drive it with [`Snapshot`]s.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::model::timeline::{
+    Event, Frame, FrameId, GilIdx, GilRun, Run, Source, StackId, ThreadIdx,
+};
+use crate::model::{FrameInfo, GilState, Snapshot};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RunKey {
+    interpreter: i64,
+    state: GilState,
+    on_cpu: bool,
+    stack: StackId,
+}
+
+#[derive(Debug, Clone)]
+struct Open<K> {
+    start_ns: u64,
+    samples: u32,
+    key: K,
+}
+
+#[derive(Debug)]
+struct ThreadSt {
+    idx: ThreadIdx,
+    name: String,
+    os_name: String,
+    last_frames: Vec<FrameInfo>,
+    last_stack: StackId,
+    open: Option<Open<RunKey>>,
+    seen: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GilKey {
+    enabled: bool,
+    locked: bool,
+    holder_tid: Option<u32>,
+    switch_number: u64,
+}
+
+#[derive(Debug)]
+struct GilSt {
+    idx: GilIdx,
+    open: Option<Open<GilKey>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InterpSt {
+    main: bool,
+    own_gil: bool,
+    gil: GilIdx,
+    address: u64,
+}
+
+/// Stateful converter from [`Snapshot`]s to [`Event`]s. Events come out in
+/// non-decreasing time order (definitions, which have no time, come before
+/// the first event that uses them).
+#[derive(Debug)]
+pub struct SnapshotEncoder {
+    period_ns: u64,
+    last_ns: Option<u64>,
+    generation: u64,
+    samples: u64,
+    strings: HashMap<String, u32>,
+    frames: HashMap<(u32, u32, i32, i64), FrameId>,
+    stacks: HashMap<(StackId, FrameId), StackId>,
+    threads: HashMap<(u32, u64), ThreadSt>,
+    /// Threads found gone, by key: if one shows up again (a reading missed
+    /// it), it keeps its number.
+    retired: HashMap<(u32, u64), ThreadIdx>,
+    next_thread: ThreadIdx,
+    interps: BTreeMap<i64, InterpSt>,
+    gils: HashMap<u64, GilSt>,
+    warnings: HashSet<String>,
+}
+
+fn close_run(thread: ThreadIdx, open: Open<RunKey>, end_ns: u64, out: &mut Vec<Event>) {
+    out.push(Event::Run(Run {
+        thread,
+        start_ns: open.start_ns,
+        end_ns: end_ns.max(open.start_ns),
+        samples: open.samples,
+        interpreter: open.key.interpreter,
+        state: open.key.state,
+        on_cpu: open.key.on_cpu,
+        stack: open.key.stack,
+        source: Source::Sampled,
+    }));
+}
+
+fn close_gil(gil: GilIdx, open: Open<GilKey>, end_ns: u64, out: &mut Vec<Event>) {
+    out.push(Event::GilRun(GilRun {
+        gil,
+        start_ns: open.start_ns,
+        end_ns: end_ns.max(open.start_ns),
+        samples: open.samples,
+        enabled: open.key.enabled,
+        locked: open.key.locked,
+        holder_tid: open.key.holder_tid,
+        switch_number: open.key.switch_number,
+    }));
+}
+
+/// Extend `open` if `key` agrees, else close it and open a new one.
+fn advance<K: PartialEq>(
+    open: &mut Option<Open<K>>,
+    key: K,
+    now: u64,
+    mut close: impl FnMut(Open<K>),
+) {
+    match open {
+        Some(o) if o.key == key && o.samples < u32::MAX => o.samples += 1,
+        _ => {
+            if let Some(o) = open.take() {
+                close(o);
+            }
+            *open = Some(Open {
+                start_ns: now,
+                samples: 1,
+                key,
+            });
+        }
+    }
+}
+
+impl SnapshotEncoder {
+    /// `period_ns`: the nominal sampling period, used for the last sample.
+    pub fn new(period_ns: u64) -> Self {
+        SnapshotEncoder {
+            period_ns: period_ns.max(1),
+            last_ns: None,
+            generation: 0,
+            samples: 0,
+            strings: HashMap::new(),
+            frames: HashMap::new(),
+            stacks: HashMap::new(),
+            threads: HashMap::new(),
+            retired: HashMap::new(),
+            next_thread: 0,
+            interps: BTreeMap::new(),
+            gils: HashMap::new(),
+            warnings: HashSet::new(),
+        }
+    }
+
+    /// Samples pushed so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Time of the last sample (or failed sample).
+    pub fn last_ns(&self) -> Option<u64> {
+        self.last_ns
+    }
+
+    fn string(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.strings.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32 + 1;
+        self.strings.insert(s.to_owned(), id);
+        id
+    }
+
+    fn intern_stack(&mut self, frames: &[FrameInfo], out: &mut Vec<Event>) -> StackId {
+        let mut parent: StackId = 0;
+        for f in frames.iter().rev() {
+            let key = (
+                self.string(&f.function),
+                self.string(&f.file),
+                f.line,
+                f.interpreter,
+            );
+            let frame = match self.frames.get(&key) {
+                Some(&id) => id,
+                None => {
+                    let id = self.frames.len() as FrameId + 1;
+                    self.frames.insert(key, id);
+                    out.push(Event::Frame {
+                        id,
+                        frame: Frame {
+                            function: f.function.clone(),
+                            file: f.file.clone(),
+                            line: f.line,
+                            interpreter: f.interpreter,
+                        },
+                    });
+                    id
+                }
+            };
+            parent = match self.stacks.get(&(parent, frame)) {
+                Some(&id) => id,
+                None => {
+                    let id = self.stacks.len() as StackId + 1;
+                    self.stacks.insert((parent, frame), id);
+                    out.push(Event::Stack { id, parent, frame });
+                    id
+                }
+            };
+        }
+        parent
+    }
+
+    fn gil_idx(&mut self, address: u64, out: &mut Vec<Event>) -> GilIdx {
+        if let Some(g) = self.gils.get(&address) {
+            return g.idx;
+        }
+        let idx = self.gils.len() as GilIdx;
+        self.gils.insert(address, GilSt { idx, open: None });
+        out.push(Event::Gil { gil: idx, address });
+        idx
+    }
+
+    /// Fold in one successful reading.
+    pub fn push(&mut self, snap: &Snapshot, out: &mut Vec<Event>) {
+        let now = snap.time_ns.max(self.last_ns.unwrap_or(0));
+        self.generation += 1;
+        let generation = self.generation;
+
+        // Interpreters and their GILs.
+        let mut present = HashSet::new();
+        let mut gil_keys: Vec<(u64, GilKey)> = Vec::new();
+        for i in &snap.interpreters {
+            present.insert(i.id);
+            let gil = self.gil_idx(i.gil.address, out);
+            let st = InterpSt {
+                main: i.main,
+                own_gil: i.own_gil,
+                gil,
+                address: i.address,
+            };
+            if self.interps.get(&i.id) != Some(&st) {
+                out.push(Event::Interpreter {
+                    time_ns: now,
+                    id: i.id,
+                    main: st.main,
+                    own_gil: st.own_gil,
+                    gil,
+                    address: st.address,
+                });
+                self.interps.insert(i.id, st);
+            }
+            if !gil_keys.iter().any(|(a, _)| *a == i.gil.address) {
+                gil_keys.push((
+                    i.gil.address,
+                    GilKey {
+                        enabled: i.gil.enabled,
+                        locked: i.gil.enabled && i.gil.locked,
+                        holder_tid: i.gil.holder_tid,
+                        switch_number: i.gil.switch_number,
+                    },
+                ));
+            }
+        }
+        let gone: Vec<i64> = self
+            .interps
+            .keys()
+            .copied()
+            .filter(|id| !present.contains(id))
+            .collect();
+        for id in gone {
+            self.interps.remove(&id);
+            out.push(Event::InterpreterEnd { time_ns: now, id });
+        }
+        let mut gils_seen = HashSet::new();
+        for (address, key) in gil_keys {
+            gils_seen.insert(address);
+            if let Some(g) = self.gils.get_mut(&address) {
+                let idx = g.idx;
+                advance(&mut g.open, key, now, |o| close_gil(idx, o, now, out));
+            }
+        }
+        for (address, g) in self.gils.iter_mut() {
+            if !gils_seen.contains(address) {
+                if let Some(o) = g.open.take() {
+                    close_gil(g.idx, o, now, out);
+                }
+            }
+        }
+
+        // Threads.
+        for th in &snap.threads {
+            let key = (th.tid, th.start_ticks);
+            if !self.threads.contains_key(&key) {
+                let idx = match self.retired.remove(&key) {
+                    Some(idx) => idx,
+                    None => {
+                        self.next_thread += 1;
+                        self.next_thread - 1
+                    }
+                };
+                out.push(Event::ThreadStart {
+                    time_ns: now,
+                    thread: idx,
+                    tid: th.tid,
+                    start_ticks: th.start_ticks,
+                    name: th.name.clone(),
+                    os_name: th.os_name.clone(),
+                });
+                self.threads.insert(
+                    key,
+                    ThreadSt {
+                        idx,
+                        name: th.name.clone(),
+                        os_name: th.os_name.clone(),
+                        last_frames: Vec::new(),
+                        last_stack: 0,
+                        open: None,
+                        seen: generation,
+                    },
+                );
+            }
+            let stack = match self.threads.get(&key) {
+                Some(st) if st.last_frames == th.frames => st.last_stack,
+                _ => self.intern_stack(&th.frames, out),
+            };
+            let Some(st) = self.threads.get_mut(&key) else {
+                continue;
+            };
+            st.seen = generation;
+            if st.name != th.name || st.os_name != th.os_name {
+                st.name = th.name.clone();
+                st.os_name = th.os_name.clone();
+                out.push(Event::ThreadName {
+                    time_ns: now,
+                    thread: st.idx,
+                    name: th.name.clone(),
+                    os_name: th.os_name.clone(),
+                });
+            }
+            if st.last_stack != stack || st.last_frames != th.frames {
+                st.last_frames = th.frames.clone();
+                st.last_stack = stack;
+            }
+            let idx = st.idx;
+            let run_key = RunKey {
+                interpreter: th.interpreter,
+                state: th.gil_state,
+                on_cpu: th.on_cpu,
+                stack,
+            };
+            advance(&mut st.open, run_key, now, |o| close_run(idx, o, now, out));
+        }
+        let mut ended: Vec<(u32, u64)> = self
+            .threads
+            .iter()
+            .filter(|(_, st)| st.seen != generation)
+            .map(|(k, _)| *k)
+            .collect();
+        ended.sort_unstable();
+        for key in ended {
+            if let Some(mut st) = self.threads.remove(&key) {
+                if let Some(o) = st.open.take() {
+                    close_run(st.idx, o, now, out);
+                }
+                out.push(Event::ThreadEnd {
+                    time_ns: now,
+                    thread: st.idx,
+                });
+                self.retired.insert(key, st.idx);
+            }
+        }
+
+        for w in &snap.warnings {
+            if self.warnings.insert(w.clone()) {
+                out.push(Event::Warning {
+                    time_ns: now,
+                    message: w.clone(),
+                });
+            }
+        }
+        self.samples += 1;
+        self.last_ns = Some(now);
+    }
+
+    fn close_all(&mut self, end_ns: u64, out: &mut Vec<Event>) {
+        let mut threads: Vec<&mut ThreadSt> = self.threads.values_mut().collect();
+        threads.sort_unstable_by_key(|t| t.idx);
+        for st in threads {
+            if let Some(o) = st.open.take() {
+                close_run(st.idx, o, end_ns, out);
+            }
+        }
+        let mut gils: Vec<&mut GilSt> = self.gils.values_mut().collect();
+        gils.sort_unstable_by_key(|g| g.idx);
+        for g in gils {
+            if let Some(o) = g.open.take() {
+                close_gil(g.idx, o, end_ns, out);
+            }
+        }
+    }
+
+    /// A sample attempted at `time_ns` failed: the previous sample ends there
+    /// and the time until the next good sample is a gap.
+    pub fn sample_error(&mut self, time_ns: u64, message: &str, out: &mut Vec<Event>) {
+        let now = time_ns.max(self.last_ns.unwrap_or(0));
+        self.close_all(now, out);
+        out.push(Event::SampleError {
+            time_ns: now,
+            message: message.to_owned(),
+        });
+        self.last_ns = Some(now);
+    }
+
+    /// Emit everything known up to the last sample, so a file flushed now
+    /// holds all but the last sample period: open runs are split at the last
+    /// sample's time (the model merges the pieces back).
+    pub fn checkpoint(&mut self, out: &mut Vec<Event>) {
+        let Some(now) = self.last_ns else { return };
+        let mut threads: Vec<&mut ThreadSt> = self.threads.values_mut().collect();
+        threads.sort_unstable_by_key(|t| t.idx);
+        for st in threads {
+            if let Some(o) = &mut st.open {
+                if o.samples > 1 && o.start_ns < now {
+                    let done = Open {
+                        start_ns: o.start_ns,
+                        samples: o.samples - 1,
+                        key: o.key.clone(),
+                    };
+                    o.start_ns = now;
+                    o.samples = 1;
+                    close_run(st.idx, done, now, out);
+                }
+            }
+        }
+        let mut gils: Vec<&mut GilSt> = self.gils.values_mut().collect();
+        gils.sort_unstable_by_key(|g| g.idx);
+        for g in gils {
+            if let Some(o) = &mut g.open {
+                if o.samples > 1 && o.start_ns < now {
+                    let done = Open {
+                        start_ns: o.start_ns,
+                        samples: o.samples - 1,
+                        key: o.key.clone(),
+                    };
+                    o.start_ns = now;
+                    o.samples = 1;
+                    close_gil(g.idx, done, now, out);
+                }
+            }
+        }
+    }
+
+    /// Close everything at `end_ns` (default: last sample + one period) and
+    /// emit the end record. `missed`: sampling ticks skipped for being late.
+    pub fn finish(&mut self, end_ns: Option<u64>, missed: u64, out: &mut Vec<Event>) {
+        let last = self.last_ns.unwrap_or(0);
+        let end = end_ns
+            .unwrap_or_else(|| last.saturating_add(self.period_ns))
+            .max(last);
+        self.close_all(end, out);
+        out.push(Event::End {
+            time_ns: end,
+            samples: self.samples,
+            missed,
+        });
+        self.last_ns = Some(end);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! Timelines drawn as ASCII: one column per sample, one row per thread.
+    use super::*;
+    use crate::model::timeline::Timeline;
+    use crate::model::{GilInfo, InterpreterInfo, PythonInfo, ThreadInfo};
+
+    pub fn python() -> PythonInfo {
+        PythonInfo {
+            version: "3.13.1".into(),
+            version_hex: 0x030D01F0,
+            free_threaded: false,
+            binary: "/usr/bin/python3.13".into(),
+            runtime_found_by: "symbol".into(),
+            offsets_from: "debug_offsets".into(),
+        }
+    }
+
+    pub fn interp(id: i64, gil_address: u64, holder: Option<u32>, switch: u64) -> InterpreterInfo {
+        InterpreterInfo {
+            id,
+            main: id == 0,
+            own_gil: true,
+            gil: GilInfo {
+                enabled: true,
+                locked: holder.is_some(),
+                holder_tid: holder,
+                switch_number: switch,
+                address: gil_address,
+                free_threaded_state: None,
+            },
+            address: 0x5000 + id as u64,
+        }
+    }
+
+    pub fn frame(function: &str, line: i32) -> FrameInfo {
+        FrameInfo {
+            function: function.into(),
+            file: "app.py".into(),
+            line,
+            interpreter: 0,
+        }
+    }
+
+    pub fn thread(tid: u32, state: GilState, frames: Vec<FrameInfo>) -> ThreadInfo {
+        ThreadInfo {
+            tid,
+            start_ticks: 1000 + tid as u64,
+            name: format!("T{tid}"),
+            os_name: format!("python{tid}"),
+            interpreter: 0,
+            holds_gil: state == GilState::Held,
+            gil_state: state,
+            on_cpu: matches!(state, GilState::Held | GilState::Released),
+            frames,
+            thread_states: Vec::new(),
+            interpreter_evidence: "attached".into(),
+        }
+    }
+
+    pub fn snapshot(time_ns: u64, threads: Vec<ThreadInfo>) -> Snapshot {
+        let holder = threads
+            .iter()
+            .find(|t| t.gil_state == GilState::Held)
+            .map(|t| t.tid);
+        Snapshot {
+            pid: 42,
+            time_ns,
+            python: python(),
+            interpreters: vec![interp(0, 0x1000, holder, 0)],
+            threads,
+            retries: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn state_of(c: char) -> Option<GilState> {
+        Some(match c {
+            'H' => GilState::Held,
+            'W' => GilState::Waiting,
+            'R' => GilState::Released,
+            'I' => GilState::Idle,
+            'A' => GilState::Attached,
+            '?' => GilState::Unknown,
+            _ => return None,
+        })
+    }
+
+    fn char_of(s: GilState) -> char {
+        match s {
+            GilState::Held => 'H',
+            GilState::Waiting => 'W',
+            GilState::Released => 'R',
+            GilState::Idle => 'I',
+            GilState::Attached => 'A',
+            GilState::Unknown => '?',
+        }
+    }
+
+    /// Rows like `"1 HHHW.II"`: TID, then one state per sample taken every
+    /// 10 ns; `.` = thread absent; a row of `x` in column `c` of the special
+    /// TID 0 row marks a failed sample.
+    pub fn snapshots_from_ascii(rows: &[&str]) -> Vec<Result<Snapshot, u64>> {
+        let parsed: Vec<(u32, Vec<char>)> = rows
+            .iter()
+            .map(|r| {
+                let (tid, cells) = r.split_once(' ').expect("row: TID CELLS");
+                (tid.parse().expect("tid"), cells.chars().collect())
+            })
+            .collect();
+        let width = parsed.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+        (0..width)
+            .map(|col| {
+                let t = col as u64 * 10;
+                if parsed
+                    .iter()
+                    .any(|(tid, c)| *tid == 0 && c.get(col) == Some(&'x'))
+                {
+                    return Err(t);
+                }
+                let threads = parsed
+                    .iter()
+                    .filter(|(tid, _)| *tid != 0)
+                    .filter_map(|(tid, c)| {
+                        let s = state_of(*c.get(col)?)?;
+                        Some(thread(*tid, s, vec![frame("main", 1)]))
+                    })
+                    .collect();
+                Ok(snapshot(t, threads))
+            })
+            .collect()
+    }
+
+    /// Draw a model back: same layout, from the state intervals.
+    pub fn ascii_from_timeline(t: &Timeline, width: usize) -> Vec<String> {
+        let mut rows = Vec::new();
+        for th in &t.threads {
+            let mut cells = vec!['.'; width];
+            for iv in &th.intervals {
+                let from = (iv.start_ns / 10) as usize;
+                let to = (iv.end_ns.div_ceil(10) as usize).min(width);
+                for c in cells.iter_mut().take(to).skip(from) {
+                    *c = char_of(iv.state);
+                }
+            }
+            rows.push(format!("{} {}", th.tid, cells.iter().collect::<String>()));
+        }
+        rows
+    }
+
+    fn encode_all(rows: &[&str], checkpoint_every: Option<usize>) -> Vec<Event> {
+        let mut enc = SnapshotEncoder::new(10);
+        let mut out = Vec::new();
+        for (i, s) in snapshots_from_ascii(rows).into_iter().enumerate() {
+            match s {
+                Ok(s) => enc.push(&s, &mut out),
+                Err(t) => enc.sample_error(t, "boom", &mut out),
+            }
+            if checkpoint_every.is_some_and(|n| i % n == n - 1) {
+                enc.checkpoint(&mut out);
+            }
+        }
+        enc.finish(None, 0, &mut out);
+        out
+    }
+
+    #[test]
+    fn ascii_timelines_round_trip() {
+        let rows = ["1 HHHWWWHHIIII", "2 WWWHHHWW....", "3 ...RRRR?AAII"];
+        for checkpoint in [None, Some(1), Some(3)] {
+            let events = encode_all(&rows, checkpoint);
+            let t = Timeline::from_events(&events);
+            assert_eq!(
+                ascii_from_timeline(&t, 12),
+                rows,
+                "checkpoint {checkpoint:?}"
+            );
+            assert_eq!(t.samples(), 12);
+        }
+    }
+
+    #[test]
+    fn failed_samples_leave_gaps() {
+        let rows = ["0 ...x...", "1 HHHHHHH"];
+        let events = encode_all(&rows, None);
+        let t = Timeline::from_events(&events);
+        assert_eq!(ascii_from_timeline(&t, 7), ["1 HHH.HHH"]);
+        assert_eq!(t.sample_errors.get("boom"), Some(&1));
+    }
+
+    #[test]
+    fn events_are_time_ordered_and_runs_cover_periods() {
+        let rows = ["1 HHIIHH", "2 II..HH"];
+        let events = encode_all(&rows, Some(2));
+        let mut last = 0;
+        for e in &events {
+            if let Some(t) = e.time_ns() {
+                assert!(t >= last, "{e:?} before {last}");
+                last = t;
+            }
+        }
+        // TID 2 was missed by two readings and came back with the same
+        // start_ticks: the same kernel thread, so the same thread number.
+        let starts: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ThreadStart { thread, .. } => Some(*thread),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts, [0, 1, 1]);
+        let t = Timeline::from_events(&events);
+        assert_eq!(t.threads.len(), 2);
+        assert_eq!(t.threads[0].observed().ns, 60);
+        assert_eq!(t.threads[1].observed().ns, 40);
+        assert_eq!(t.threads[1].ended_ns, None);
+        assert_eq!(ascii_from_timeline(&t, 6), rows);
+    }
+
+    #[test]
+    fn stacks_are_interned_as_a_prefix_tree() {
+        let mut enc = SnapshotEncoder::new(10);
+        let mut out = Vec::new();
+        let a = vec![frame("leaf", 3), frame("mid", 2), frame("main", 1)];
+        let b = vec![frame("other", 9), frame("mid", 2), frame("main", 1)];
+        for (i, frames) in [a.clone(), a.clone(), b, a].into_iter().enumerate() {
+            let s = snapshot(i as u64 * 10, vec![thread(1, GilState::Held, frames)]);
+            enc.push(&s, &mut out);
+        }
+        enc.finish(None, 0, &mut out);
+        let frames = out
+            .iter()
+            .filter(|e| matches!(e, Event::Frame { .. }))
+            .count();
+        let stacks = out
+            .iter()
+            .filter(|e| matches!(e, Event::Stack { .. }))
+            .count();
+        assert_eq!((frames, stacks), (4, 4));
+        let t = Timeline::from_events(&out);
+        let runs: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Run(r) => Some((r.start_ns, r.end_ns, r.samples, r.stack)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs, vec![(0, 20, 2, 3), (20, 30, 1, 4), (30, 40, 1, 3)]);
+        let names: Vec<_> = t
+            .stack_frames(4)
+            .iter()
+            .map(|f| f.function.clone())
+            .collect();
+        assert_eq!(names, ["other", "mid", "main"]);
+    }
+
+    #[test]
+    fn gil_runs_track_holder_and_switches() {
+        let mut enc = SnapshotEncoder::new(10);
+        let mut out = Vec::new();
+        for (i, (holder, sw)) in [(Some(1), 5), (Some(1), 5), (Some(2), 6), (None, 6)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut s = snapshot(i as u64 * 10, vec![]);
+            s.interpreters = vec![interp(0, 0x1000, holder, sw)];
+            enc.push(&s, &mut out);
+        }
+        enc.finish(None, 0, &mut out);
+        let t = Timeline::from_events(&out);
+        let g = &t.gils[0];
+        assert_eq!(g.observed.ns, 40);
+        assert_eq!(g.locked.ns, 30);
+        assert_eq!(g.handovers(), 1);
+    }
+}
