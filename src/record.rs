@@ -566,7 +566,7 @@ mod tests {
                 Step::Fatal => return Err(anyhow!("permission denied")),
                 Step::Stop => self.stop.store(true, Ordering::SeqCst),
             }
-            let held = (t / 5_000_000) % 2 == 0;
+            let held = (t / 5_000_000).is_multiple_of(2);
             let thread = |tid: u32, state: GilState| ThreadInfo {
                 tid,
                 start_ticks: 7,

@@ -422,7 +422,7 @@ pub fn synthetic_view(threads: usize, duration_ns: u64, period_ns: u64, seed: u6
     let mut k = 0;
     while k < samples {
         let len = 1 + rng.next() % 8;
-        let lock = if rng.next() % 4 == 0 {
+        let lock = if rng.next().is_multiple_of(4) {
             GilLock::Free
         } else {
             GilLock::Busy

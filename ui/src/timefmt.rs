@@ -64,7 +64,7 @@ fn steps() -> impl Iterator<Item = u64> {
 /// A time offset `t` (ns since the trace start) labelled to the precision a
 /// tick `step` needs: `0s`, `1.5s`, `12.345s`, `2m`, `2m30s`.
 pub fn offset_label(t: u64, step: u64) -> String {
-    if step >= S && step % S == 0 {
+    if step >= S && step.is_multiple_of(S) {
         let s = t / S;
         if t >= MIN || step >= MIN {
             let h = s / 3600;
@@ -82,7 +82,7 @@ pub fn offset_label(t: u64, step: u64) -> String {
     // Decimals needed so that consecutive ticks differ.
     let mut decimals = 0;
     let mut unit = S;
-    while step % unit != 0 && decimals < 9 {
+    while !step.is_multiple_of(unit) && decimals < 9 {
         unit /= 10;
         decimals += 1;
     }

@@ -72,14 +72,14 @@ impl<S: Span<N>, const N: usize> Track<S, N> {
             return;
         }
         let idx = self.spans.len();
-        if idx > 0 && idx % BLOCK == 0 {
+        if idx > 0 && idx.is_multiple_of(BLOCK) {
             let mut acc = *self.cum.last().expect("cum[0] exists");
             for sp in &self.spans[idx - BLOCK..idx] {
                 sp.add(&mut acc, sp.end() - sp.start());
             }
             self.cum.push(acc);
         }
-        if idx % BLOCK == 0 {
+        if idx.is_multiple_of(BLOCK) {
             self.starts.push(s.start());
         }
         self.spans.push(s);

@@ -25,7 +25,7 @@ pub const TPFLAGS_DICT_SUBCLASS: u64 = 1 << 29;
 
 /// A user-space pointer that could be a Python object (x86-64, 8-aligned).
 pub fn plausible_ptr(p: u64) -> bool {
-    (0x1000..(1 << 47)).contains(&p) && p % 8 == 0
+    (0x1000..(1 << 47)).contains(&p) && p.is_multiple_of(8)
 }
 
 pub fn check_ptr(p: u64, what: &str) -> Result<()> {
