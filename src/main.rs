@@ -11,6 +11,7 @@ use gilscope::output;
 use gilscope::reader::{self, Reader, ReaderOptions};
 
 mod cli_record;
+mod cli_view;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +37,14 @@ enum Command {
     Record(RecordArgs),
     /// Summarize a trace: GIL busy %, hand-overs, per-thread held/waiting/idle, hot stacks.
     Summary(SummaryArgs),
+    /// Browse a trace in the terminal: timeline lanes per thread, per interpreter.
+    View(ViewArgs),
+    /// Watch a process live in the terminal (`r` saves the session to a trace).
+    Top(TopArgs),
+    /// Draw a flame graph (SVG) of the stacks in one GIL state (default: held).
+    Flame(FlameArgs),
+    /// Convert a trace: Perfetto / chrome://tracing JSON, speedscope, folded stacks, SVG timeline.
+    Export(ExportArgs),
 }
 
 #[derive(Args)]
@@ -62,9 +71,98 @@ struct RecordArgs {
     /// Do not read Python stacks (state only; cheaper).
     #[arg(long)]
     no_stacks: bool,
+    /// After recording, also draw the flame graph of the GIL-holding stacks
+    /// into this SVG (as `gilscope flame FILE -o SVG` would).
+    #[arg(long, value_name = "SVG")]
+    flame: Option<std::path::PathBuf>,
     /// Launch this command and record it until it exits: `gilscope record -- python app.py`.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Args)]
+struct ViewArgs {
+    /// A trace written by `gilscope record` (or saved from `gilscope top`).
+    file: std::path::PathBuf,
+}
+
+#[derive(Args)]
+struct TopArgs {
+    /// The process to watch.
+    #[arg(long, short)]
+    pid: u32,
+    /// Samples per second.
+    #[arg(long, default_value_t = 200.0, value_parser = parse_rate)]
+    rate: f64,
+    /// Pause the target while reading each sample (ptrace).
+    #[arg(long)]
+    blocking: bool,
+}
+
+/// Which runs a flame graph or stack export keeps, and how frames are labelled.
+#[derive(Args)]
+struct StackFilterArgs {
+    /// GIL state: held, waiting, released, idle, attached, unknown or all
+    /// (all puts the state at the root of every stack).
+    #[arg(long, value_name = "STATE")]
+    state: Option<output::flame::StateFilter>,
+    /// Only runs in this interpreter.
+    #[arg(long, value_name = "ID")]
+    interpreter: Option<i64>,
+    /// Only this thread (kernel TID, or thread name).
+    #[arg(long, value_name = "TID")]
+    thread: Option<output::flame::ThreadSelector>,
+    /// Add `[interp N]` to every frame.
+    #[arg(long)]
+    annotate_interpreter: bool,
+    /// Leave line numbers out of frame labels.
+    #[arg(long)]
+    no_lines: bool,
+    /// Start every stack with a `thread NAME (TID)` frame.
+    #[arg(long)]
+    thread_roots: bool,
+    /// Weight stacks by `time` (ns, default) or `samples`.
+    #[arg(long, default_value = "time")]
+    weight: output::flame::Weight,
+}
+
+impl StackFilterArgs {
+    fn options(&self, default_state: output::flame::StateFilter) -> output::flame::FoldOptions {
+        output::flame::FoldOptions {
+            state: self.state.unwrap_or(default_state),
+            interpreter: self.interpreter,
+            thread: self.thread.clone(),
+            annotate_interpreter: self.annotate_interpreter,
+            no_lines: self.no_lines,
+            thread_roots: self.thread_roots,
+            weight: self.weight,
+        }
+    }
+}
+
+#[derive(Args)]
+struct FlameArgs {
+    /// A trace written by `gilscope record`.
+    file: std::path::PathBuf,
+    /// The SVG to write (`-` for stdout).
+    #[arg(long, short)]
+    output: std::path::PathBuf,
+    #[command(flatten)]
+    filter: StackFilterArgs,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A trace written by `gilscope record`.
+    file: std::path::PathBuf,
+    /// perfetto, speedscope, collapsed or timeline-svg.
+    #[arg(long, short)]
+    format: output::export::Format,
+    /// The file to write (`-` for stdout).
+    #[arg(long, short)]
+    output: std::path::PathBuf,
+    #[command(flatten)]
+    filter: StackFilterArgs,
 }
 
 #[derive(Args)]
@@ -149,10 +247,12 @@ fn run_record(args: &RecordArgs) -> Result<u8> {
     match (args.pid, args.command.is_empty()) {
         (Some(pid), true) => {
             cli_record::record_pid(pid, &plan)?;
+            flame_after_record(args)?;
             Ok(0)
         }
         (None, false) => {
             let launched = cli_record::record_command(&args.command, &plan)?;
+            flame_after_record(args)?;
             if launched.status_code != 0 {
                 eprintln!(
                     "gilscope: the command exited with status {}",
@@ -184,6 +284,28 @@ fn run_summary(args: &SummaryArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_flame(args: &FlameArgs) -> Result<()> {
+    let opts = args.filter.options(output::flame::StateFilter::default());
+    output::flame::flame_file(&args.file, &args.output, &opts)?;
+    Ok(())
+}
+
+fn run_export(args: &ExportArgs) -> Result<()> {
+    let opts = args.filter.options(args.format.default_state());
+    output::export::export_file(&args.file, args.format, &args.output, &opts)
+}
+
+/// `record --flame SVG`: draw the held-GIL flame graph of the trace just written.
+fn flame_after_record(args: &RecordArgs) -> Result<()> {
+    if let Some(svg) = &args.flame {
+        let opts = output::flame::FoldOptions::default();
+        output::flame::flame_file(&args.output, svg, &opts)
+            .with_context(|| format!("drawing the flame graph {}", svg.display()))?;
+        eprintln!("gilscope: flame graph → {}", svg.display());
+    }
+    Ok(())
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -197,6 +319,18 @@ fn main() -> ExitCode {
         Command::Dump(args) => run_dump(args).map(|()| 0),
         Command::Record(args) => run_record(args),
         Command::Summary(args) => run_summary(args).map(|()| 0),
+        Command::View(args) => cli_view::run_view(&args.file).map(|()| 0),
+        Command::Top(args) => cli_view::run_top(
+            args.pid,
+            args.rate,
+            ReaderOptions {
+                blocking: args.blocking,
+                ..ReaderOptions::default()
+            },
+        )
+        .map(|()| 0),
+        Command::Flame(args) => run_flame(args).map(|()| 0),
+        Command::Export(args) => run_export(args).map(|()| 0),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,393 @@
+//! `gilscope view FILE` and `gilscope top`: maps the analysis model (events
+//! and the [`Timeline`]) into the UI crate's view types. Part of the CLI: the
+//! model knows nothing of the UI, and the UI nothing of the model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use gilscope::model::timeline::{Event, GilIdx, ThreadIdx, Timeline};
+use gilscope::model::{GilState, Snapshot};
+use gilscope::reader::{Reader, ReaderOptions};
+use gilscope::trace::{Metadata, SnapshotEncoder, TraceReader, TraceWriter};
+use gilscope_ui::{
+    GilLock, GilSegment, GilTrack, GilView, HotStack, InterpView, Lane, LaneState, Segment,
+    ThreadKey, ThreadView, TimeRange, ViewModel,
+};
+
+fn lane_state(s: GilState) -> LaneState {
+    match s {
+        GilState::Held => LaneState::Held,
+        GilState::Waiting => LaneState::Waiting,
+        GilState::Released => LaneState::Released,
+        GilState::Idle => LaneState::Idle,
+        GilState::Attached => LaneState::Attached,
+        GilState::Unknown => LaneState::Unknown,
+    }
+}
+
+/// Hottest stacks listed per thread and state in the stacks panel.
+const HOT_STACKS: usize = 5;
+
+/// Builds a [`ViewModel`] from model events, incrementally (a file is
+/// streamed through it; a live session feeds it as it samples).
+#[derive(Default)]
+pub struct ViewBuilder {
+    timeline: Timeline,
+    lanes: HashMap<ThreadIdx, Lane>,
+    gil_tracks: HashMap<GilIdx, GilTrack>,
+}
+
+impl ViewBuilder {
+    pub fn apply(&mut self, e: &Event) {
+        self.timeline.apply(e);
+        match e {
+            Event::Run(r) => self.lanes.entry(r.thread).or_default().push(
+                Segment::new(r.start_ns, r.end_ns, lane_state(r.state)).with_on_cpu(r.on_cpu),
+            ),
+            Event::GilRun(g) => {
+                let lock = if !g.enabled {
+                    GilLock::Disabled
+                } else if g.locked {
+                    GilLock::Busy
+                } else {
+                    GilLock::Free
+                };
+                self.gil_tracks
+                    .entry(g.gil)
+                    .or_default()
+                    .push(GilSegment::new(g.start_ns, g.end_ns, lock));
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops lane data older than `t_ns` (bounded memory in live sessions).
+    pub fn trim_before(&mut self, t_ns: u64) {
+        for l in self.lanes.values_mut() {
+            l.trim_before(t_ns);
+        }
+        for g in self.gil_tracks.values_mut() {
+            g.trim_before(t_ns);
+        }
+    }
+
+    fn hot_stacks(
+        &self,
+        thread: &gilscope::model::timeline::Thread,
+        state: GilState,
+    ) -> Vec<HotStack> {
+        let total: u64 = thread.state(state).ns;
+        if total == 0 {
+            return Vec::new();
+        }
+        let mut v: Vec<(u64, Vec<String>)> = thread
+            .stacks
+            .iter()
+            .filter(|((s, _, _), _)| *s == state)
+            .map(|((_, _, stack), t)| {
+                let frames = self
+                    .timeline
+                    .stack_frames(*stack)
+                    .iter()
+                    .map(|f| {
+                        let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+                        format!("{} ({file}:{})", f.function, f.line)
+                    })
+                    .collect();
+                (t.ns, frames)
+            })
+            .collect();
+        // Deterministic: by time, then by the frames themselves.
+        v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        v.truncate(HOT_STACKS);
+        v.into_iter()
+            .map(|(ns, frames)| HotStack {
+                frames: if frames.is_empty() {
+                    vec!["(no Python frames)".into()]
+                } else {
+                    frames
+                },
+                pct: ns as f64 * 100.0 / total as f64,
+            })
+            .collect()
+    }
+
+    pub fn view(&self, title: &str, live: bool) -> ViewModel {
+        let tl = &self.timeline;
+        let start = tl.start_ns.unwrap_or(0);
+        let end = tl.end_ns.unwrap_or(start).max(start);
+        let gils: Vec<GilView> = tl
+            .gils
+            .iter()
+            .map(|g| GilView {
+                id: g.idx,
+                track: self.gil_tracks.get(&g.idx).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let mut interpreters: Vec<InterpView> = tl
+            .interpreters
+            .values()
+            .map(|i| InterpView {
+                id: i.id,
+                main: i.main,
+                own_gil: i.own_gil,
+                gil: gils.iter().position(|g| g.id == i.gil),
+                threads: Vec::new(),
+            })
+            .collect();
+        let mut threads: Vec<&gilscope::model::timeline::Thread> = tl.threads.iter().collect();
+        threads.sort_by_key(|t| (t.tid, t.start_ticks));
+        for t in threads {
+            let Some(home) = t.main_interpreter() else {
+                continue;
+            };
+            let Some(iv) = interpreters.iter_mut().find(|i| i.id == home) else {
+                continue;
+            };
+            iv.threads.push(ThreadView {
+                key: ThreadKey {
+                    tid: t.tid,
+                    start_ticks: t.start_ticks,
+                },
+                name: if t.ended_ns.is_some() {
+                    format!("{} (ended)", t.name)
+                } else {
+                    t.name.clone()
+                },
+                lane: self.lanes.get(&t.idx).cloned().unwrap_or_default(),
+                hot_stacks_held: self.hot_stacks(t, GilState::Held),
+                hot_stacks_waiting: self.hot_stacks(t, GilState::Waiting),
+            });
+        }
+        interpreters.sort_by_key(|i| i.id);
+        ViewModel {
+            title: title.to_string(),
+            time_range: TimeRange::new(start, end),
+            live,
+            recording: None,
+            notice: None,
+            gils,
+            interpreters,
+        }
+    }
+}
+
+/// Reads a whole trace into a view model (streaming the events).
+pub fn view_of_file(path: &Path) -> Result<ViewModel> {
+    let reader = TraceReader::open(path)?;
+    let mut b = ViewBuilder::default();
+    let mut reader = reader;
+    while let Some(e) = reader.next_event()? {
+        b.apply(&e);
+    }
+    let mut title = path.display().to_string();
+    if let Some(py) = reader.metadata().python.as_ref() {
+        title.push_str(&format!(" — Python {}", py.version));
+    }
+    let mut vm = b.view(&title, false);
+    if let Some(d) = reader.damage() {
+        vm.notice = Some(format!("trace cut short: {d}"));
+    }
+    Ok(vm)
+}
+
+/// `gilscope view FILE`.
+pub fn run_view(path: &Path) -> Result<()> {
+    let mut vm = view_of_file(path)?;
+    gilscope_ui::run_in_terminal(&mut vm, gilscope_ui::Options::default())
+}
+
+/// Live source for `gilscope top`: a sampler thread sends snapshots; the UI
+/// thread encodes them into events for the view and, while recording (`r`),
+/// into a trace file.
+pub struct LiveView {
+    rx: mpsc::Receiver<Result<Snapshot, String>>,
+    stop: Arc<AtomicBool>,
+    encoder: SnapshotEncoder,
+    builder: ViewBuilder,
+    vm: ViewModel,
+    title: String,
+    writer: Option<TraceWriter>,
+    last: Option<Snapshot>,
+    save_dir: PathBuf,
+    ended: Option<String>,
+    window_ns: u64,
+}
+
+/// How much history `top` keeps in its lanes.
+const TOP_HISTORY_NS: u64 = 10 * 60 * 1_000_000_000;
+
+impl LiveView {
+    pub fn start(pid: u32, rate_hz: f64, opts: ReaderOptions) -> Result<LiveView> {
+        let mut reader = Reader::attach(pid, opts)?;
+        let title = format!("pid {pid} — Python {}", reader.python().version);
+        let (tx, rx) = mpsc::sync_channel(1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let period = Duration::from_secs_f64(1.0 / rate_hz);
+        std::thread::Builder::new()
+            .name("gilscope-sampler".into())
+            .spawn(move || {
+                let mut next = std::time::Instant::now();
+                while !stop2.load(Ordering::SeqCst) {
+                    let r = reader.snapshot().map_err(|e| format!("{e:#}"));
+                    let gone = r.is_err() && gilscope::reader::runtime::check_process(pid).is_err();
+                    if tx.send(r).is_err() || gone {
+                        break;
+                    }
+                    next += period;
+                    let now = std::time::Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+            .context("starting the sampler thread")?;
+        let period_ns = (1e9 / rate_hz) as u64;
+        Ok(LiveView {
+            rx,
+            stop,
+            encoder: SnapshotEncoder::new(period_ns),
+            builder: ViewBuilder::default(),
+            vm: ViewModel {
+                title: title.clone(),
+                live: true,
+                ..ViewModel::default()
+            },
+            title,
+            writer: None,
+            last: None,
+            save_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            ended: None,
+            window_ns: TOP_HISTORY_NS,
+        })
+    }
+
+    fn toggle_recording(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let path = w.path().display().to_string();
+            let end = self.last.as_ref().map(|s| s.time_ns);
+            self.vm.notice = Some(match w.finish(end, 0) {
+                Ok(_) => format!("saved {path}"),
+                Err(e) => format!("could not finish {path}: {e}"),
+            });
+            self.vm.recording = None;
+            return;
+        }
+        let Some(first) = self.last.as_ref() else {
+            self.vm.notice = Some("nothing sampled yet".into());
+            return;
+        };
+        let name = format!(
+            "gilscope-top-{}-{}.trace",
+            first.pid,
+            first.time_ns / 1_000_000
+        );
+        let path = self.save_dir.join(name);
+        match TraceWriter::create(&path, &Metadata::from_snapshot(first)) {
+            Ok(w) => {
+                self.vm.recording = Some(path.display().to_string());
+                self.vm.notice = None;
+                self.writer = Some(w);
+            }
+            Err(e) => self.vm.notice = Some(format!("cannot create {}: {e}", path.display())),
+        }
+    }
+}
+
+impl gilscope_ui::ViewSource for LiveView {
+    fn view(&self) -> &ViewModel {
+        &self.vm
+    }
+
+    fn refresh(&mut self) {
+        let mut events = Vec::new();
+        let mut changed = false;
+        while let Ok(r) = self.rx.try_recv() {
+            match r {
+                Ok(snap) => {
+                    if let Some(w) = self.writer.as_mut() {
+                        if let Err(e) = w.write_snapshot(&snap) {
+                            self.vm.notice = Some(format!("recording stopped: {e}"));
+                            self.writer = None;
+                            self.vm.recording = None;
+                        }
+                    }
+                    // Pausing only stops the window following the live
+                    // edge (the UI's business); data keeps flowing.
+                    self.encoder.push(&snap, &mut events);
+                    self.last = Some(snap);
+                }
+                Err(msg) => {
+                    if gilscope::reader::runtime::check_process(
+                        self.last.as_ref().map(|s| s.pid).unwrap_or(0),
+                    )
+                    .is_err()
+                    {
+                        self.ended = Some("the target exited".into());
+                    } else {
+                        let t = self.last.as_ref().map(|s| s.time_ns).unwrap_or(0);
+                        self.encoder.sample_error(t, &msg, &mut events);
+                    }
+                }
+            }
+        }
+        if self.last.is_some() {
+            // Emit open runs up to the last sample, so threads whose state
+            // has not changed yet (an idle thread) show up too.
+            self.encoder.checkpoint(&mut events);
+        }
+        if !events.is_empty() {
+            changed = true;
+        }
+        for e in &events {
+            self.builder.apply(e);
+        }
+        if let Some(t) = self.last.as_ref().map(|s| s.time_ns) {
+            self.builder.trim_before(t.saturating_sub(self.window_ns));
+        }
+        if changed || self.ended.is_some() {
+            let recording = self.vm.recording.clone();
+            let notice = self.vm.notice.clone().or_else(|| self.ended.clone());
+            self.vm = self.builder.view(&self.title, true);
+            self.vm.recording = recording;
+            self.vm.notice = notice;
+        }
+    }
+
+    fn action(&mut self, action: gilscope_ui::Action) {
+        // Pause only stops the window following the live edge (the UI's
+        // business); data keeps flowing.
+        if action == gilscope_ui::Action::ToggleRecording {
+            self.toggle_recording();
+        }
+    }
+}
+
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.writer.take() {
+            let end = self.last.as_ref().map(|s| s.time_ns);
+            let _ = w.finish(end, 0);
+        }
+    }
+}
+
+/// `gilscope top --pid PID`.
+pub fn run_top(pid: u32, rate_hz: f64, opts: ReaderOptions) -> Result<()> {
+    let mut live = LiveView::start(pid, rate_hz, opts)?;
+    gilscope_ui::run_in_terminal(&mut live, gilscope_ui::Options::default())?;
+    if let Some(path) = live.vm.recording.clone() {
+        eprintln!("gilscope: saved the live session to {path}");
+    }
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! Chrome trace-event JSON, the format Perfetto (ui.perfetto.dev) and
+//! chrome://tracing open.
+//!
+//! * one process per interpreter (`pid` = interpreter id + 1, named
+//!   `Interpreter N (main|sub-interpreter, own|shared GIL)`);
+//! * one thread track per thread and interpreter it ran in (`tid` = the
+//!   kernel TID, named after the thread), holding a flame chart: the GIL
+//!   state (`held`, `waiting`, `released`, `attached`, `unknown`) is the
+//!   outermost slice and the sampled Python stack is nested inside it, one
+//!   slice per frame, merged across consecutive samples. Idle time (no GIL,
+//!   off CPU) is left empty, as are gaps in the recording;
+//! * one counter per GIL, `GIL N busy %`: the share of each 10 ms window the
+//!   lock was taken, on the process of the lowest interpreter using it;
+//! * sample errors as global instant events.
+//!
+//! Times (`ts`, `dur`) are microseconds since the trace's first sample.
+//! Events are streamed: a thread's slices are held only until its state
+//! slice closes, then written parent-first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read, Write};
+
+use anyhow::Result;
+
+use super::{json_str, micros};
+use crate::model::snapshot::GilState;
+use crate::model::timeline::{Event, GilIdx, GilRun, Run, ThreadIdx, STATES};
+use crate::output::flame::{Symbols, NO_FRAMES};
+use crate::trace::TraceReader;
+
+/// Width of the GIL busy-% windows.
+pub const BUSY_WINDOW_NS: u64 = 10_000_000;
+
+/// The `pid` of an interpreter's process track.
+pub fn pid_of(interpreter: i64) -> i64 {
+    interpreter.saturating_add(1)
+}
+
+struct Open {
+    key: u64,
+    start: u64,
+    samples: u64,
+}
+
+struct Closed {
+    start: u64,
+    end: u64,
+    depth: usize,
+    key: u64,
+    samples: u64,
+}
+
+#[derive(Default)]
+struct Track {
+    pid: i64,
+    open: Vec<Open>,
+    closed: Vec<Closed>,
+    last_end: u64,
+    /// Processes this thread has a named track in.
+    named_in: BTreeSet<i64>,
+}
+
+#[derive(Default)]
+struct Busy {
+    window: u64,
+    observed: u64,
+    locked: u64,
+}
+
+struct Out<'a> {
+    w: &'a mut dyn Write,
+    first: bool,
+    base: u64,
+}
+
+impl Out<'_> {
+    fn event(&mut self, body: &str) -> io::Result<()> {
+        if self.first {
+            self.first = false;
+            self.w.write_all(b"\n")?;
+        } else {
+            self.w.write_all(b",\n")?;
+        }
+        self.w.write_all(body.as_bytes())
+    }
+
+    fn ts(&self, ns: u64) -> String {
+        micros(ns.saturating_sub(self.base))
+    }
+}
+
+struct Exporter<'a> {
+    out: Out<'a>,
+    syms: Symbols,
+    tracks: BTreeMap<ThreadIdx, Track>,
+    processes: BTreeMap<i64, String>,
+    gil_owner: BTreeMap<GilIdx, i64>,
+    busy: BTreeMap<GilIdx, Busy>,
+}
+
+/// State keys sort before frame keys (frame ids start at 1).
+const STATE_KEY: u64 = 1 << 40;
+
+fn state_key(s: GilState) -> u64 {
+    STATE_KEY + STATES.iter().position(|x| *x == s).unwrap_or(5) as u64
+}
+
+impl Exporter<'_> {
+    fn process(&mut self, interpreter: i64, label: Option<String>) -> io::Result<()> {
+        let pid = pid_of(interpreter);
+        let name = label.unwrap_or_else(|| format!("Interpreter {interpreter}"));
+        if self.processes.get(&pid) == Some(&name) {
+            return Ok(());
+        }
+        let first = !self.processes.contains_key(&pid);
+        self.processes.insert(pid, name.clone());
+        self.out.event(&format!(
+            r#"{{"ph":"M","name":"process_name","pid":{pid},"tid":0,"args":{{"name":{}}}}}"#,
+            json_str(&name)
+        ))?;
+        if first {
+            self.out.event(&format!(
+                r#"{{"ph":"M","name":"process_sort_index","pid":{pid},"tid":0,"args":{{"sort_index":{interpreter}}}}}"#
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn thread_name(&mut self, thread: ThreadIdx, pid: i64) -> io::Result<()> {
+        let info = self.syms.thread(thread).cloned().unwrap_or_default();
+        let name = if info.name.is_empty() {
+            format!("thread {}", info.tid)
+        } else {
+            format!("{} ({})", info.name, info.tid)
+        };
+        self.out.event(&format!(
+            r#"{{"ph":"M","name":"thread_name","pid":{pid},"tid":{},"args":{{"name":{}}}}}"#,
+            info.tid,
+            json_str(&name)
+        ))?;
+        self.out.event(&format!(
+            r#"{{"ph":"M","name":"thread_sort_index","pid":{pid},"tid":{},"args":{{"sort_index":{thread}}}}}"#,
+            info.tid
+        ))
+    }
+
+    fn close_to(&mut self, thread: ThreadIdx, depth: usize, at: u64) -> io::Result<()> {
+        let Some(t) = self.tracks.get_mut(&thread) else {
+            return Ok(());
+        };
+        while t.open.len() > depth {
+            let o = t.open.pop().expect("non-empty");
+            t.closed.push(Closed {
+                start: o.start,
+                end: at,
+                depth: t.open.len(),
+                key: o.key,
+                samples: o.samples,
+            });
+        }
+        if !t.open.is_empty() || t.closed.is_empty() {
+            return Ok(());
+        }
+        let mut closed = std::mem::take(&mut t.closed);
+        let pid = t.pid;
+        closed.sort_by_key(|c| (c.start, c.depth));
+        let tid = self.syms.thread(thread).map_or(0, |i| i.tid);
+        for c in &closed {
+            let (name, cat, args) = if c.key >= STATE_KEY {
+                let s = STATES[(c.key - STATE_KEY) as usize];
+                (
+                    s.as_str().to_string(),
+                    "gil",
+                    format!(r#"{{"samples":{}}}"#, c.samples),
+                )
+            } else if c.key == 0 {
+                (NO_FRAMES.to_string(), "stack", "{}".to_string())
+            } else {
+                match self.syms.frame(c.key as u32) {
+                    Some(f) => (
+                        f.function.clone(),
+                        "stack",
+                        format!(
+                            r#"{{"file":{},"line":{},"interpreter":{}}}"#,
+                            json_str(&f.file),
+                            f.line,
+                            f.interpreter
+                        ),
+                    ),
+                    None => ("[unknown frame]".to_string(), "stack", "{}".to_string()),
+                }
+            };
+            let body = format!(
+                r#"{{"ph":"X","cat":"{cat}","name":{},"pid":{pid},"tid":{tid},"ts":{},"dur":{},"args":{args}}}"#,
+                json_str(&name),
+                self.out.ts(c.start),
+                micros(c.end.saturating_sub(c.start)),
+            );
+            self.out.event(&body)?;
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, r: &Run) -> io::Result<()> {
+        let pid = pid_of(r.interpreter);
+        if !self.processes.contains_key(&pid) {
+            self.process(r.interpreter, None)?;
+        }
+        let t = self.tracks.entry(r.thread).or_default();
+        let broken = t.pid != pid || t.last_end != r.start_ns;
+        if broken || r.state == GilState::Idle {
+            let end = t.last_end;
+            self.close_to(r.thread, 0, end)?;
+        }
+        let t = self.tracks.entry(r.thread).or_default();
+        t.pid = pid;
+        t.last_end = r.end_ns;
+        if r.state == GilState::Idle {
+            return Ok(());
+        }
+        if t.named_in.insert(pid) {
+            self.thread_name(r.thread, pid)?;
+        }
+        let mut path = vec![state_key(r.state)];
+        path.extend(
+            self.syms
+                .stack_root_first(r.stack)
+                .into_iter()
+                .map(u64::from),
+        );
+        let t = self.tracks.entry(r.thread).or_default();
+        let common = t
+            .open
+            .iter()
+            .zip(&path)
+            .take_while(|(o, k)| o.key == **k)
+            .count();
+        self.close_to(r.thread, common, r.start_ns)?;
+        let t = self.tracks.entry(r.thread).or_default();
+        for &key in &path[common..] {
+            t.open.push(Open {
+                key,
+                start: r.start_ns,
+                samples: 0,
+            });
+        }
+        t.open[0].samples += u64::from(r.samples);
+        Ok(())
+    }
+
+    fn emit_busy(&mut self, gil: GilIdx) -> io::Result<()> {
+        let Some(b) = self.busy.get(&gil) else {
+            return Ok(());
+        };
+        if b.observed == 0 {
+            return Ok(());
+        }
+        let tenths =
+            (u128::from(b.locked) * 1000 + u128::from(b.observed) / 2) / u128::from(b.observed);
+        let ts = micros(b.window * BUSY_WINDOW_NS);
+        let pid = pid_of(self.gil_owner.get(&gil).copied().unwrap_or(0));
+        self.out.event(&format!(
+            r#"{{"ph":"C","name":"GIL {gil} busy %","pid":{pid},"tid":0,"ts":{ts},"args":{{"busy":{}.{}}}}}"#,
+            tenths / 10,
+            tenths % 10
+        ))
+    }
+
+    fn gil_run(&mut self, g: &GilRun) -> io::Result<()> {
+        let mut s = g.start_ns.saturating_sub(self.out.base);
+        let e = g.end_ns.saturating_sub(self.out.base);
+        while s < e {
+            let window = s / BUSY_WINDOW_NS;
+            let piece_end = e.min((window + 1) * BUSY_WINDOW_NS);
+            let cur = self.busy.get(&g.gil).map(|b| b.window);
+            if cur != Some(window) {
+                self.emit_busy(g.gil)?;
+                self.busy.insert(
+                    g.gil,
+                    Busy {
+                        window,
+                        ..Busy::default()
+                    },
+                );
+            }
+            let b = self.busy.get_mut(&g.gil).expect("inserted");
+            b.observed += piece_end - s;
+            if g.enabled && g.locked {
+                b.locked += piece_end - s;
+            }
+            s = piece_end;
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, e: &Event) -> io::Result<()> {
+        self.syms.observe(e);
+        match e {
+            Event::Interpreter {
+                id,
+                main,
+                own_gil,
+                gil,
+                ..
+            } => {
+                let owner = self.gil_owner.entry(*gil).or_insert(*id);
+                *owner = (*owner).min(*id);
+                let kind = if *main { "main" } else { "sub-interpreter" };
+                let g = if *own_gil { "own GIL" } else { "shared GIL" };
+                self.process(*id, Some(format!("Interpreter {id} ({kind}, {g} {gil})")))?;
+            }
+            Event::ThreadName { thread, .. } => {
+                let pids: Vec<i64> = self
+                    .tracks
+                    .get(thread)
+                    .map(|t| t.named_in.iter().copied().collect())
+                    .unwrap_or_default();
+                for pid in pids {
+                    self.thread_name(*thread, pid)?;
+                }
+            }
+            Event::ThreadEnd { thread, .. } => {
+                let end = self.tracks.get(thread).map_or(0, |t| t.last_end);
+                self.close_to(*thread, 0, end)?;
+            }
+            Event::Run(r) => self.run(r)?,
+            Event::GilRun(g) => self.gil_run(g)?,
+            Event::SampleError { time_ns, message } => {
+                let body = format!(
+                    r#"{{"ph":"i","s":"g","cat":"error","name":"sample error","pid":1,"tid":0,"ts":{},"args":{{"message":{}}}}}"#,
+                    self.out.ts(*time_ns),
+                    json_str(message)
+                );
+                self.out.event(&body)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Write the whole trace as Chrome trace-event JSON. `name` (the trace's
+/// file name) goes into `otherData`.
+pub fn write<R: Read>(mut reader: TraceReader<R>, name: &str, out: &mut dyn Write) -> Result<()> {
+    let meta = reader.metadata().clone();
+    out.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
+    let mut ex = Exporter {
+        out: Out {
+            w: out,
+            first: true,
+            base: meta.clock.start_ns,
+        },
+        syms: Symbols::default(),
+        tracks: BTreeMap::new(),
+        processes: BTreeMap::new(),
+        gil_owner: BTreeMap::new(),
+        busy: BTreeMap::new(),
+    };
+    let mut first_time = true;
+    while let Some(e) = reader.next_event()? {
+        if first_time && meta.clock.start_ns == 0 {
+            if let Some(t) = e.time_ns() {
+                let start = match &e {
+                    Event::Run(r) => r.start_ns,
+                    Event::GilRun(g) => g.start_ns,
+                    _ => t,
+                };
+                ex.out.base = start;
+                first_time = false;
+            }
+        }
+        ex.event(&e)?;
+    }
+    let threads: Vec<ThreadIdx> = ex.tracks.keys().copied().collect();
+    for t in threads {
+        let end = ex.tracks[&t].last_end;
+        ex.close_to(t, 0, end)?;
+    }
+    let gils: Vec<GilIdx> = ex.busy.keys().copied().collect();
+    for g in gils {
+        ex.emit_busy(g)?;
+    }
+    let python = meta.python.as_ref().map_or("", |p| p.version.as_str());
+    let w = ex.out.w;
+    write!(
+        w,
+        "\n],\"otherData\":{{\"exporter\":{},\"trace\":{},\"pid\":\"{}\",\"python\":{},\"complete\":\"{}\"}}}}\n",
+        json_str(&format!("gilscope {}", env!("CARGO_PKG_VERSION"))),
+        json_str(name),
+        meta.target.pid,
+        json_str(python),
+        reader.complete()
+    )?;
+    Ok(())
+}
