@@ -391,3 +391,77 @@ pub fn run_top(pid: u32, rate_hz: f64, opts: ReaderOptions) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gilscope_ui::{App, Input, Key, Options, Theme};
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+
+    fn screen_text(vm: &ViewModel, w: u16, h: u16, keys: &str) -> String {
+        let opts = Options {
+            theme: Theme { color: false },
+            ..Options::default()
+        };
+        let mut app = App::new(opts, (w, h), vm.live);
+        for c in keys.chars() {
+            app.update(Input::Key(Key::Char(c)), vm);
+        }
+        let mut term = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+        let frame = term.draw(|f| app.draw(f, vm)).expect("draw");
+        let buf = frame.buffer.clone();
+        let mut out = String::new();
+        for y in 0..h {
+            let mut line = String::new();
+            for x in 0..w {
+                line.push_str(buf[(x, y)].symbol());
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The TUI rendered from a real recording (tests/golden/outputs/threads-3.12.trace,
+    /// samples/threads.py on CPython 3.12.1): re-bless with GILSCOPE_BLESS=1.
+    #[test]
+    fn real_trace_screens_match_goldens() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut vm = view_of_file(&root.join("tests/golden/outputs/threads-3.12.trace"))
+            .expect("fixture trace reads");
+        // The title holds the file's path, which depends on the checkout.
+        assert!(
+            vm.title.ends_with("threads-3.12.trace — Python 3.12.1"),
+            "{}",
+            vm.title
+        );
+        vm.title = "threads-3.12.trace — Python 3.12.1".into();
+        // The holder's lane is all held; the idle thread's has no held cell.
+        let holder = vm
+            .threads()
+            .find(|(_, t)| t.name == "gil-holder")
+            .expect("holder");
+        let times = holder
+            .1
+            .lane
+            .times(vm.time_range.start_ns, vm.time_range.end_ns);
+        assert!(times.pct(LaneState::Held) > 95.0, "{times:?}");
+        for (name, w, h, keys) in [
+            ("tui-threads-80x24.txt", 80, 24, ""),
+            ("tui-threads-table-120x30.txt", 120, 30, "t"),
+        ] {
+            let got = screen_text(&vm, w, h, keys);
+            let path = root.join("tests/golden/tui").join(name);
+            if std::env::var_os("GILSCOPE_BLESS").is_some() {
+                std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+                std::fs::write(&path, &got).expect("bless");
+            }
+            let want = std::fs::read_to_string(&path).unwrap_or_default();
+            assert_eq!(
+                got, want,
+                "{name} changed; if intended, rerun with GILSCOPE_BLESS=1"
+            );
+        }
+    }
+}
