@@ -6,6 +6,7 @@
 //! wires the pieces together.
 
 pub mod analysis;
+pub mod exact;
 pub mod model;
 pub mod output;
 pub mod reader;
