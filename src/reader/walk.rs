@@ -499,6 +499,15 @@ impl Reader {
             let raw = match self.read_all() {
                 Ok(r) => r,
                 Err(e) => {
+                    // ESRCH: the process is exiting (its memory is gone even
+                    // if /proc still shows it). Retrying cannot help.
+                    if super::error::classify(&e) == Some(ReadErrorKind::NoProcess) {
+                        return Err(ReadError::new(
+                            ReadErrorKind::NoProcess,
+                            format!("process {} exited", self.pid),
+                        )
+                        .into());
+                    }
                     last_err = Some(e);
                     continue;
                 }
