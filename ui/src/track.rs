@@ -292,7 +292,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let len = 1 + x % 17;
-            let gap = if x % 11 == 0 { x % 5 } else { 0 };
+            let gap = if x.is_multiple_of(11) { x % 5 } else { 0 };
             t += gap;
             v.push(Sp(t, t + len, (x % 3) as usize));
             t += len;
