@@ -69,6 +69,7 @@ impl ViewBuilder {
 
     /// Drops lane data older than `t_ns` (bounded memory in live sessions).
     pub fn trim_before(&mut self, t_ns: u64) {
+        self.timeline.trim_intervals_before(t_ns);
         for l in self.lanes.values_mut() {
             l.trim_before(t_ns);
         }

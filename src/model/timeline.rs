@@ -395,6 +395,15 @@ impl Timeline {
         }
     }
 
+    /// Drops state intervals that ended before `t_ns`, so a live session
+    /// keeps bounded memory; totals and stacks stay cumulative.
+    pub fn trim_intervals_before(&mut self, t_ns: u64) {
+        for t in &mut self.threads {
+            let keep_from = t.intervals.partition_point(|i| i.end_ns < t_ns);
+            t.intervals.drain(..keep_from);
+        }
+    }
+
     /// Interpreters that use GIL `gil`, by id.
     pub fn interpreters_on_gil(&self, gil: GilIdx) -> Vec<i64> {
         self.interpreters
@@ -635,6 +644,42 @@ impl Timeline {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trimming_keeps_totals_and_recent_intervals() {
+        let mut tl = Timeline::new();
+        tl.apply(&Event::ThreadStart {
+            time_ns: 0,
+            thread: 0,
+            tid: 7,
+            start_ticks: 1,
+            name: "t".into(),
+            os_name: "t".into(),
+        });
+        for (i, state) in [GilState::Held, GilState::Idle, GilState::Held]
+            .into_iter()
+            .enumerate()
+        {
+            let i = i as u64;
+            tl.apply(&Event::Run(Run {
+                thread: 0,
+                start_ns: i * 10,
+                end_ns: i * 10 + 10,
+                samples: 10,
+                interpreter: 0,
+                state,
+                on_cpu: true,
+                stack: 0,
+                source: Source::Sampled,
+            }));
+        }
+        let before = tl.threads[0].state(GilState::Held);
+        assert_eq!(tl.threads[0].intervals.len(), 3);
+        tl.trim_intervals_before(15);
+        assert_eq!(tl.threads[0].intervals.len(), 2);
+        assert_eq!(tl.threads[0].intervals[0].start_ns, 10);
+        assert_eq!(tl.threads[0].state(GilState::Held), before);
+    }
+
     use super::*;
 
     fn run(thread: u32, start: u64, end: u64, state: GilState, stack: StackId) -> Event {
