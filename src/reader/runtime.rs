@@ -51,7 +51,14 @@ pub fn check_process(pid: u32) -> Result<()> {
     }
     // /proc/PID/maps needs the same access as reading memory.
     let maps = format!("/proc/{pid}/maps");
-    match std::fs::File::open(&maps) {
+    match std::fs::read_to_string(&maps) {
+        // Empty maps on a user process: caught between releasing its
+        // memory and becoming a zombie.
+        Ok(text) if text.trim().is_empty() && !is_kernel_thread(pid) => Err(ReadError::new(
+            ReadErrorKind::NoProcess,
+            format!("process {pid} is exiting"),
+        )
+        .into()),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(permission_denied(pid)),
         Err(e)
@@ -115,6 +122,19 @@ fn read_maps(pid: u32) -> Result<Vec<MapEntry>> {
     Ok(out)
 }
 
+/// `PF_KTHREAD` in the flags of `/proc/PID/stat` (field 9).
+fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    st.rfind(')')
+        .and_then(|i| st.get(i + 1..))
+        .and_then(|rest| rest.split_whitespace().nth(9 - 3))
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// Is this a libpython (any flags: `t` free-threaded, `d` debug, `m`)?
 fn is_libpython(path: &str) -> bool {
     let Some(name) = path.rsplit('/').next() else {
@@ -149,6 +169,22 @@ pub fn locate(pid: u32, process: &remoteprocess::Process) -> Result<RuntimeLocat
     let exe_link = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if maps.is_empty() {
+        // No mappings at all: a kernel thread, or a process caught between
+        // releasing its memory and becoming a zombie.
+        return Err(if is_kernel_thread(pid) {
+            ReadError::new(
+                ReadErrorKind::NotPython,
+                format!("process {pid} is a kernel thread, not CPython"),
+            )
+        } else {
+            ReadError::new(
+                ReadErrorKind::NoProcess,
+                format!("process {pid} is exiting"),
+            )
+        }
+        .into());
+    }
 
     let mut detected_version = None;
     if let Ok(info) = py_spy::python_process_info::PythonProcessInfo::new(process) {
