@@ -12,20 +12,68 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use gilscope::exact::{self, LiveExact, NoExactReason, ProbeOptions, ProbeSet};
+use gilscope::model::timeline::{Event, Source, ThreadIdx};
 use gilscope::model::Snapshot;
-use gilscope::reader::{self, ReadErrorKind, Reader, ReaderOptions};
+use gilscope::reader::{self, ReadError, ReadErrorKind, Reader, ReaderOptions};
 use gilscope::record::{
     self, EndReason, ErrorClass, ProgressPrinter, RecordOptions, RecordStats, SnapshotSource,
 };
 
-/// The live reader as a snapshot source for the recorder.
+/// `record --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Exact where it can, else sampling (says which and why).
+    Auto,
+    /// GIL transitions from uprobes (root, symbols); states sampled only for on/off CPU.
+    Exact,
+    /// Sample everything.
+    #[value(alias = "sample")]
+    Sampling,
+}
+
+/// The live reader as a snapshot source for the recorder, with the exact-mode probes when
+/// they are on (dropping it removes them).
 pub struct LiveSource {
     pub reader: Reader,
+    pub exact: Option<LiveExact>,
+}
+
+impl LiveSource {
+    pub fn sampling(reader: Reader) -> Self {
+        LiveSource {
+            reader,
+            exact: None,
+        }
+    }
 }
 
 impl SnapshotSource for LiveSource {
     fn snapshot(&mut self) -> Result<Snapshot> {
-        self.reader.snapshot()
+        let snap = self.reader.snapshot()?;
+        if let Some(ex) = &mut self.exact {
+            ex.on_snapshot(&snap);
+        }
+        Ok(snap)
+    }
+
+    fn mode(&self) -> Source {
+        if self.exact.is_some() {
+            Source::Exact
+        } else {
+            Source::Sampled
+        }
+    }
+
+    fn extra_events(
+        &mut self,
+        thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        end_ns: Option<u64>,
+        out: &mut Vec<Event>,
+    ) {
+        if let Some(ex) = &mut self.exact {
+            ex.extra_events(thread_of, end_ns, out);
+        }
     }
 
     fn classify(&self, err: &anyhow::Error) -> ErrorClass {
@@ -49,6 +97,82 @@ pub struct RecordPlan {
     pub blocking: bool,
     pub subprocesses: bool,
     pub stacks: bool,
+    pub mode: Mode,
+}
+
+/// Why exact mode is off: the reason, and whether it is a missing privilege (exit code 6)
+/// rather than something unsupported (5).
+fn exact_unavailable(reader: &Reader) -> Result<ProbeSet, (NoExactReason, ReadErrorKind)> {
+    // check_support's only privilege failure is the missing CAP_SYS_ADMIN ("need root").
+    exact::check_support().map_err(|r| {
+        let kind = if r.reason.contains("root") {
+            ReadErrorKind::PermissionDenied
+        } else {
+            ReadErrorKind::Unsupported
+        };
+        (r, kind)
+    })?;
+    let layout = reader.layout();
+    let plan = exact::resolve_gil_probes(
+        reader.pid(),
+        &reader.python().binary,
+        layout.minor,
+        layout.free_threaded,
+    )
+    .map_err(|r| (r, ReadErrorKind::Unsupported))?;
+    ProbeSet::open(&plan, &[reader.pid()], ProbeOptions::default()).map_err(|e| {
+        let denied = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.raw_os_error())
+                .is_some_and(|n| n == libc::EACCES || n == libc::EPERM)
+        });
+        (
+            NoExactReason {
+                reason: format!("exact mode unavailable: cannot open the uprobes: {e:#}"),
+                enable: if denied {
+                    "run gilscope as root (CAP_SYS_ADMIN and CAP_SYS_PTRACE)".into()
+                } else {
+                    "see docs/exact-mode.md (What it needs)".into()
+                },
+            },
+            if denied {
+                ReadErrorKind::PermissionDenied
+            } else {
+                ReadErrorKind::Unsupported
+            },
+        )
+    })
+}
+
+/// Picks the mode for `reader`'s process and says which on stderr (one line). `--mode exact`
+/// without the means is an error (exit code 5, or 6 for a missing privilege).
+pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
+    if mode == Mode::Sampling {
+        eprintln!("gilscope: mode: sampling (--mode sampling)");
+        return Ok(LiveSource::sampling(reader));
+    }
+    match exact_unavailable(&reader) {
+        Ok(set) => {
+            eprintln!(
+                "gilscope: mode: exact ({} probe events on {} CPU(s); GIL states from uprobes \
+                 on take_gil/drop_gil, stacks and on-CPU from sampling)",
+                set.stats().perf_fds,
+                set.stats().ring_buffers,
+            );
+            let gil_enabled = !reader.layout().free_threaded;
+            Ok(LiveSource {
+                reader,
+                exact: Some(LiveExact::new(set, gil_enabled)),
+            })
+        }
+        Err((why, kind)) if mode == Mode::Exact => {
+            Err(ReadError::new(kind, format!("--mode exact: {why}")).into())
+        }
+        Err((why, _)) => {
+            eprintln!("gilscope: mode: sampling (auto: {why})");
+            Ok(LiveSource::sampling(reader))
+        }
+    }
 }
 
 fn reader_options(plan: &RecordPlan) -> ReaderOptions {
@@ -186,6 +310,11 @@ fn record_one(
     if progress {
         printer.finish();
     }
+    if let Some(ex) = &source.exact {
+        eprintln!("{}", ex.summary_line());
+    }
+    // Dropping the source closes the probes (also on every error path above).
+    drop(source);
     stats
 }
 
@@ -229,7 +358,7 @@ fn follow_subprocesses(
                                 "gilscope: following Python subprocess {pid} → {}",
                                 opts.output.display()
                             );
-                            let r = record_one(LiveSource { reader }, opts, &stop, false);
+                            let r = record_one(LiveSource::sampling(reader), opts, &stop, false);
                             if let Ok(mut v) = results.lock() {
                                 v.push((pid, r));
                             }
@@ -261,9 +390,10 @@ fn follow_subprocesses(
 pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
     let stop = record::install_stop_handler();
     let reader = Reader::attach(pid, reader_options(plan))?;
+    let version = reader.python().version.clone();
+    let source = live_source(reader, plan.mode)?;
     eprintln!(
-        "gilscope: recording process {pid} (Python {}) at {} Hz into {} — Ctrl-C to stop",
-        reader.python().version,
+        "gilscope: recording process {pid} (Python {version}) at {} Hz into {} — Ctrl-C to stop",
         plan.rate_hz,
         plan.output.display()
     );
@@ -272,7 +402,7 @@ pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
         .subprocesses
         .then(|| follow_subprocesses(pid, plan, stop.clone(), done.clone()));
     let opts = record_opts(plan, plan.output.clone(), None);
-    let stats = record_one(LiveSource { reader }, opts, &stop, true);
+    let stats = record_one(source, opts, &stop, true);
     done.store(true, Ordering::SeqCst);
     report_children(follower);
     let stats = stats?;
@@ -369,8 +499,18 @@ pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
                 plan.rate_hz,
                 plan.output.display()
             );
+            let source = match live_source(reader, plan.mode) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    done.store(true, Ordering::SeqCst);
+                    report_children(follower);
+                    return Err(e);
+                }
+            };
             let opts = record_opts(plan, plan.output.clone(), Some(cmd.to_vec()));
-            Some(record_one(LiveSource { reader }, opts, &stop, true))
+            Some(record_one(source, opts, &stop, true))
         }
         Ok(None) => {
             if !plan.subprocesses {

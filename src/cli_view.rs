@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use gilscope::model::timeline::{Event, GilIdx, ThreadIdx, Timeline};
+use gilscope::model::timeline::{Event, GilIdx, Source, ThreadIdx, Timeline};
 use gilscope::model::{GilState, Snapshot};
 use gilscope::reader::{Reader, ReaderOptions};
 use gilscope::trace::{Metadata, SnapshotEncoder, TraceReader, TraceWriter};
@@ -41,15 +41,29 @@ pub struct ViewBuilder {
     timeline: Timeline,
     lanes: HashMap<ThreadIdx, Lane>,
     gil_tracks: HashMap<GilIdx, GilTrack>,
+    /// Lanes drawn from exact runs (exact mode): sampled runs no longer go there.
+    exact_lanes: std::collections::HashSet<ThreadIdx>,
 }
 
 impl ViewBuilder {
     pub fn apply(&mut self, e: &Event) {
         self.timeline.apply(e);
         match e {
-            Event::Run(r) => self.lanes.entry(r.thread).or_default().push(
-                Segment::new(r.start_ns, r.end_ns, lane_state(r.state)).with_on_cpu(r.on_cpu),
-            ),
+            Event::Run(r) => {
+                // One source per lane, as in the model: a thread's first exact run replaces
+                // the sampled segments drawn so far.
+                let lane = self.lanes.entry(r.thread).or_default();
+                if r.source == Source::Exact {
+                    if self.exact_lanes.insert(r.thread) {
+                        *lane = Lane::default();
+                    }
+                } else if self.exact_lanes.contains(&r.thread) {
+                    return;
+                }
+                lane.push(
+                    Segment::new(r.start_ns, r.end_ns, lane_state(r.state)).with_on_cpu(r.on_cpu),
+                );
+            }
             Event::GilRun(g) => {
                 let lock = if !g.enabled {
                     GilLock::Disabled

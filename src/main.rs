@@ -71,6 +71,11 @@ struct RecordArgs {
     /// Do not read Python stacks (state only; cheaper).
     #[arg(long)]
     no_stacks: bool,
+    /// How GIL states are obtained: `exact` (uprobes on take_gil/drop_gil: exact
+    /// boundaries; needs root and CPython's symbols), `sampling`, or `auto`
+    /// (exact where possible, else sampling; says which and why).
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: cli_record::Mode,
     /// After recording, also draw the flame graph of the GIL-holding stacks
     /// into this SVG (as `gilscope flame FILE -o SVG` would).
     #[arg(long, value_name = "SVG")]
@@ -243,6 +248,7 @@ fn run_record(args: &RecordArgs) -> Result<u8> {
         blocking: args.blocking,
         subprocesses: args.subprocesses,
         stacks: !args.no_stacks,
+        mode: args.mode,
     };
     match (args.pid, args.command.is_empty()) {
         (Some(pid), true) => {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::model::timeline::{Event, Source, ThreadIdx};
 use crate::model::Snapshot;
 use crate::trace::{EventTap, Metadata, OptionsMeta, TraceWriter};
 
@@ -28,6 +29,40 @@ pub trait SnapshotSource {
     fn classify(&self, _err: &anyhow::Error) -> ErrorClass {
         ErrorClass::Transient
     }
+
+    /// Which mode produced the GIL states (the trace header's `mode`).
+    fn mode(&self) -> Source {
+        Source::Sampled
+    }
+
+    /// Events the source has besides snapshots (exact mode: exact runs,
+    /// warnings), asked for before each flush and once at the end
+    /// (`end_ns`: the end of the recording; close everything there).
+    /// `thread_of(tid)` is the thread number the trace gave a kernel thread;
+    /// runs may only name threads it knows.
+    fn extra_events(
+        &mut self,
+        _thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        _end_ns: Option<u64>,
+        _out: &mut Vec<Event>,
+    ) {
+    }
+}
+
+/// Asks `source` for its extra events and writes them (in time order).
+fn write_extra(
+    source: &mut dyn SnapshotSource,
+    w: &mut TraceWriter,
+    end_ns: Option<u64>,
+    buf: &mut Vec<Event>,
+) -> std::io::Result<()> {
+    buf.clear();
+    source.extra_events(&|tid| w.thread_of_tid(tid), end_ns, buf);
+    buf.sort_by_key(|e| e.time_ns().unwrap_or(0));
+    for e in buf.iter() {
+        w.write_event(e)?;
+    }
+    Ok(())
 }
 
 /// How the recorder treats a failed snapshot.
@@ -361,6 +396,7 @@ pub fn record_with(
     let mut last_progress = (start, 0u64);
     let mut exit_at: Option<u64> = None;
     let mut fatal: Option<anyhow::Error> = None;
+    let mut extra: Vec<Event> = Vec::new();
 
     let end = loop {
         if stop.load(Ordering::SeqCst) {
@@ -384,6 +420,7 @@ pub fn record_with(
             Ok(snap) => {
                 if writer.is_none() {
                     let mut meta = Metadata::from_snapshot(&snap);
+                    meta.mode = source.mode();
                     meta.target.command = opts.command.clone();
                     meta.options = OptionsMeta {
                         rate_hz: opts.rate_hz,
@@ -441,6 +478,8 @@ pub fn record_with(
 
         if now.saturating_sub(last_flush) >= flush_every {
             if let Some(w) = &mut writer {
+                write_extra(source, w, None, &mut extra)
+                    .with_context(|| format!("writing trace file {}", path.display()))?;
                 w.flush()
                     .with_context(|| format!("writing trace file {}", path.display()))?;
             }
@@ -466,7 +505,7 @@ pub fn record_with(
 
     let now = clock.now_ns();
     let elapsed_ns = now.saturating_sub(start).max(1);
-    let Some(w) = writer else {
+    let Some(mut w) = writer else {
         drop(file);
         let _ = std::fs::remove_file(path);
         let why = match (&fatal, &last_error, end) {
@@ -488,6 +527,10 @@ pub fn record_with(
             None => full,
         }
     });
+    if let Some(e) = end_ns {
+        write_extra(source, &mut w, Some(e), &mut extra)
+            .with_context(|| format!("writing trace file {}", path.display()))?;
+    }
     let stats = w
         .finish(end_ns, missed)
         .with_context(|| format!("finishing trace file {}", path.display()))?;

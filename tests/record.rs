@@ -316,10 +316,17 @@ impl Drop for Scratch {
 
 /// `gilscope record --pid PID -o FILE --rate HZ --duration SECS`: must exit 0.
 fn record_pid(pid: u32, out: &Path, rate: u32, secs: f64) -> Result<Output> {
+    record_pid_mode(pid, out, rate, secs, "auto")
+}
+
+/// `record_pid` with `--mode MODE`.
+fn record_pid_mode(pid: u32, out: &Path, rate: u32, secs: f64, mode: &str) -> Result<Output> {
     let (pid, rate, secs) = (pid.to_string(), rate.to_string(), secs.to_string());
     let o = out.to_string_lossy().into_owned();
     let args = [
         "record",
+        "--mode",
+        mode,
         "--pid",
         &pid,
         "-o",
@@ -962,6 +969,10 @@ fn launch_subprocesses() {
             let o = trace.to_string_lossy().into_owned();
             let mut args = vec![
                 "record",
+                // Sampling: the 2 s window must not be eaten by exact mode's symbol
+                // resolution (up to ~1.7 s in a debug build).
+                "--mode",
+                "sampling",
                 "-o",
                 &o,
                 "--rate",
@@ -1069,7 +1080,15 @@ fn killed_and_interrupted_recorder() {
                 let trace = dir.path(&format!("{name}.trace"));
                 let o = trace.to_string_lossy().into_owned();
                 let mut rec =
-                    Recorder::spawn(&["record", "--pid", &pid, "-o", &o, "--rate", "500"], &[])?;
+                    // Sampling: exact mode's setup (symbol resolution, up to ~1.7 s in a debug
+                    // build) would eat into the 2.5 s this test times.
+                    Recorder::spawn(
+                        &[
+                            "record", "--mode", "sampling", "--pid", &pid, "-o", &o, "--rate",
+                            "500",
+                        ],
+                        &[],
+                    )?;
                 thread::sleep(Duration::from_millis(2500));
                 rec.signal(sig);
                 let (status, stderr) = rec.wait(Duration::from_secs(20))?;
@@ -1138,7 +1157,9 @@ fn target_exits_during_recording() {
             let mut target = Target::start_with_env(py, "duty_cycle.py", &env)?;
             let trace = dir.path("exit.trace");
             let started = Instant::now();
-            let out = record_pid(target.pid(), &trace, 500, 20.0)?;
+            // Sampling: the target exits 2 s after it starts; exact mode's setup would eat
+            // most of that.
+            let out = record_pid_mode(target.pid(), &trace, 500, 20.0, "sampling")?;
             let took = started.elapsed().as_secs_f64();
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             let exited = target.wait_exit(Duration::from_secs(5));

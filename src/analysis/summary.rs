@@ -244,7 +244,12 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
                 attached_pct: share(GilState::Attached),
                 unknown_pct: share(GilState::Unknown),
                 on_cpu_pct: pct(t.on_cpu.ns, obs.ns),
-                samples: obs.samples,
+                // Exact runs carry no samples: count the sampled ones (stacks).
+                samples: if t.exact {
+                    t.stacks.values().map(|v| v.samples).sum()
+                } else {
+                    obs.samples
+                },
                 observed_s: secs(obs.ns),
                 first_seen_s: rel(t.first_seen_ns),
                 ended_s: t.ended_ns.map(rel),

@@ -17,12 +17,14 @@
 //! descriptors close (drop of the [`probes::ProbeSet`], exit, any signal that kills gilscope)
 //! the kernel removes the probes. Nothing is ever written to tracefs `uprobe_events`.
 
+pub mod live;
 pub mod machine;
 pub mod probes;
 pub mod records;
 pub mod symbols;
 mod sys;
 
+pub use live::LiveExact;
 pub use machine::{
     totals_by_thread, tstate_map_from_snapshot, Interval, IntervalKind, Machine, Totals,
     TstateInfo, TstateMap,

@@ -2,7 +2,7 @@
 //!
 //! Every source produces the same [`Event`]s — the live sampler (through
 //! [`crate::trace::SnapshotEncoder`]), a trace file being replayed
-//! ([`crate::trace::TraceReader`]) and, later, exact-mode probes — and
+//! ([`crate::trace::TraceReader`]) and exact-mode probes (`gilscope record --mode exact`) — and
 //! [`Timeline::apply`] folds them into one model. So everything downstream
 //! (summary, UI, exports) is tested from recorded files, without root.
 //!
@@ -211,6 +211,21 @@ impl Totals {
         self.ns = self.ns.saturating_add(ns);
         self.samples = self.samples.saturating_add(samples);
     }
+
+    fn sub(&mut self, other: Totals) {
+        self.ns = self.ns.saturating_sub(other.ns);
+        self.samples = self.samples.saturating_sub(other.samples);
+    }
+}
+
+/// Takes `taken` back out of `from`, dropping entries left empty.
+fn subtract_all<K: Ord>(from: &mut BTreeMap<K, Totals>, taken: BTreeMap<K, Totals>) {
+    for (k, v) in taken {
+        if let Some(x) = from.get_mut(&k) {
+            x.sub(v);
+        }
+    }
+    from.retain(|_, v| v.ns > 0 || v.samples > 0);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +250,14 @@ pub struct Thread {
     pub on_cpu: Totals,
     /// Time per (state, interpreter, stack): the flame graph by GIL state.
     pub stacks: HashMap<(GilState, i64, StackId), Totals>,
+    /// The thread has exact-mode runs: its states (`intervals`, `by_state`,
+    /// `by_interpreter`) come from them only; sampled runs still give `stacks`
+    /// and `on_cpu`.
+    pub exact: bool,
+    /// What sampled runs added to `by_state` / `by_interpreter` before the
+    /// first exact run (taken back out when it comes).
+    sampled_by_state: BTreeMap<GilState, Totals>,
+    sampled_by_interpreter: BTreeMap<i64, Totals>,
 }
 
 impl Thread {
@@ -525,6 +548,9 @@ impl Timeline {
                         by_interpreter: BTreeMap::new(),
                         on_cpu: Totals::default(),
                         stacks: HashMap::new(),
+                        exact: false,
+                        sampled_by_state: BTreeMap::new(),
+                        sampled_by_interpreter: BTreeMap::new(),
                     });
                 } else {
                     self.inconsistent_events += 1;
@@ -570,25 +596,52 @@ impl Timeline {
         *self.sources.entry(key).or_insert(0) += 1;
     }
 
+    /// Exact and sampled runs of one thread cover the same time: once a thread
+    /// has an exact run, its states come from exact runs only (what sampled
+    /// runs said before is taken back), and sampled runs only add stacks (by
+    /// their sampled state) and on-CPU time. Exact runs carry no stacks.
     fn apply_run(&mut self, r: &Run) {
         self.source_seen(r.source);
         let Some(t) = self.thread_mut(r.thread) else {
             return;
         };
+        let exact = r.source == Source::Exact;
+        if exact && !t.exact {
+            t.exact = true;
+            subtract_all(&mut t.by_state, std::mem::take(&mut t.sampled_by_state));
+            subtract_all(
+                &mut t.by_interpreter,
+                std::mem::take(&mut t.sampled_by_interpreter),
+            );
+            t.intervals.retain(|i| i.source == Source::Exact);
+        }
         let ns = r.end_ns.saturating_sub(r.start_ns);
         let samples = u64::from(r.samples);
         t.last_seen_ns = t.last_seen_ns.max(r.end_ns);
         t.first_seen_ns = t.first_seen_ns.min(r.start_ns);
+        if !exact {
+            if r.on_cpu {
+                t.on_cpu.add(ns, samples);
+            }
+            t.stacks
+                .entry((r.state, r.interpreter, r.stack))
+                .or_default()
+                .add(ns, samples);
+            if t.exact {
+                return;
+            }
+            t.sampled_by_state
+                .entry(r.state)
+                .or_default()
+                .add(ns, samples);
+            t.sampled_by_interpreter
+                .entry(r.interpreter)
+                .or_default()
+                .add(ns, samples);
+        }
         t.by_state.entry(r.state).or_default().add(ns, samples);
         t.by_interpreter
             .entry(r.interpreter)
-            .or_default()
-            .add(ns, samples);
-        if r.on_cpu {
-            t.on_cpu.add(ns, samples);
-        }
-        t.stacks
-            .entry((r.state, r.interpreter, r.stack))
             .or_default()
             .add(ns, samples);
         match t.intervals.last_mut() {
@@ -734,6 +787,61 @@ mod tests {
         assert_eq!(th.state(GilState::Held).ns, 50);
         assert_eq!(th.observed().ns, 80);
         assert_eq!(t.duration_ns(), 90);
+    }
+
+    #[test]
+    fn exact_runs_replace_sampled_states_but_not_stacks() {
+        let exact = |start: u64, end: u64, state: GilState| {
+            Event::Run(Run {
+                thread: 0,
+                start_ns: start,
+                end_ns: end,
+                samples: 0,
+                interpreter: 0,
+                state,
+                on_cpu: false,
+                stack: 0,
+                source: Source::Exact,
+            })
+        };
+        let events = vec![
+            start(0, 100, 1),
+            start(1, 200, 1),
+            // Sampled first (the recorder writes exact runs when they complete).
+            run(0, 0, 50, GilState::Held, 3),
+            run(0, 50, 100, GilState::Waiting, 4),
+            run(1, 0, 100, GilState::Idle, 0), // no exact runs: stays sampled
+            exact(0, 37, GilState::Held),
+            exact(37, 81, GilState::Waiting),
+            run(0, 100, 120, GilState::Held, 3), // after: stacks and on-CPU only
+            exact(81, 120, GilState::Held),
+        ];
+        let t = Timeline::from_events(&events);
+        let th = &t.threads[0];
+        assert!(th.exact);
+        assert_eq!(th.state(GilState::Held).ns, 37 + 39);
+        assert_eq!(th.state(GilState::Waiting).ns, 44);
+        assert_eq!(th.observed().ns, 120);
+        assert_eq!(th.by_interpreter[&0].ns, 120);
+        assert_eq!(
+            th.intervals
+                .iter()
+                .map(|i| (i.start_ns, i.end_ns, i.state, i.source))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, 37, GilState::Held, Source::Exact),
+                (37, 81, GilState::Waiting, Source::Exact),
+                (81, 120, GilState::Held, Source::Exact),
+            ]
+        );
+        // Stacks and on-CPU time from the sampled runs, by sampled state.
+        assert_eq!(th.stacks[&(GilState::Held, 0, 3)].ns, 70);
+        assert_eq!(th.stacks[&(GilState::Waiting, 0, 4)].ns, 50);
+        assert!(!th.stacks.contains_key(&(GilState::Held, 0, 0)));
+        assert_eq!(th.on_cpu.ns, 120);
+        let other = &t.threads[1];
+        assert!(!other.exact);
+        assert_eq!(other.state(GilState::Idle).ns, 100);
     }
 
     #[test]

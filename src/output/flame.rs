@@ -21,7 +21,7 @@ use std::str::FromStr;
 use anyhow::{bail, Context, Result};
 
 use crate::model::snapshot::GilState;
-use crate::model::timeline::{Event, Frame, FrameId, StackId, ThreadIdx, STATES};
+use crate::model::timeline::{Event, Frame, FrameId, Source, StackId, ThreadIdx, STATES};
 use crate::trace::{TraceError, TraceReader};
 
 /// Label of the frame standing for a run with no Python stack (native code,
@@ -340,6 +340,9 @@ where
         let Event::Run(r) = &e else {
             continue;
         };
+        if r.source == Source::Exact {
+            continue; // exact runs carry no stacks (the sampled runs have them)
+        }
         out.runs_seen += 1;
         if !opts.state.matches(r.state)
             || opts.interpreter.is_some_and(|i| i != r.interpreter)

@@ -155,6 +155,24 @@ impl SnapshotEncoder {
     }
 
     /// Samples pushed so far.
+    /// The thread number of kernel thread `tid`: the live thread with that
+    /// TID, else the highest-numbered one that ended.
+    pub fn thread_of_tid(&self, tid: u32) -> Option<ThreadIdx> {
+        let live = self
+            .threads
+            .iter()
+            .filter(|((t, _), _)| *t == tid)
+            .map(|(_, st)| st.idx)
+            .max();
+        live.or_else(|| {
+            self.retired
+                .iter()
+                .filter(|((t, _), _)| *t == tid)
+                .map(|(_, &idx)| idx)
+                .max()
+        })
+    }
+
     pub fn samples(&self) -> u64 {
         self.samples
     }

@@ -125,6 +125,12 @@ impl TraceWriter {
         self.tap = Some(tap);
     }
 
+    /// The thread number given to kernel thread `tid` (the live one, else the
+    /// last one that ended), if a snapshot showed it.
+    pub fn thread_of_tid(&self, tid: u32) -> Option<crate::model::timeline::ThreadIdx> {
+        self.encoder.thread_of_tid(tid)
+    }
+
     /// Record one successful reading of the target.
     pub fn write_snapshot(&mut self, snap: &Snapshot) -> io::Result<()> {
         let mut events = std::mem::take(&mut self.scratch);
@@ -154,8 +160,9 @@ impl TraceWriter {
 
     /// Write events produced elsewhere (exact mode, conversions). Definitions
     /// must be numbered in order (frame and stack ids from 1, thread and GIL
-    /// numbers from 0), as [`SnapshotEncoder`] does; don't mix with
-    /// [`write_snapshot`](Self::write_snapshot) in one file.
+    /// numbers from 0), as [`SnapshotEncoder`] does. Mixed with
+    /// [`write_snapshot`](Self::write_snapshot) only for events that define
+    /// nothing (exact runs of threads the snapshots defined, warnings).
     pub fn write_event(&mut self, e: &Event) -> io::Result<()> {
         if let Some(t) = e.time_ns() {
             self.set_time(t)?;

@@ -24,7 +24,7 @@ use anyhow::Result;
 
 use super::{json_str, micros};
 use crate::model::snapshot::GilState;
-use crate::model::timeline::{Event, GilIdx, GilRun, Run, ThreadIdx, STATES};
+use crate::model::timeline::{Event, GilIdx, GilRun, Run, Source, ThreadIdx, STATES};
 use crate::output::flame::{Symbols, NO_FRAMES};
 use crate::trace::TraceReader;
 
@@ -323,6 +323,9 @@ impl Exporter<'_> {
                 let end = self.tracks.get(thread).map_or(0, |t| t.last_end);
                 self.close_to(*thread, 0, end)?;
             }
+            // State slices nest stacks, which only sampled runs have: exact runs are
+            // left out (one source per track).
+            Event::Run(r) if r.source == Source::Exact => {}
             Event::Run(r) => self.run(r)?,
             Event::GilRun(g) => self.gil_run(g)?,
             Event::SampleError { time_ns, message } => {

@@ -20,7 +20,7 @@ use anyhow::Result;
 
 use super::json_str;
 use crate::model::snapshot::GilState;
-use crate::model::timeline::{Event, StackId, ThreadIdx, STATES};
+use crate::model::timeline::{Event, Source, StackId, ThreadIdx, STATES};
 use crate::output::flame::{FoldOptions, StateFilter, Symbols, Weight, NO_FRAMES};
 use crate::trace::TraceReader;
 
@@ -67,6 +67,9 @@ pub fn write<R: Read>(
         let Event::Run(r) = &e else {
             continue;
         };
+        if r.source == Source::Exact {
+            continue; // exact runs carry no stacks (the sampled runs have them)
+        }
         let base = *base.get_or_insert(r.start_ns);
         if opts
             .thread
