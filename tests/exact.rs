@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use common::{for_each_python, in_ci, Python, Target};
+use common::{for_each_python, skip_unless_possible, Python, Target};
 use gilscope::exact::{
     open_perf_fds, resolve_gil_probes, resolve_gil_probes_in_file, totals_by_thread,
     tstate_map_from_snapshot, EventKind, ExactEvent, Interval, IntervalKind, Machine,
@@ -35,28 +35,6 @@ fn probe_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Root and the uprobe PMU, or a reason to skip.
-fn exact_possible() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
-        return Some("no uprobe PMU".into());
-    }
-    None
-}
-
-fn skip_unless_possible(test: &str) -> bool {
-    if let Some(why) = exact_possible() {
-        if in_ci() {
-            panic!("{test}: exact mode impossible on a CI machine: {why}");
-        }
-        println!("{test}: SKIPPED: {why}");
-        return true;
-    }
-    false
-}
-
 /// The sid builds have debug files when the chroot has `/usr/lib/debug/.build-id`.
 fn has_debug_files(py: &Python) -> bool {
     match &py.chroot {

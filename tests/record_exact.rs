@@ -13,28 +13,6 @@ use anyhow::{ensure, Context, Result};
 use common::*;
 use gilscope::model::timeline::Source;
 
-fn exact_possible() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
-        return Some("no uprobe PMU".into());
-    }
-    None
-}
-
-fn skip_unless_possible(test: &str) -> bool {
-    if let Some(why) = exact_possible() {
-        if in_ci() {
-            panic!("{test}: exact mode impossible on a CI machine: {why}");
-        }
-        println!("{test}: SKIPPED: {why}");
-        return true;
-    }
-    false
-}
-
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gilscope-record-exact-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

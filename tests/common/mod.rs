@@ -975,3 +975,29 @@ pub fn check_innermost(snap: &Snapshot, rt: &ReadyThread) -> Result<()> {
     }
     Ok(())
 }
+
+/// Why exact mode (uprobes) cannot run here, if it cannot: it needs root and
+/// the uprobe PMU.
+pub fn exact_possible() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
+        return Some("no uprobe PMU".into());
+    }
+    None
+}
+
+/// True (after saying so) when exact mode is impossible here; on CI that is
+/// a failure, not a skip.
+pub fn skip_unless_possible(test: &str) -> bool {
+    if let Some(why) = exact_possible() {
+        if in_ci() {
+            panic!("{test}: exact mode impossible on a CI machine: {why}");
+        }
+        println!("{test}: SKIPPED: {why}");
+        return true;
+    }
+    false
+}
