@@ -627,6 +627,7 @@ mod tests {
                 }],
                 thread_states: vec![],
                 interpreter_evidence: "attached".into(),
+                position: None,
             };
             let (a, b) = if held {
                 (GilState::Held, GilState::Idle)

@@ -132,6 +132,11 @@ pub struct ThreadInfo {
     pub thread_states: Vec<ThreadStateRef>,
     /// How `interpreter` was decided ("attached", "holds_gil", "exec", "only", ...).
     pub interpreter_evidence: String,
+    /// Where the innermost frame is: its address and current instruction offset. Equal in two
+    /// samples ⇒ (almost surely) the same call still in progress. In memory only: not in
+    /// `dump --json`, not in traces.
+    #[serde(skip)]
+    pub position: Option<(u64, Option<i64>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -59,6 +59,9 @@ pub struct RawFrame {
     pub file: String,
     /// Line being executed; 0 when unknown (an instruction without a line).
     pub line: i32,
+    /// Address of the frame (`_PyInterpreterFrame` or frame object) and the byte offset of
+    /// its current instruction: together they tell one call in progress from the next.
+    pub position: (u64, Option<i64>),
 }
 
 /// Default bound on frames per stack; deeper stacks are cut (innermost kept).
@@ -216,6 +219,7 @@ impl StackReader {
                 function: info.function.clone(),
                 file: info.file.clone(),
                 line,
+                position: (frame, offset),
             });
             frame = previous;
         }

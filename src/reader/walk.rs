@@ -764,8 +764,12 @@ impl Reader {
                 )
             });
             let mut thread_frames = Vec::new();
+            let mut position = None;
             for t in &order {
                 if let Some(fs) = frames.remove(&t.addr) {
+                    if position.is_none() {
+                        position = fs.first().map(|f| f.position);
+                    }
                     thread_frames.extend(fs.into_iter().map(|f| FrameInfo {
                         function: f.function,
                         file: f.file,
@@ -797,6 +801,7 @@ impl Reader {
                     })
                     .collect(),
                 interpreter_evidence: evidence.to_string(),
+                position,
             });
         }
         threads.sort_by_key(|t| (t.interpreter, t.tid));

@@ -544,6 +544,7 @@ pub(crate) mod tests {
             frames,
             thread_states: Vec::new(),
             interpreter_evidence: "attached".into(),
+            position: None,
         }
     }
 

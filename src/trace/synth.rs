@@ -168,6 +168,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
             ],
             thread_states: vec![],
             interpreter_evidence: "only".into(),
+            position: None,
         });
         for (w, wk) in workers.iter_mut().enumerate() {
             let holds = holder == Some(w);
@@ -237,6 +238,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
                 frames,
                 thread_states: vec![],
                 interpreter_evidence: "attached".into(),
+                position: None,
             });
         }
         if io_thread {
@@ -272,6 +274,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
                 ],
                 thread_states: vec![],
                 interpreter_evidence: "attached".into(),
+                position: None,
             });
         }
         let sub_holds = opts.subinterpreters && s % 10 < 7;
@@ -294,6 +297,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
                 frames: vec![fr],
                 thread_states: vec![],
                 interpreter_evidence: "attached".into(),
+                position: None,
             });
         }
         threads.sort_by_key(|t| (t.interpreter, t.tid));

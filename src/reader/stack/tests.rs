@@ -252,13 +252,17 @@ impl Fake {
     }
 }
 
-fn frames(list: &[(&str, &str, i32)]) -> Vec<RawFrame> {
+fn frames(list: &[(&str, &str, i32)]) -> Vec<(String, String, i32)> {
     list.iter()
-        .map(|(f, file, line)| RawFrame {
-            function: f.to_string(),
-            file: file.to_string(),
-            line: *line,
-        })
+        .map(|(f, file, line)| (f.to_string(), file.to_string(), *line))
+        .collect()
+}
+
+/// What a stack says, without the frame addresses.
+fn said(stack: Vec<RawFrame>) -> Vec<(String, String, i32)> {
+    stack
+        .into_iter()
+        .map(|f| (f.function, f.file, f.line))
         .collect()
 }
 
@@ -359,9 +363,9 @@ fn walks_a_312_stack() {
 
     let mut r = StackReader::new(l.clone());
     let want = frames(&[("C.inner", "/app/x.py", 13), ("<module>", "/app/x.py", 4)]);
-    assert_eq!(r.read_stack(&f.mem, ts).unwrap(), want);
+    assert_eq!(said(r.read_stack(&f.mem, ts).unwrap()), want);
     // Second time from the cache.
-    assert_eq!(r.read_stack(&f.mem, ts).unwrap(), want);
+    assert_eq!(said(r.read_stack(&f.mem, ts).unwrap()), want);
 
     // Instruction without a location → line 0; before the first one → firstlineno.
     let nol = mk_frame(&mut f, inner, 5, 0, 0);
@@ -471,7 +475,7 @@ fn walks_a_39_stack() {
     let t = f.alloc(t);
     let mut r = StackReader::new(l.clone());
     assert_eq!(
-        r.read_stack(&f.mem, t).unwrap(),
+        said(r.read_stack(&f.mem, t).unwrap()),
         frames(&[
             ("work", "/app/y.py", 23),
             ("work", "/app/y.py", 21),
@@ -554,7 +558,7 @@ fn walks_a_313_stack_from_debug_offsets() {
     let t = f.alloc(t);
     let mut r = StackReader::new(l);
     assert_eq!(
-        r.read_stack(&f.mem, t).unwrap(),
+        said(r.read_stack(&f.mem, t).unwrap()),
         frames(&[("Outer.g", "/app/z.py", 8), ("Outer.g", "/app/z.py", 6)])
     );
 }
@@ -755,7 +759,7 @@ fn thread_local_bytecode_offsets() {
     let t = f.alloc(t);
     let mut r = StackReader::new(l);
     assert_eq!(
-        r.read_stack(&f.mem, t).unwrap(),
+        said(r.read_stack(&f.mem, t).unwrap()),
         frames(&[("t", "/app/t.py", 33)])
     );
 }
