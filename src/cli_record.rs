@@ -187,7 +187,7 @@ fn reader_options(plan: &RecordPlan) -> ReaderOptions {
 /// launched): retries while it lives and is not yet a ready CPython, up to
 /// `patience`. Returns Ok(None) when it exited or turned out not to be Python
 /// within that time.
-fn attach_when_ready(
+pub fn attach_when_ready(
     pid: u32,
     opts: &ReaderOptions,
     patience: Duration,
@@ -262,7 +262,7 @@ fn describe_stats(pid: u32, s: &RecordStats) -> String {
 }
 
 /// Every descendant of `root` (children, grandchildren, ...), from /proc.
-fn descendants(root: u32) -> Vec<u32> {
+pub fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of: Vec<(u32, u32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -430,7 +430,7 @@ pub struct Launched {
     pub status_code: i32,
 }
 
-fn spawn(cmd: &[String]) -> Result<Child> {
+pub fn spawn(cmd: &[String]) -> Result<Child> {
     let Some((prog, args)) = cmd.split_first() else {
         bail!("no command given after `--`");
     };
@@ -471,7 +471,7 @@ fn finish_child(
     child.wait().context("waiting for the command")
 }
 
-fn exit_code_of(status: std::process::ExitStatus) -> i32 {
+pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()

@@ -6,8 +6,10 @@
 //! wires the pieces together.
 
 pub mod analysis;
+pub mod check;
 pub mod exact;
 pub mod model;
+pub mod native;
 pub mod output;
 pub mod reader;
 pub mod record;

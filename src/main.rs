@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use gilscope::output;
 use gilscope::reader::{self, Reader, ReaderOptions};
 
+mod cli_check;
 mod cli_record;
 mod cli_view;
 
@@ -45,6 +46,55 @@ enum Command {
     Flame(FlameArgs),
     /// Convert a trace: Perfetto / chrome://tracing JSON, speedscope, folded stacks, SVG timeline.
     Export(ExportArgs),
+    /// CI gate: run a command (e.g. pytest) and fail when native code holds a GIL too long.
+    ///
+    /// Exit status: 0 clean, 1 findings, 2 gilscope could not run; the command's own non-zero
+    /// status wins unless --ignore-command-status (docs/ci.md).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Report native code that holds a GIL continuously for longer than this
+    /// (e.g. 50ms, 0.2s; a bare number is milliseconds). Default 50ms, or
+    /// `max-hold` in [tool.gilscope].
+    #[arg(long, value_name = "DURATION", value_parser = gilscope::check::config::parse_duration_ms)]
+    max_hold: Option<f64>,
+    /// Samples per second (default 1000, or `rate` in [tool.gilscope]).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Write the findings as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Write a JUnit XML report (one testcase per finding) to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
+    /// Keep the full recording here (FILE.PID for subprocesses), for `gilscope view`.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
+    /// Also try importing every loaded extension module in an own-GIL
+    /// sub-interpreter (3.12+) and report those that refuse.
+    #[arg(long)]
+    subinterpreters: bool,
+    /// Exit with the check's status even when the command failed.
+    #[arg(long)]
+    ignore_command_status: bool,
+    /// Do not unwind native stacks (no ptrace; findings then name no shared object).
+    #[arg(long)]
+    no_native: bool,
+    /// Print GitHub Actions annotations on stdout (default: when GITHUB_ACTIONS=true).
+    #[arg(long)]
+    github: bool,
+    /// How GIL states are obtained (as in `record --mode`); the hold detection itself
+    /// uses the sampled states.
+    #[arg(long, value_enum, default_value = "sampling")]
+    mode: cli_record::Mode,
+    /// The configuration file (default: the nearest pyproject.toml from the current directory).
+    #[arg(long, value_name = "PYPROJECT")]
+    config: Option<std::path::PathBuf>,
+    /// The command to check: `gilscope check -- python -m pytest`.
+    #[arg(last = true, value_name = "CMD", required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -273,6 +323,33 @@ fn run_record(args: &RecordArgs) -> Result<u8> {
     }
 }
 
+fn run_check(args: &CheckArgs) -> Result<u8> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let file = gilscope::check::config::load(args.config.as_deref(), &cwd)?;
+    if let Some(p) = &file.path {
+        if file != gilscope::check::config::FileConfig::default() {
+            eprintln!("gilscope check: configuration from {}", p.display());
+        }
+    }
+    let github = args.github
+        || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let plan = cli_check::CheckPlan {
+        command: args.command.clone(),
+        max_hold_ms: args.max_hold.or(file.max_hold_ms).unwrap_or(50.0),
+        rate_hz: args.rate.or(file.rate_hz).unwrap_or(1000.0),
+        mode: args.mode,
+        trace: args.trace.clone(),
+        json: args.json.clone(),
+        junit: args.junit.clone(),
+        github,
+        ignore_command_status: args.ignore_command_status,
+        subinterpreters: args.subinterpreters || file.subinterpreters.unwrap_or(false),
+        native: !args.no_native,
+        allow: file.allow,
+    };
+    cli_check::run_check(&plan)
+}
+
 fn run_summary(args: &SummaryArgs) -> Result<()> {
     let replay = gilscope::trace::replay(&args.file)?;
     let opts = gilscope::analysis::summary::SummaryOptions {
@@ -337,6 +414,14 @@ fn main() -> ExitCode {
         .map(|()| 0),
         Command::Flame(args) => run_flame(args).map(|()| 0),
         Command::Export(args) => run_export(args).map(|()| 0),
+        Command::Check(args) => match run_check(args) {
+            Ok(code) => Ok(code),
+            Err(err) => {
+                // Whatever stopped it, `check` says "could not run" (2), not a finding (1).
+                eprintln!("gilscope check: error: {err:#}");
+                return ExitCode::from(gilscope::check::EXIT_COULD_NOT_RUN);
+            }
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,4 +1,5 @@
 //! Analyses over the [`Timeline`](crate::model::timeline::Timeline) model:
 //! pure functions from the model to result structs (which outputs render).
 
+pub mod holds;
 pub mod summary;

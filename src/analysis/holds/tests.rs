@@ -1,0 +1,224 @@
+use super::*;
+use crate::model::GilState;
+use crate::trace::encoder::tests::{frame, snapshot, thread};
+
+const MS: u64 = 1_000_000;
+
+fn nf(object: &str, symbol: &str) -> NativeFrame {
+    NativeFrame {
+        addr: 0x1000,
+        object: object.into(),
+        symbol: (!symbol.is_empty()).then(|| symbol.into()),
+    }
+}
+
+/// A probe that returns one fixed stack and counts its calls.
+struct Scripted(Vec<NativeFrame>, u32);
+
+impl NativeProbe for Scripted {
+    fn unwind(&mut self, _pid: u32, _tid: u32) -> Result<Vec<NativeFrame>, String> {
+        self.1 += 1;
+        Ok(self.0.clone())
+    }
+}
+
+fn ext_stack() -> Vec<NativeFrame> {
+    vec![
+        nf("/usr/lib/x86_64-linux-gnu/libc.so.6", "clock_nanosleep"),
+        nf(
+            "/site/gilext.cpython-312-x86_64-linux-gnu.so",
+            "gilext_hold_sleep",
+        ),
+        nf("/site/gilext.cpython-312-x86_64-linux-gnu.so", "hold_sleep"),
+        nf("/opt/py/lib/libpython3.12.so.1.0", "cfunction_vectorcall_O"),
+        nf(
+            "/opt/py/lib/libpython3.12.so.1.0",
+            "_PyEval_EvalFrameDefault",
+        ),
+    ]
+}
+
+/// Thread 7 at Python position `pos` in state `st`, at `t` ms.
+fn at(t: u64, st: GilState, pos: u64) -> Snapshot {
+    let mut th = thread(7, st, vec![frame("work", pos as i32)]);
+    th.position = Some((0xF000, Some(pos as i64)));
+    snapshot(t * MS, vec![th])
+}
+
+fn run(samples: &[Snapshot], probe: &mut dyn NativeProbe, max_ms: u64) -> Vec<Episode> {
+    let mut d = HoldDetector::new(HoldConfig::new(max_ms * MS));
+    for s in samples {
+        d.observe(s, probe);
+    }
+    d.finish()
+}
+
+#[test]
+fn a_long_call_is_found_with_its_duration_and_attribution() {
+    // Released at 0..=9 ms, one call holding from 10 to 130 ms (position 5), released after.
+    let mut s: Vec<Snapshot> = (0..10).map(|t| at(t, GilState::Released, 1)).collect();
+    s.extend((10..=130).map(|t| at(t, GilState::Held, 5)));
+    s.extend((131..140).map(|t| at(t, GilState::Released, 6)));
+    let mut probe = Scripted(ext_stack(), 0);
+    let found = run(&s, &mut probe, 50);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let e = &found[0];
+    assert_eq!(e.tid, 7);
+    // 9.5 ms .. 130.5 ms
+    assert_eq!(e.duration_ns, 121 * MS);
+    assert_eq!(probe.1, 1, "unwound once");
+    assert_eq!(
+        e.attribution,
+        Attribution::Native {
+            object: "/site/gilext.cpython-312-x86_64-linux-gnu.so".into(),
+            symbol: Some("gilext_hold_sleep".into()),
+            interpreter: false,
+        }
+    );
+    assert_eq!(e.python_stack[0].function, "work");
+}
+
+#[test]
+fn short_holds_and_moving_python_code_are_not_findings() {
+    // Held for 200 ms, but the instruction moves every sample: Python code running.
+    let moving: Vec<Snapshot> = (0..200).map(|t| at(t, GilState::Held, t % 7)).collect();
+    let mut probe = Scripted(ext_stack(), 0);
+    assert!(run(&moving, &mut probe, 50).is_empty());
+    assert_eq!(probe.1, 0, "nothing old enough to unwind");
+    // One call of 30 ms: under the threshold.
+    let mut short: Vec<Snapshot> = (0..30).map(|t| at(t, GilState::Held, 3)).collect();
+    short.push(at(30, GilState::Idle, 3));
+    assert!(run(&short, &mut probe, 50).is_empty());
+}
+
+#[test]
+fn a_release_ends_the_episode() {
+    // 40 ms held, 1 sample released, 40 ms held again at the same position: two calls.
+    let mut s: Vec<Snapshot> = (0..40).map(|t| at(t, GilState::Held, 3)).collect();
+    s.push(at(40, GilState::Released, 3));
+    s.extend((41..81).map(|t| at(t, GilState::Held, 3)));
+    let mut probe = Scripted(ext_stack(), 0);
+    assert!(run(&s, &mut probe, 50).is_empty());
+}
+
+#[test]
+fn the_bytecode_loop_is_not_a_native_hold() {
+    let s: Vec<Snapshot> = (0..100).map(|t| at(t, GilState::Held, 3)).collect();
+    let mut probe = Scripted(
+        vec![
+            nf("/opt/py/bin/python3.12", "_PyEval_EvalFrameDefault"),
+            nf("/opt/py/bin/python3.12", "PyEval_EvalCode"),
+        ],
+        0,
+    );
+    assert!(run(&s, &mut probe, 50).is_empty());
+}
+
+#[test]
+fn a_failed_unwind_still_reports_the_hold() {
+    let s: Vec<Snapshot> = (0..100).map(|t| at(t, GilState::Held, 3)).collect();
+    let mut probe = NoProbe("ptrace: permission denied".into());
+    let found = run(&s, &mut probe, 50);
+    assert_eq!(found.len(), 1);
+    assert!(
+        matches!(&found[0].attribution, Attribution::Unknown { reason } if reason.contains("ptrace"))
+    );
+}
+
+#[test]
+fn attribution_rules() {
+    let py = "/opt/py/bin/python3.12";
+    // A builtin in the interpreter (no extension between it and the bytecode loop): the
+    // function called, not the deallocator it is in at the moment.
+    let builtin = [
+        nf(py, "long_dealloc"),
+        nf(py, "builtin_sum"),
+        nf(py, "cfunction_vectorcall_O"),
+        nf(py, "_PyEval_EvalFrameDefault"),
+    ];
+    assert_eq!(
+        attribute(&builtin, py),
+        Attribution::Native {
+            object: py.into(),
+            symbol: Some("builtin_sum".into()),
+            interpreter: true,
+        }
+    );
+    // An extension calling back into the C API: the extension is named, not libpython.
+    let callback = [
+        nf(py, "PyLong_FromLong"),
+        nf("/site/ext.so", "ext_work"),
+        nf(py, "_PyEval_EvalFrameDefault"),
+    ];
+    assert!(matches!(
+        attribute(&callback, py),
+        Attribution::Native { object, interpreter: false, .. } if object == "/site/ext.so"
+    ));
+    // ctypes calling into libc: the function called is named, not ctypes.
+    let libc_via_ctypes = [
+        nf("/lib/x86_64-linux-gnu/libc.so.6", "clock_nanosleep"),
+        nf("/lib/x86_64-linux-gnu/libc.so.6", "usleep"),
+        nf("/usr/lib/x86_64-linux-gnu/libffi.so.8", ""),
+        nf("/usr/lib/x86_64-linux-gnu/libffi.so.8", "ffi_call"),
+        nf(
+            "/opt/py/lib/python3.12/lib-dynload/_ctypes.cpython-312-x86_64-linux-gnu.so",
+            "_ctypes_callproc",
+        ),
+    ];
+    assert!(matches!(
+        attribute(&libc_via_ctypes, py),
+        Attribution::Native { symbol: Some(s), .. } if s == "usleep"
+    ));
+    // ctypes: libffi and _ctypes sit between the bytecode loop and the C function.
+    let ctypes = [
+        nf("/site/libwork.so", "work"),
+        nf("/usr/lib/x86_64-linux-gnu/libffi.so.8", "ffi_call"),
+        nf(
+            "/opt/py/lib/python3.12/lib-dynload/_ctypes.cpython-312-x86_64-linux-gnu.so",
+            "_ctypes_callproc",
+        ),
+    ];
+    assert!(matches!(
+        attribute(&ctypes, py),
+        Attribution::Native { object, symbol: Some(s), .. } if object == "/site/libwork.so" && s == "work"
+    ));
+    assert!(matches!(attribute(&[], py), Attribution::Unknown { .. }));
+    // Rust's std compiled into the extension is passed over for the extension's own function.
+    let rust = [
+        nf("/lib/x86_64-linux-gnu/libc.so.6", "clock_nanosleep"),
+        nf("/site/gilext.so", "std::thread::functions::sleep"),
+        nf("/site/gilext.so", "gilext_hold_sleep"),
+        nf("/site/gilext.so", "gilext::py_hold_sleep"),
+        nf(py, "_PyEval_EvalFrameDefault"),
+    ];
+    assert!(matches!(
+        attribute(&rust, py),
+        Attribution::Native { symbol: Some(s), .. } if s == "gilext_hold_sleep"
+    ));
+}
+
+#[test]
+fn exact_holds_cut_episodes_at_releases_samples_missed() {
+    let s: Vec<Snapshot> = (0..=120).map(|t| at(t, GilState::Held, 3)).collect();
+    let mut probe = Scripted(ext_stack(), 0);
+    let found = run(&s, &mut probe, 50);
+    assert_eq!(found.len(), 1);
+    // Exactly: one hold of 100 ms covering most of it → kept, 100 ms.
+    let one = [ExactHold {
+        tid: 7,
+        start_ns: 10 * MS,
+        end_ns: 110 * MS,
+    }];
+    let kept = refine_with_exact(found.clone(), &one, 50 * MS);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].duration_ns, 100 * MS);
+    // Released every 40 ms (no exact hold ≥ 50 ms): not a finding.
+    assert!(refine_with_exact(found.clone(), &[], 50 * MS).is_empty());
+    // A long hold of another thread does not count.
+    let other = [ExactHold {
+        tid: 8,
+        start_ns: 0,
+        end_ns: 200 * MS,
+    }];
+    assert!(refine_with_exact(found, &other, 50 * MS).is_empty());
+}

@@ -1,0 +1,644 @@
+//! `gilscope check -- CMD ARGS...`: the CI gate. Runs the command, records every Python
+//! process it starts (the command itself and its descendants), finds native code that held a
+//! GIL longer than the limit, names it, and ends with 0 (clean), 1 (findings) or 2 (could not
+//! run) — or the command's own non-zero status.
+//!
+//! Part of the CLI: wires the reader, the recorder, the native unwinder and the pure
+//! [`gilscope::check`] report together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use gilscope::analysis::holds::{
+    self, Episode, ExactHold, HoldConfig, HoldDetector, NativeProbe, NoProbe,
+};
+use gilscope::check::config::AllowRule;
+use gilscope::check::{self, ExtensionModule, GilReenabled, ProcessRun, Report, SubinterpProblem};
+use gilscope::model::timeline::{Event, Source, ThreadIdx};
+use gilscope::model::GilState;
+use gilscope::model::Snapshot;
+use gilscope::native::NativeUnwinder;
+use gilscope::reader::{Reader, ReaderOptions};
+use gilscope::record::{
+    self, ErrorClass, MonotonicClock, ProgressPrinter, RecordOptions, SnapshotSource,
+};
+
+use crate::cli_record::{self, LiveSource, Mode};
+
+/// What `gilscope check` was asked to do (command line merged over `[tool.gilscope]`).
+#[derive(Clone)]
+pub struct CheckPlan {
+    pub command: Vec<String>,
+    pub max_hold_ms: f64,
+    pub rate_hz: f64,
+    pub mode: Mode,
+    pub trace: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
+    pub github: bool,
+    pub ignore_command_status: bool,
+    pub subinterpreters: bool,
+    pub native: bool,
+    pub allow: Vec<AllowRule>,
+}
+
+/// How often /proc/PID/maps is read to see which extension modules are loaded.
+const MAPS_EVERY_FT: Duration = Duration::from_millis(20);
+const MAPS_EVERY: Duration = Duration::from_millis(250);
+
+/// Extension files loaded by one process, with when each was first seen.
+#[derive(Default)]
+struct MapsWatch {
+    first_seen: BTreeMap<String, u64>,
+    last_read: Option<Instant>,
+}
+
+impl MapsWatch {
+    fn read(&mut self, pid: u32, now_ns: u64) {
+        self.last_read = Some(Instant::now());
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return;
+        };
+        for line in maps.lines() {
+            // "start-end perms offset dev inode   /path"
+            let Some(path) = line.split_whitespace().nth(5) else {
+                continue;
+            };
+            if check::is_extension_file(path) && !self.first_seen.contains_key(path) {
+                self.first_seen.insert(path.to_string(), now_ns);
+            }
+        }
+    }
+
+    fn due(&self, every: Duration) -> bool {
+        self.last_read.is_none_or(|t| t.elapsed() >= every)
+    }
+}
+
+/// The live source, watched: holds go to the detector, GIL re-enables are noted.
+struct CheckSource {
+    inner: LiveSource,
+    detector: HoldDetector,
+    probe: Box<dyn NativeProbe>,
+    pid: u32,
+    free_threaded: bool,
+    want_extensions: bool,
+    maps: MapsWatch,
+    /// Per interpreter: the last free-threaded GIL state seen, and when.
+    ft_state: BTreeMap<i64, (String, u64)>,
+    reenabled: Vec<(i64, u64, Vec<ExtensionModule>)>,
+    /// Exact mode: threads seen holding a GIL, and their exact holds of at least the limit.
+    held_tids: BTreeSet<u32>,
+    exact_holds: Vec<ExactHold>,
+    max_hold_ns: u64,
+}
+
+impl CheckSource {
+    fn watch_gil_state(&mut self, snap: &Snapshot) {
+        if !self.free_threaded {
+            return;
+        }
+        let any_not_permanent = snap
+            .interpreters
+            .iter()
+            .any(|i| i.gil.free_threaded_state.as_deref() != Some("permanent"));
+        if any_not_permanent && self.maps.due(MAPS_EVERY_FT) {
+            self.maps.read(self.pid, snap.time_ns);
+        }
+        for i in &snap.interpreters {
+            let Some(state) = i.gil.free_threaded_state.clone() else {
+                continue;
+            };
+            let prev = self.ft_state.insert(i.id, (state.clone(), snap.time_ns));
+            let Some((prev_state, prev_ns)) = prev else {
+                continue; // first sight: enabled from the start (PYTHON_GIL=1) is no finding
+            };
+            if state == "permanent" && prev_state != "permanent" {
+                // Read the maps now too: the module loaded since the last read is the one.
+                self.maps.read(self.pid, snap.time_ns);
+                let since = prev_ns.saturating_sub(MAPS_EVERY_FT.as_nanos() as u64 * 2);
+                let mut mods: Vec<(u64, ExtensionModule)> = self
+                    .maps
+                    .first_seen
+                    .iter()
+                    .filter(|(_, &t)| t >= since)
+                    .map(|(p, &t)| {
+                        (
+                            t,
+                            ExtensionModule {
+                                name: check::module_name_of(p),
+                                path: p.clone(),
+                            },
+                        )
+                    })
+                    .collect();
+                mods.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                self.reenabled.push((
+                    i.id,
+                    snap.time_ns,
+                    mods.into_iter().map(|(_, m)| m).collect(),
+                ));
+            }
+        }
+    }
+}
+
+impl SnapshotSource for CheckSource {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let snap = self.inner.snapshot()?;
+        self.detector.observe(&snap, self.probe.as_mut());
+        self.watch_gil_state(&snap);
+        if self.inner.exact.is_some() {
+            self.held_tids.extend(
+                snap.threads
+                    .iter()
+                    .filter(|t| t.gil_state == GilState::Held)
+                    .map(|t| t.tid),
+            );
+        }
+        if self.want_extensions && self.maps.due(MAPS_EVERY) {
+            self.maps.read(self.pid, snap.time_ns);
+        }
+        Ok(snap)
+    }
+
+    fn classify(&self, err: &anyhow::Error) -> ErrorClass {
+        self.inner.classify(err)
+    }
+
+    fn mode(&self) -> Source {
+        self.inner.mode()
+    }
+
+    fn extra_events(
+        &mut self,
+        thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        end_ns: Option<u64>,
+        out: &mut Vec<Event>,
+    ) {
+        let from = out.len();
+        self.inner.extra_events(thread_of, end_ns, out);
+        let mut tid_of: Vec<(ThreadIdx, u32)> = Vec::new();
+        for e in &out[from..] {
+            let Event::Run(r) = e else { continue };
+            if r.source != Source::Exact
+                || r.state != GilState::Held
+                || r.end_ns.saturating_sub(r.start_ns) < self.max_hold_ns
+            {
+                continue;
+            }
+            if tid_of.is_empty() {
+                tid_of = self
+                    .held_tids
+                    .iter()
+                    .filter_map(|&tid| thread_of(tid).map(|i| (i, tid)))
+                    .collect();
+            }
+            if let Some(&(_, tid)) = tid_of.iter().find(|(i, _)| *i == r.thread) {
+                self.exact_holds.push(ExactHold {
+                    tid,
+                    start_ns: r.start_ns,
+                    end_ns: r.end_ns,
+                });
+            }
+        }
+    }
+}
+
+/// What one process contributed.
+struct ProcOutcome {
+    run: ProcessRun,
+    episodes: Vec<Episode>,
+    reenabled: Vec<GilReenabled>,
+    extensions: Vec<String>,
+    exe: Option<PathBuf>,
+    cwd: Option<PathBuf>,
+    minor: u32,
+}
+
+fn now_ns() -> u64 {
+    use gilscope::record::Clock;
+    MonotonicClock.now_ns()
+}
+
+/// Records one Python process to `output` and returns what it found.
+fn check_process(
+    reader: Reader,
+    plan: &CheckPlan,
+    output: PathBuf,
+    stop: &AtomicBool,
+    show_progress: bool,
+    t0_ns: u64,
+) -> Result<ProcOutcome> {
+    let pid = reader.pid();
+    let python = reader.python().clone();
+    let minor = reader.layout().minor;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    let (probe, native_unavailable): (Box<dyn NativeProbe>, Option<String>) = if !plan.native {
+        let why = "--no-native".to_string();
+        (Box::new(NoProbe(why.clone())), Some(why))
+    } else {
+        match NativeUnwinder::new(pid) {
+            Ok(u) => (Box::new(u), None),
+            Err(e) => {
+                let why = format!("{e:#}");
+                (Box::new(NoProbe(why.clone())), Some(why))
+            }
+        }
+    };
+    let inner = cli_record::live_source(reader, plan.mode)?;
+    let mut source = CheckSource {
+        inner,
+        detector: HoldDetector::new(HoldConfig::new((plan.max_hold_ms * 1e6) as u64)),
+        probe,
+        pid,
+        free_threaded: python.free_threaded,
+        want_extensions: plan.subinterpreters,
+        maps: MapsWatch::default(),
+        ft_state: BTreeMap::new(),
+        reenabled: Vec::new(),
+        held_tids: BTreeSet::new(),
+        exact_holds: Vec::new(),
+        max_hold_ns: (plan.max_hold_ms * 1e6) as u64,
+    };
+    let mut opts = RecordOptions::new(&output);
+    opts.rate_hz = plan.rate_hz;
+    opts.command = Some(plan.command.clone());
+    opts.subprocesses = true;
+    let mut printer = ProgressPrinter::stderr();
+    let stats = record::record(&mut source, &opts, stop, |p| {
+        if show_progress {
+            printer.update(p);
+        }
+    });
+    printer.finish();
+    if let Some(ex) = &source.inner.exact {
+        eprintln!("{}", ex.summary_line());
+    }
+    let stats = stats.with_context(|| format!("recording process {pid}"))?;
+    let unwinds = source.detector.unwinds;
+    let exact = source.inner.exact.is_some();
+    let CheckSource {
+        detector,
+        reenabled,
+        maps,
+        exact_holds,
+        max_hold_ns,
+        ..
+    } = source;
+    let mut episodes = detector.finish();
+    if exact {
+        episodes = holds::refine_with_exact(episodes, &exact_holds, max_hold_ns);
+    }
+    Ok(ProcOutcome {
+        run: ProcessRun {
+            pid,
+            python: python.version.clone(),
+            free_threaded: python.free_threaded,
+            samples: stats.samples,
+            achieved_hz: stats.achieved_hz,
+            seconds: stats.elapsed.as_secs_f64(),
+            unwinds,
+            native_unavailable,
+            trace: plan.trace.as_ref().map(|_| output.display().to_string()),
+        },
+        episodes,
+        reenabled: reenabled
+            .into_iter()
+            .map(|(interpreter, t, modules)| GilReenabled {
+                pid,
+                interpreter,
+                at_s: t.saturating_sub(t0_ns) as f64 / 1e9,
+                modules,
+            })
+            .collect(),
+        extensions: maps.first_seen.into_keys().collect(),
+        exe,
+        cwd,
+        minor,
+    })
+}
+
+/// The script that tries to import extension files in a fresh own-GIL sub-interpreter.
+const SUBINTERP_PROBE: &str = include_str!("check/subinterp_probe.py");
+
+/// Tries each extension of `p` in an own-GIL sub-interpreter of the same Python.
+fn subinterp_problems(p: &ProcOutcome, warnings: &mut Vec<String>) -> Vec<SubinterpProblem> {
+    if p.minor < 12 || p.extensions.is_empty() {
+        return Vec::new();
+    }
+    let Some(exe) = &p.exe else {
+        warnings.push(format!(
+            "--subinterpreters: cannot tell which executable process {} ran",
+            p.run.pid
+        ));
+        return Vec::new();
+    };
+    let mods: Vec<(String, String)> = p
+        .extensions
+        .iter()
+        .map(|path| (check::module_name_of(path), path.clone()))
+        .collect();
+    let input = match serde_json::to_string(&mods) {
+        Ok(s) => s,
+        Err(e) => {
+            warnings.push(format!("--subinterpreters: {e}"));
+            return Vec::new();
+        }
+    };
+    let run = || -> Result<std::process::Output> {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("-I")
+            .arg("-c")
+            .arg(SUBINTERP_PROBE)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(cwd) = &p.cwd {
+            cmd.current_dir(cwd);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("running {}", exe.display()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .context("writing to the probe")?;
+        }
+        child.wait_with_output().context("waiting for the probe")
+    };
+    #[derive(serde::Deserialize)]
+    struct Res {
+        name: String,
+        path: String,
+        error: Option<String>,
+    }
+    match run() {
+        Ok(out) if out.status.success() => match serde_json::from_slice::<Vec<Res>>(&out.stdout) {
+            Ok(list) => list
+                .into_iter()
+                .filter_map(|r| {
+                    let err = r.error?;
+                    if err.contains("does not support loading in subinterpreters") {
+                        Some(SubinterpProblem {
+                            module: ExtensionModule {
+                                name: r.name,
+                                path: r.path,
+                            },
+                            error: err,
+                        })
+                    } else {
+                        warnings.push(format!(
+                            "--subinterpreters: {} could not be tried on its own: {err}",
+                            r.name
+                        ));
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                warnings.push(format!("--subinterpreters: unreadable probe output: {e}"));
+                Vec::new()
+            }
+        },
+        Ok(out) => {
+            warnings.push(format!(
+                "--subinterpreters: the probe failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            Vec::new()
+        }
+        Err(e) => {
+            warnings.push(format!("--subinterpreters: {e:#}"));
+            Vec::new()
+        }
+    }
+}
+
+type Outcomes = Arc<Mutex<Vec<(u32, Result<ProcOutcome>)>>>;
+
+/// `gilscope check -- CMD...`: returns the exit code.
+pub fn run_check(plan: &CheckPlan) -> Result<u8> {
+    let stop = record::install_stop_handler();
+    let t0 = now_ns();
+    let started = Instant::now();
+    let (trace_base, temp_dir) = match &plan.trace {
+        Some(t) => (t.clone(), None),
+        None => {
+            let dir = std::env::temp_dir().join(format!("gilscope-check-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the scratch directory {}", dir.display()))?;
+            (dir.join("check.trace"), Some(dir))
+        }
+    };
+    eprintln!(
+        "gilscope check: running {} (GIL hold limit {} ms)",
+        plan.command.join(" "),
+        plan.max_hold_ms
+    );
+    let mut child = cli_record::spawn(&plan.command)?;
+    let root = child.id();
+    let outcomes: Outcomes = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let ropts = ReaderOptions::default();
+
+    // One recorder thread per Python process: the command and each descendant.
+    let follower = {
+        let outcomes = outcomes.clone();
+        let done = done.clone();
+        let stop = stop.clone();
+        let plan = Arc::new(plan.clone());
+        let trace_base = trace_base.clone();
+        std::thread::spawn(move || {
+            let mut seen = BTreeSet::new();
+            let mut workers = Vec::new();
+            loop {
+                let finished = done.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
+                let mut pids = vec![root];
+                pids.extend(cli_record::descendants(root));
+                for pid in pids {
+                    if !seen.insert(pid) {
+                        continue;
+                    }
+                    let outcomes = outcomes.clone();
+                    let stop = stop.clone();
+                    let ropts = ropts.clone();
+                    let plan = plan.clone();
+                    let output = if pid == root {
+                        trace_base.clone()
+                    } else {
+                        cli_record::child_output(&trace_base, pid)
+                    };
+                    workers.push(std::thread::spawn(move || {
+                        let patience = Duration::from_secs(if pid == root { 10 } else { 5 });
+                        match cli_record::attach_when_ready(pid, &ropts, patience, &stop) {
+                            Ok(Some(reader)) => {
+                                let r =
+                                    check_process(reader, &plan, output, &stop, pid == root, t0);
+                                if let Ok(mut v) = outcomes.lock() {
+                                    v.push((pid, r));
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                if let Ok(mut v) = outcomes.lock() {
+                                    v.push((pid, Err(e)));
+                                }
+                            }
+                        }
+                    }));
+                }
+                if finished {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Descendants still running after the command get a moment to finish, then are
+            // no longer recorded.
+            let grace = Instant::now();
+            while !workers.iter().all(|w| w.is_finished()) {
+                if grace.elapsed() >= Duration::from_secs(5) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+    };
+
+    // Wait for the command (Ctrl-C ends it the usual way: the terminal signals it too).
+    let status = loop {
+        if let Some(st) = child.try_wait().context("waiting for the command")? {
+            break Some(st);
+        }
+        if stop.load(Ordering::SeqCst) {
+            // A second look after the signal reached the command as well.
+            std::thread::sleep(Duration::from_millis(500));
+            break child.try_wait().ok().flatten();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    done.store(true, Ordering::SeqCst);
+    let _ = follower.join();
+    let command_status = status.map(cli_record::exit_code_of);
+
+    // Gather.
+    let mut procs: Vec<(u32, Result<ProcOutcome>)> = outcomes
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    procs.sort_by_key(|(p, _)| *p);
+    let mut warnings = Vec::new();
+    let mut processes = Vec::new();
+    let mut episodes = Vec::new();
+    let mut gil_reenabled = Vec::new();
+    let mut sub_problems: Option<Vec<SubinterpProblem>> = plan.subinterpreters.then(Vec::new);
+    let mut errors = 0usize;
+    for (pid, r) in procs {
+        match r {
+            Ok(p) => {
+                if let Some(why) = &p.run.native_unavailable {
+                    warnings.push(format!(
+                        "process {pid}: native stacks unavailable ({why}); long holds are reported without the native symbol"
+                    ));
+                }
+                if let Some(b) = record::behind_message(plan.rate_hz, p.run.achieved_hz) {
+                    warnings.push(format!("process {pid}: sampling fell behind: {b}"));
+                }
+                if let Some(list) = &mut sub_problems {
+                    for prob in subinterp_problems(&p, &mut warnings) {
+                        if !list.iter().any(|q| q.module == prob.module) {
+                            list.push(prob);
+                        }
+                    }
+                }
+                episodes.extend(p.episodes);
+                gil_reenabled.extend(p.reenabled);
+                processes.push(p.run);
+            }
+            Err(e) => {
+                errors += 1;
+                warnings.push(format!("process {pid} could not be recorded: {e:#}"));
+            }
+        }
+    }
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if processes.is_empty() {
+        let why = if errors > 0 {
+            warnings.join("; ")
+        } else {
+            "the command started no CPython process that gilscope could attach to".to_string()
+        };
+        anyhow::bail!(
+            "nothing was checked: {why} (the command exited with {})",
+            command_status.map_or("an unknown status".to_string(), |s| format!("status {s}"))
+        );
+    }
+    let report = Report {
+        command: plan.command.clone(),
+        command_status,
+        ignore_command_status: plan.ignore_command_status,
+        max_hold_ms: plan.max_hold_ms,
+        rate_hz: plan.rate_hz,
+        seconds: started.elapsed().as_secs_f64(),
+        processes,
+        holds: check::group_holds(&episodes, &plan.allow, t0),
+        gil_reenabled,
+        subinterpreters: sub_problems,
+        warnings,
+    };
+    write_reports(plan, &report)?;
+    Ok(report.exit_code())
+}
+
+fn write_file(
+    path: &Path,
+    what: &str,
+    f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("cannot create the {what} report {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    f(&mut w)
+        .and_then(|()| w.flush())
+        .with_context(|| format!("writing the {what} report {}", path.display()))
+}
+
+fn write_reports(plan: &CheckPlan, report: &Report) -> Result<()> {
+    let stderr = std::io::stderr();
+    check::report::write_text(&mut stderr.lock(), report).context("writing to stderr")?;
+    if let Some(p) = &plan.json {
+        write_file(p, "JSON", |w| check::report::write_json(w, report))?;
+    }
+    if let Some(p) = &plan.junit {
+        write_file(p, "JUnit", |w| check::report::write_junit(w, report))?;
+    }
+    if plan.github {
+        let ws = std::env::var("GITHUB_WORKSPACE").ok();
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        check::report::write_github(&mut out, report, ws.as_deref())
+            .context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
+    if let Some(t) = &plan.trace {
+        eprintln!(
+            "gilscope check: recording kept in {} (gilscope view {})",
+            t.display(),
+            t.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,622 @@
+//! `gilscope check` against real CPython processes running the gilext extension
+//! (samples/gilext, built per interpreter by scripts/build-gilext) and ctypes, whose GIL
+//! behaviour is the ground truth: which calls hold the GIL, in which native symbol, for how
+//! long (samples/check_holds.py's table). Also the pytest suite end to end (red and green),
+//! the free-threaded re-enable, `--subinterpreters`, the configuration file, exit codes, and
+//! the fallbacks (no native stacks; a target under another root directory).
+//!
+//! The extension is built for the interpreters on the host's filesystem (pyenv 3.9–3.13 and
+//! the free-threaded 3.13t); the Debian sid builds (in a chroot) are checked with ctypes on
+//! libc, where native stacks are refused by design.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use common::*;
+use serde_json::Value;
+
+/// The checks run one at a time: each samples at 1 kHz and times native calls.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Each call of check_holds.py lasts this long.
+const CALL_MS: f64 = 200.0;
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Interpreters on the host filesystem (the extension is built and unwound there).
+fn on_host(py: &Python) -> bool {
+    py.chroot.is_none()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gilscope-check-test-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// Builds samples/gilext for `py`; returns the directory with gilext*.so.
+fn build_gilext(py: &Python) -> Result<PathBuf> {
+    let out = std::env::temp_dir().join(format!("gilscope-gilext-{}", py.name));
+    let mut cmd = Command::new(repo_dir().join("scripts/build-gilext"));
+    cmd.arg(&py.argv[0]).arg(&out);
+    let o = output_with_timeout(cmd, Duration::from_secs(600))?;
+    ensure!(
+        o.status.success(),
+        "scripts/build-gilext {} failed: {}",
+        py.argv[0],
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(out)
+}
+
+/// `scripts/build-gilext --pytest PYTHON`: a directory with pytest for `py`.
+fn pytest_for(py: &Python) -> Result<PathBuf> {
+    let mut cmd = Command::new(repo_dir().join("scripts/build-gilext"));
+    cmd.arg("--pytest").arg(&py.argv[0]);
+    let o = output_with_timeout(cmd, Duration::from_secs(600))?;
+    ensure!(
+        o.status.success(),
+        "installing pytest for {} failed: {}",
+        py.argv[0],
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+}
+
+/// The line of `samples/FILE` marked `# LINE:<name>`.
+fn marked_line(file: &str, name: &str) -> Result<i64> {
+    let text = fs::read_to_string(samples_dir().join(file))?;
+    let tag = format!("# LINE:{name}");
+    text.lines()
+        .position(|l| l.trim_end().ends_with(&tag))
+        .map(|i| i as i64 + 1)
+        .with_context(|| format!("no `{tag}` in samples/{file}"))
+}
+
+struct Checked {
+    out: Output,
+    json: Option<Value>,
+    stderr: String,
+}
+
+impl Checked {
+    fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+}
+
+/// `gilscope check --json J ARGS -- COMMAND` in `cwd` with `env`.
+fn check(
+    args: &[&str],
+    command: Command,
+    cwd: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Result<Checked> {
+    let dir = scratch("json");
+    let json = dir.join("report.json");
+    let mut cmd = gilscope(&["check", "--json"]);
+    cmd.arg(&json).args(args).arg("--");
+    cmd.arg(command.get_program()).args(command.get_args());
+    for (k, v) in command.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.env_remove("GITHUB_ACTIONS");
+    if let Some(c) = cwd {
+        cmd.current_dir(c);
+    }
+    let out = output_with_timeout(cmd, CHECK_TIMEOUT)?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = fs::read(&json)
+        .ok()
+        .map(|b| serde_json::from_slice::<Value>(&b))
+        .transpose()
+        .with_context(|| format!("parsing the JSON report; stderr:\n{stderr}"))?;
+    let _ = fs::remove_dir_all(dir);
+    Ok(Checked { out, json, stderr })
+}
+
+fn holds(j: &Value) -> Vec<&Value> {
+    j["holds"]
+        .as_array()
+        .map(|v| v.iter().collect())
+        .unwrap_or_default()
+}
+
+fn base(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+/// check_holds.py with all six calls: exactly the three holding ones are flagged, each with
+/// the gilext object, its symbol, ~200 ms, and the Python line that made the call.
+#[test]
+fn native_holds_are_named_with_object_symbol_line_and_duration() {
+    for_each_python(
+        "native_holds_are_named",
+        "a default-build interpreter on the host (pyenv)",
+        |py| on_host(py) && !py.free_threaded,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let script = py.script_path("check_holds.py")?;
+            let mut cmd = py.command(&[&script, &format!("{CALL_MS}").replace(".0", "")]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&["--max-hold", "50ms"], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}, want 1 (findings); stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON report")?;
+            let want = [
+                ("gilext_hold_spin", "hold_spin"),
+                ("gilext_hold_sleep", "hold_sleep"),
+                ("gilext_c_spin", "pydll"),
+            ];
+            let got: BTreeSet<String> = holds(j)
+                .iter()
+                .map(|h| h["symbol"].as_str().unwrap_or("?").to_string())
+                .collect();
+            let want_set: BTreeSet<String> = want.iter().map(|(s, _)| s.to_string()).collect();
+            ensure!(
+                got == want_set,
+                "flagged {got:?}, want {want_set:?}; stderr:\n{}",
+                r.stderr
+            );
+            for (symbol, call) in want {
+                let h = holds(j)
+                    .into_iter()
+                    .find(|h| h["symbol"] == symbol)
+                    .context("missing")?;
+                let obj = h["object"].as_str().unwrap_or("");
+                ensure!(
+                    base(obj).starts_with("gilext.") && Path::new(obj).starts_with(&dir),
+                    "{symbol}: object {obj}, want gilext.* in {}",
+                    dir.display()
+                );
+                ensure!(h["count"] == 1, "{symbol}: count {}", h["count"]);
+                let ms = h["longest_ms"].as_f64().unwrap_or(0.0);
+                ensure!(
+                    (CALL_MS * 0.85..=CALL_MS * 1.3).contains(&ms),
+                    "{symbol}: {ms:.1} ms, want ~{CALL_MS} ms"
+                );
+                let top = &h["examples"][0]["python_stack"][0];
+                let line = marked_line("check_holds.py", call)?;
+                ensure!(
+                    top["function"] == "main" && top["line"] == line,
+                    "{symbol}: called from {top}, want main at line {line}"
+                );
+                ensure!(
+                    h["interpreters"] == serde_json::json!([0]),
+                    "{symbol}: {}",
+                    h["interpreters"]
+                );
+                println!("  {symbol}: {ms:.1} ms in {}", base(obj));
+            }
+            ensure!(
+                r.stderr.contains("FAILED — 3 findings"),
+                "stderr:\n{}",
+                r.stderr
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Only the releasing calls: clean, exit 0.
+#[test]
+fn releasing_calls_pass() {
+    for_each_python(
+        "releasing_calls_pass",
+        "a default-build interpreter on the host",
+        |py| on_host(py) && !py.free_threaded && py.minor == 12,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let script = py.script_path("check_holds.py")?;
+            let mut cmd = py.command(&[&script, "200", "release_spin,release_sleep,cdll"]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&[], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(0),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON")?;
+            ensure!(holds(j).is_empty(), "holds: {}", j["holds"]);
+            ensure!(
+                j["processes"][0]["samples"].as_u64().unwrap_or(0) > 100,
+                "{}",
+                j["processes"]
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Exact mode gives the same findings (and cuts holds at releases samples would miss).
+#[test]
+fn exact_mode_agrees() {
+    if skip_unless_possible("exact_mode_agrees") {
+        return;
+    }
+    for_each_python(
+        "exact_mode_agrees",
+        "pyenv 3.12 (symbols for the uprobes)",
+        |py| on_host(py) && !py.free_threaded && py.minor == 12,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let script = py.script_path("check_holds.py")?;
+            let mut cmd = py.command(&[&script, "200", "hold_spin,release_spin,pydll"]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&["--mode", "exact"], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            ensure!(r.stderr.contains("mode: exact"), "not exact: {}", r.stderr);
+            let j = r.json.as_ref().context("no JSON")?;
+            let got: BTreeSet<&str> = holds(j)
+                .iter()
+                .filter_map(|h| h["symbol"].as_str())
+                .collect();
+            ensure!(
+                got == BTreeSet::from(["gilext_hold_spin", "gilext_c_spin"]),
+                "exact: {got:?}\n{}",
+                r.stderr
+            );
+            for h in holds(j) {
+                let ms = h["longest_ms"].as_f64().unwrap_or(0.0);
+                ensure!((170.0..=260.0).contains(&ms), "{}: {ms} ms", h["symbol"]);
+            }
+            Ok(())
+        },
+    );
+}
+
+/// The pytest suite: red naming the function while it holds the GIL, green once it releases;
+/// JUnit and GitHub annotations point at it.
+#[test]
+fn pytest_suite_red_then_green() {
+    for_each_python(
+        "pytest_suite_red_then_green",
+        "pyenv 3.9 and 3.12 on the host",
+        |py| on_host(py) && !py.free_threaded && (py.minor == 12 || py.minor == 9),
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let site = pytest_for(py)?;
+            let suite = samples_dir().join("check_pytest");
+            let line = {
+                let text = fs::read_to_string(suite.join("test_gilext.py"))?;
+                text.lines()
+                    .position(|l| l.contains("gilext.hold_spin(MS)"))
+                    .context("no hold_spin call in test_gilext.py")? as i64
+                    + 1
+            };
+            let run = |hold: bool, extra: &[&str]| -> Result<Checked> {
+                let mut cmd = py.command(&[
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "samples/check_pytest",
+                ]);
+                cmd.env("GILEXT_DIR", &dir)
+                    .env("PYTHONPATH", &site)
+                    .env("GILEXT_MS", "150");
+                if hold {
+                    cmd.env("GILEXT_HOLD", "1");
+                }
+                check(extra, cmd, Some(repo_dir()), &[])
+            };
+            // Red: JUnit names the function; the GitHub annotation sits on the test's line.
+            let junit = scratch("junit").join("gil.xml");
+            let junit_s = junit.to_string_lossy().into_owned();
+            let red = run(true, &["--junit", &junit_s, "--github"])?;
+            ensure!(
+                red.code() == Some(1),
+                "red: exit {:?}; stderr:\n{}",
+                red.code(),
+                red.stderr
+            );
+            let xml = fs::read_to_string(&junit)?;
+            ensure!(
+                xml.contains(r#"failures="1""#)
+                    && xml.contains("gilext_hold_spin")
+                    && xml.contains("<failure"),
+                "junit:\n{xml}"
+            );
+            let stdout = String::from_utf8_lossy(&red.out.stdout);
+            let want = format!("line={line},title=GIL held");
+            ensure!(
+                stdout.lines().any(|l| l.starts_with("::error file=")
+                    && l.contains("test_gilext.py")
+                    && l.contains(&want)),
+                "no annotation with {want} on stdout:\n{stdout}"
+            );
+            ensure!(
+                stdout.contains("2 passed"),
+                "pytest itself passed: {stdout}"
+            );
+            // Green.
+            let green = run(false, &[])?;
+            ensure!(
+                green.code() == Some(0),
+                "green: exit {:?}; stderr:\n{}",
+                green.code(),
+                green.stderr
+            );
+            ensure!(
+                green.stderr.contains("gilscope check: passed"),
+                "{}",
+                green.stderr
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Free-threaded: gilext (Py_MOD_GIL_NOT_USED) leaves the GIL off and nothing holds a GIL;
+/// importing gilext_gil re-enables it and is named.
+#[test]
+fn freethreaded_reenable_is_named() {
+    for_each_python(
+        "freethreaded_reenable_is_named",
+        "a free-threaded interpreter on the host",
+        |py| on_host(py) && py.free_threaded,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let script = py.script_path("check_ft_reenable.py")?;
+            let mut cmd = py.command(&[&script]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&[], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON")?;
+            let re = j["gil_reenabled"].as_array().context("gil_reenabled")?;
+            ensure!(re.len() == 1, "gil_reenabled: {}", j["gil_reenabled"]);
+            let names: Vec<&str> = re[0]["modules"]
+                .as_array()
+                .map(|m| m.iter().filter_map(|x| x["name"].as_str()).collect())
+                .unwrap_or_default();
+            ensure!(
+                names.first() == Some(&"gilext_gil"),
+                "named {names:?}; want gilext_gil first"
+            );
+            ensure!(
+                !names.contains(&"gilext"),
+                "gilext declares NOT_USED: {names:?}"
+            );
+            ensure!(r.stderr.contains("gilext_gil"), "{}", r.stderr);
+
+            // GIL disabled throughout: the holding calls hold nothing.
+            let script = py.script_path("check_holds.py")?;
+            let mut cmd = py.command(&[&script, "150", "hold_spin,pydll"]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&[], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(0),
+                "GIL disabled: exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            Ok(())
+        },
+    );
+}
+
+/// `--subinterpreters`: gilext_legacy (NOT_SUPPORTED) is flagged, gilext is not.
+#[test]
+fn subinterpreter_import_check() {
+    for_each_python(
+        "subinterpreter_import_check",
+        "a 3.12+ interpreter on the host",
+        |py| on_host(py) && py.minor >= 12,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let script = py.script_path("check_subinterp.py")?;
+            let mut cmd = py.command(&[&script]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&["--subinterpreters"], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON")?;
+            let names: Vec<&str> = j["subinterpreters"]
+                .as_array()
+                .context("subinterpreters")?
+                .iter()
+                .filter_map(|p| p["module"]["name"].as_str())
+                .collect();
+            ensure!(
+                names == ["gilext_legacy"],
+                "flagged {names:?}; stderr:\n{}",
+                r.stderr
+            );
+            Ok(())
+        },
+    );
+}
+
+/// `[tool.gilscope]`: an allow-list entry turns the finding into "allowed" (exit 0); an
+/// unknown key is an error naming it (exit 2) before anything runs.
+#[test]
+fn pyproject_allow_list_and_unknown_keys() {
+    for_each_python(
+        "pyproject_allow_list_and_unknown_keys",
+        "pyenv 3.12 on the host",
+        |py| on_host(py) && !py.free_threaded && py.minor == 12,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let proj = scratch("pyproject");
+            fs::write(
+                proj.join("pyproject.toml"),
+                "[project]\nname = \"x\"\n\n[tool.gilscope]\nmax-hold = \"40ms\"\nallow = [\n  { object = \"gilext.*.so\", symbol = \"gilext_hold_*\", reason = \"known: the test's own holder\" },\n]\n",
+            )?;
+            let script = py.script_path("check_holds.py")?;
+            let mut cmd = py.command(&[&script, "120", "hold_spin"]);
+            cmd.env("GILEXT_DIR", &dir);
+            let r = check(&[], cmd, Some(&proj), &[])?;
+            ensure!(
+                r.code() == Some(0),
+                "allowed: exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON")?;
+            ensure!(
+                j["max_hold_ms"] == 40.0,
+                "max-hold from the file: {}",
+                j["max_hold_ms"]
+            );
+            let h = holds(j);
+            ensure!(
+                h.len() == 1 && h[0]["allowed"] == "known: the test's own holder",
+                "holds: {}",
+                j["holds"]
+            );
+            ensure!(r.stderr.contains("allowed: known"), "{}", r.stderr);
+
+            fs::write(
+                proj.join("pyproject.toml"),
+                "[tool.gilscope]\nmax_hold = 20\n",
+            )?;
+            let cmd = py.command(&["-c", "pass"]);
+            let r = check(&[], cmd, Some(&proj), &[])?;
+            ensure!(
+                r.code() == Some(2),
+                "unknown key: exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            ensure!(
+                r.stderr.contains("max_hold") && r.stderr.contains("pyproject.toml"),
+                "{}",
+                r.stderr
+            );
+            let _ = fs::remove_dir_all(proj);
+            Ok(())
+        },
+    );
+}
+
+/// The command's own status wins (unless ignored); a command that is no Python process is
+/// "could not run" (2).
+#[test]
+fn exit_codes() {
+    for_each_python(
+        "exit_codes",
+        "pyenv 3.12 on the host",
+        |py| on_host(py) && !py.free_threaded && py.minor == 12,
+        |py| {
+            let _g = serial();
+            let cmd = py.command(&["-c", "import time, sys; time.sleep(0.3); sys.exit(3)"]);
+            let r = check(&[], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(3),
+                "command status: {:?}; {}",
+                r.code(),
+                r.stderr
+            );
+            ensure!(r.stderr.contains("exited with status 3"), "{}", r.stderr);
+            let cmd = py.command(&["-c", "import time, sys; time.sleep(0.3); sys.exit(3)"]);
+            let r = check(&["--ignore-command-status"], cmd, None, &[])?;
+            ensure!(r.code() == Some(0), "ignored: {:?}; {}", r.code(), r.stderr);
+            let r = check(&[], Command::new("true"), None, &[])?;
+            ensure!(
+                r.code() == Some(2),
+                "not Python: {:?}; {}",
+                r.code(),
+                r.stderr
+            );
+            ensure!(r.stderr.contains("nothing was checked"), "{}", r.stderr);
+            let o = output_with_timeout(
+                gilscope(&["check", "--max-hold", "soon", "--", "true"]),
+                CHECK_TIMEOUT,
+            )?;
+            ensure!(
+                o.status.code() == Some(2),
+                "bad --max-hold: {:?}",
+                o.status.code()
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Without native stacks (`--no-native` here; a chroot target on the sid builds) the hold
+/// is still found and timed, named "unknown native code" with the reason.
+#[test]
+fn holds_without_native_stacks() {
+    for_each_python(
+        "holds_without_native_stacks",
+        "every interpreter with a GIL",
+        |py| !py.free_threaded,
+        |py| {
+            let _g = serial();
+            let src = "import ctypes, time\ntime.sleep(0.4)\nctypes.PyDLL(None).usleep(200000)\ntime.sleep(0.1)\n";
+            let args: &[&str] = if on_host(py) { &["--no-native"] } else { &[] };
+            let r = check(args, py.command(&["-c", src]), None, &[])?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON")?;
+            let h = holds(j);
+            ensure!(h.len() == 1, "holds: {}", j["holds"]);
+            ensure!(h[0]["object"] == "", "object: {}", h[0]["object"]);
+            let why = h[0]["unknown_reason"].as_str().unwrap_or("");
+            let want = if on_host(py) {
+                "--no-native"
+            } else {
+                "another root directory"
+            };
+            ensure!(why.contains(want), "reason {why:?}, want {want:?}");
+            let ms = h[0]["longest_ms"].as_f64().unwrap_or(0.0);
+            ensure!((170.0..=260.0).contains(&ms), "{ms} ms, want ~200");
+            ensure!(
+                h[0]["examples"][0]["python_stack"][0]["line"] == 3,
+                "{}",
+                h[0]["examples"][0]
+            );
+            if !on_host(py) {
+                ensure!(r.stderr.contains("unknown native code"), "{}", r.stderr);
+            }
+            Ok(())
+        },
+    );
+}
