@@ -1,23 +1,36 @@
 //! Native stacks of one thread of another process (for `gilscope check`'s attribution).
 //!
-//! remoteprocess's libunwind-ptrace unwinder: the thread — that one thread only — is stopped
-//! with `PTRACE_SEIZE` + `PTRACE_INTERRUPT` while libunwind walks its stack (typically
-//! 0.1–1 ms), then let go; nothing in the target's memory is changed. Symbols come from the
-//! objects' symbol tables and DWARF through remoteprocess's symbolicator, reloaded when an
-//! address falls in an object loaded after the last load.
+//! The thread — that one thread only — is stopped with `PTRACE_SEIZE` + `PTRACE_INTERRUPT`
+//! (remoteprocess's thread lock), its registers read with `PTRACE_GETREGS`, and its stack
+//! walked with the objects' `.eh_frame` call-frame information (gimli), reading the stack with
+//! `process_vm_readv`; then it is let go (typically well under a millisecond). Nothing in the
+//! target's memory is changed.
 //!
-//! Limits: the objects are opened by the paths in `/proc/PID/maps`, so a target in another
-//! mount namespace or chroot is unwound with the host's files of the same name (wrong or
-//! missing frames); [`NativeUnwinder::new`] refuses such a target rather than guess.
+//! Objects are read through `/proc/PID/map_files/` (so a target in a chroot or container, or
+//! one whose file was replaced on disk, is unwound with its own files), else through
+//! `/proc/PID/root`. Symbols come from `.symtab` and `.dynsym`.
+//!
+//! Why not libunwind: libunwind 1.6 (Debian 12) finds no unwind information in objects whose
+//! executable segment's address differs from its file offset — what LLVM's lld, Rust's default
+//! linker since 1.90, produces — so PyO3 extensions' stacks stopped at their first frame.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use gimli::{BaseAddresses, EhFrame, EhFrameHdr, LittleEndian, UnwindContext, UnwindSection};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::analysis::holds::{NativeFrame, NativeProbe};
+use crate::reader::memory::{MemoryExt, ProcessMem};
+
+/// Frames read at most (an unwind that loops is cut here).
+const MAX_FRAMES: usize = 256;
 
 /// A symbol as people write it: Rust (legacy and v0) and C++ names demangled, Rust's hash
-/// suffix dropped; anything else unchanged.
+/// suffix dropped, GCC's clone suffixes dropped (`builtin_sum.lto_priv.0` → `builtin_sum`,
+/// `_PyEval_EvalFrameDefault.cold` → `_PyEval_EvalFrameDefault`).
 pub fn demangle(name: &str) -> String {
     if let Ok(d) = rustc_demangle::try_demangle(name) {
         return format!("{d:#}");
@@ -29,63 +42,255 @@ pub fn demangle(name: &str) -> String {
             }
         }
     }
-    name.to_string()
+    match name.split_once('.') {
+        Some((base, _)) if !base.is_empty() => base.to_string(),
+        _ => name.to_string(),
+    }
 }
 
-/// Frames read at most (an unwind that loops is cut here).
-const MAX_FRAMES: usize = 256;
+/// One executable mapping of the target.
+#[derive(Debug, Clone)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    offset: u64,
+    path: String,
+}
+
+fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .with_context(|| format!("reading /proc/{pid}/maps"))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // "start-end perms offset dev inode   path"
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(2).unwrap_or("").to_string();
+        if !perms.contains('x') || !path.starts_with('/') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            u64::from_str_radix(a, 16),
+            u64::from_str_radix(b, 16),
+            u64::from_str_radix(offset, 16),
+        ) else {
+            continue;
+        };
+        out.push(Mapping {
+            start,
+            end,
+            offset,
+            path,
+        });
+    }
+    Ok(out)
+}
+
+/// What unwinding and naming need from one object file.
+struct ObjectInfo {
+    data: Vec<u8>,
+    /// (svma, file range) of `.eh_frame` and `.eh_frame_hdr`.
+    eh_frame: Option<(u64, std::ops::Range<usize>)>,
+    eh_frame_hdr: Option<(u64, std::ops::Range<usize>)>,
+    text_svma: u64,
+    /// Loadable segments: (p_vaddr, p_offset, p_filesz, executable).
+    segments: Vec<(u64, u64, u64, bool)>,
+    /// Function symbols sorted by address: (address, size, name).
+    symbols: Vec<(u64, u64, String)>,
+}
+
+fn section(file: &object::File<'_>, name: &str) -> Option<(u64, std::ops::Range<usize>)> {
+    let s = file.section_by_name(name)?;
+    let (off, size) = s.file_range()?;
+    Some((s.address(), off as usize..(off + size) as usize))
+}
+
+/// Function symbols of an ELF file: (address, size, name), unsorted.
+fn function_symbols(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .collect()
+}
+
+/// A stripped object's full symbol table, from its separate debug file (build-id or
+/// .gnu_debuglink, under the target's root first: Debian's -dbg packages).
+fn debug_file_symbols(file: &object::File<'_>, pid: u32, path: &str) -> Vec<(u64, u64, String)> {
+    let build_id = file
+        .build_id()
+        .ok()
+        .flatten()
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>());
+    let link = file
+        .gnu_debuglink()
+        .ok()
+        .flatten()
+        .map(|(name, _)| String::from_utf8_lossy(name).into_owned());
+    for cand in
+        crate::exact::symbols::debug_candidates(pid, path, build_id.as_deref(), link.as_deref())
+    {
+        let Ok(data) = std::fs::read(&cand) else {
+            continue;
+        };
+        if let Ok(dbg) = object::File::parse(&*data) {
+            let same = build_id.is_none()
+                || dbg
+                    .build_id()
+                    .ok()
+                    .flatten()
+                    .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                    == build_id;
+            if same {
+                return function_symbols(&dbg);
+            }
+        }
+    }
+    Vec::new()
+}
+
+impl ObjectInfo {
+    fn load(data: Vec<u8>, pid: u32, path: &str) -> Result<Self> {
+        let file = object::File::parse(&*data).context("parsing the ELF file")?;
+        let eh_frame = section(&file, ".eh_frame");
+        let eh_frame_hdr = section(&file, ".eh_frame_hdr");
+        let text_svma = file.section_by_name(".text").map_or(0, |s| s.address());
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (off, size) = s.file_range();
+                let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0);
+                (s.address(), off, size, exec)
+            })
+            .collect();
+        let mut symbols = function_symbols(&file);
+        if file.section_by_name(".symtab").is_none() {
+            symbols.extend(debug_file_symbols(&file, pid, path));
+        }
+        symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        symbols.dedup_by_key(|s| s.0);
+        drop(file);
+        Ok(ObjectInfo {
+            data,
+            eh_frame,
+            eh_frame_hdr,
+            text_svma,
+            segments,
+            symbols,
+        })
+    }
+
+    /// Load bias of an executable mapping of this object at `start..start+len` from file
+    /// offset `offset`. The mapping is page-aligned, so it can also cover the tail of the
+    /// segment before (lld puts a read-only segment right before the code): the executable
+    /// segment overlapping it is the one mapped.
+    fn bias(&self, start: u64, offset: u64, len: u64) -> u64 {
+        let overlaps = |off: u64, size: u64| off < offset + len && offset < off + size.max(1);
+        let seg = self
+            .segments
+            .iter()
+            .find(|(_, off, size, exec)| *exec && overlaps(*off, *size))
+            .or_else(|| {
+                self.segments
+                    .iter()
+                    .find(|(_, off, size, _)| overlaps(*off, *size))
+            });
+        match seg {
+            // The mapping's first byte is file offset `offset`, i.e. p_vaddr + (offset - p_offset).
+            Some((vaddr, off, _, _)) => {
+                start.wrapping_sub(vaddr.wrapping_add(offset).wrapping_sub(*off))
+            }
+            None => start.wrapping_sub(offset),
+        }
+    }
+
+    fn symbol(&self, svma: u64) -> Option<&str> {
+        let i = self
+            .symbols
+            .partition_point(|s| s.0 <= svma)
+            .checked_sub(1)?;
+        let (addr, size, name) = &self.symbols[i];
+        (*size == 0 || svma < addr + size).then_some(name.as_str())
+    }
+}
+
+/// The registers an x86-64 unwind carries from frame to frame (DWARF numbering).
+#[derive(Debug, Clone, Copy, Default)]
+struct Regs([Option<u64>; 17]);
+
+const RBP: u16 = 6;
+const RSP: u16 = 7;
+const RA: u16 = 16;
 
 /// Unwinds threads of one process.
 pub struct NativeUnwinder {
     pid: u32,
-    unwinder: remoteprocess::Unwinder,
-    symbolicator: remoteprocess::Symbolicator,
+    mem: ProcessMem,
+    maps: Vec<Mapping>,
+    objects: HashMap<String, Option<Arc<ObjectInfo>>>,
+    ctx: Box<UnwindContext<usize>>,
     /// Total time threads were stopped, and how many unwinds.
     pub paused: Duration,
     pub count: u64,
 }
 
-/// Whether `pid` sees the same root directory as we do (else its map paths are not ours).
-fn same_root(pid: u32) -> bool {
-    match (
-        std::fs::metadata(format!("/proc/{pid}/root/")),
-        std::fs::metadata("/"),
-    ) {
-        (Ok(a), Ok(b)) => {
-            use std::os::unix::fs::MetadataExt;
-            a.dev() == b.dev() && a.ino() == b.ino()
-        }
-        _ => false,
-    }
-}
-
 impl NativeUnwinder {
     pub fn new(pid: u32) -> Result<Self> {
-        if !same_root(pid) {
-            bail!(
-                "process {pid} runs under another root directory (chroot or container); \
-                 native stacks are only unwound for processes that share gilscope's filesystem"
-            );
-        }
         let process = remoteprocess::Process::new(pid as remoteprocess::Pid)
             .with_context(|| format!("opening process {pid}"))?;
-        let unwinder = process
-            .unwinder()
-            .context("creating the libunwind address space")?;
-        let symbolicator = process
-            .symbolicator()
-            .with_context(|| format!("reading the loaded objects of process {pid}"))?;
         Ok(NativeUnwinder {
             pid,
-            unwinder,
-            symbolicator,
+            mem: ProcessMem { process },
+            maps: read_maps(pid)?,
+            objects: HashMap::new(),
+            ctx: Box::new(UnwindContext::new()),
             paused: Duration::ZERO,
             count: 0,
         })
     }
 
-    /// Instruction addresses of `tid`'s stack, innermost first (the thread is stopped
-    /// meanwhile).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn mapping(&mut self, addr: u64) -> Option<Mapping> {
+        let find = |maps: &[Mapping]| {
+            maps.iter()
+                .find(|m| m.start <= addr && addr < m.end)
+                .cloned()
+        };
+        if let Some(m) = find(&self.maps) {
+            return Some(m);
+        }
+        // Loaded since the last look.
+        self.maps = read_maps(self.pid).ok()?;
+        find(&self.maps)
+    }
+
+    fn object(&mut self, m: &Mapping) -> Option<Arc<ObjectInfo>> {
+        if let Some(o) = self.objects.get(&m.path) {
+            return o.clone();
+        }
+        let candidates = [
+            format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end),
+            format!("/proc/{}/root{}", self.pid, m.path),
+        ];
+        let loaded = candidates
+            .iter()
+            .find_map(|p| std::fs::read(p).ok())
+            .and_then(|data| ObjectInfo::load(data, self.pid, &m.path).ok())
+            .map(Arc::new);
+        self.objects.insert(m.path.clone(), loaded.clone());
+        loaded
+    }
+
+    /// Stops `tid`, reads its registers and walks its stack: instruction addresses, innermost
+    /// first.
     fn addresses(&mut self, tid: u32) -> Result<Vec<u64>> {
         let thread =
             remoteprocess::Thread::new(tid as i32).with_context(|| format!("thread {tid}"))?;
@@ -93,56 +298,174 @@ impl NativeUnwinder {
         let lock = thread
             .lock()
             .with_context(|| format!("stopping thread {tid} with ptrace"))?;
-        let mut ips = Vec::new();
-        let result = (|| -> Result<()> {
-            for ip in self
-                .unwinder
-                .cursor(&thread)
-                .with_context(|| format!("starting to unwind thread {tid}"))?
-            {
-                match ip {
-                    Ok(ip) => ips.push(ip),
-                    // A broken frame ends the walk; what was read so far stands.
-                    Err(_) if !ips.is_empty() => break,
-                    Err(e) => return Err(e).context("unwinding the first frame"),
-                }
-                if ips.len() >= MAX_FRAMES {
-                    break;
-                }
-            }
-            Ok(())
-        })();
+        let result = self.walk(tid);
         drop(lock);
         self.paused += t0.elapsed();
         self.count += 1;
-        result?;
-        Ok(ips)
+        result
     }
 
-    fn symbolicate(&mut self, ip: u64) -> NativeFrame {
-        // Return addresses point after the call; look up the call itself.
+    fn walk(&mut self, tid: u32) -> Result<Vec<u64>> {
+        // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for a stopped tracee.
+        let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETREGS,
+                tid as libc::pid_t,
+                std::ptr::null_mut::<libc::c_void>(),
+                &mut r as *mut libc::user_regs_struct as *mut libc::c_void,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("reading the registers of thread {tid}"));
+        }
+        let mut regs = Regs::default();
+        for (n, v) in [
+            (0, r.rax),
+            (1, r.rdx),
+            (2, r.rcx),
+            (3, r.rbx),
+            (4, r.rsi),
+            (5, r.rdi),
+            (6, r.rbp),
+            (7, r.rsp),
+            (8, r.r8),
+            (9, r.r9),
+            (10, r.r10),
+            (11, r.r11),
+            (12, r.r12),
+            (13, r.r13),
+            (14, r.r14),
+            (15, r.r15),
+            (16, r.rip),
+        ] {
+            regs.0[n] = Some(v);
+        }
+        let mut out = vec![r.rip];
+        let mut pc = r.rip;
+        while out.len() < MAX_FRAMES {
+            // Return addresses point after the call: look the call itself up.
+            let lookup = if out.len() == 1 {
+                pc
+            } else {
+                pc.wrapping_sub(1)
+            };
+            let Some(next) = self.step(&regs, lookup)? else {
+                break;
+            };
+            let (Some(new_pc), Some(new_sp), Some(old_sp)) = (
+                next.0[RA as usize],
+                next.0[RSP as usize],
+                regs.0[RSP as usize],
+            ) else {
+                break;
+            };
+            if new_pc == 0 || new_sp <= old_sp {
+                break; // the outermost frame, or no progress
+            }
+            out.push(new_pc);
+            pc = new_pc;
+            regs = next;
+        }
+        Ok(out)
+    }
+
+    /// One frame up: the caller's registers (RA = its pc), or None where the unwind ends.
+    fn step(&mut self, regs: &Regs, pc: u64) -> Result<Option<Regs>> {
+        let Some(m) = self.mapping(pc) else {
+            return Ok(None);
+        };
+        let Some(obj) = self.object(&m) else {
+            return Ok(None);
+        };
+        let Some((eh_svma, eh_range)) = obj.eh_frame.clone() else {
+            return Ok(None);
+        };
+        let bias = obj.bias(m.start, m.offset, m.end - m.start);
+        let svma = pc.wrapping_sub(bias);
+        let eh_data = obj
+            .data
+            .get(eh_range)
+            .ok_or_else(|| anyhow!(".eh_frame outside the file"))?;
+        let eh = EhFrame::new(eh_data, LittleEndian);
+        let mut bases = BaseAddresses::default()
+            .set_eh_frame(eh_svma)
+            .set_text(obj.text_svma);
+        let hdr_table = match &obj.eh_frame_hdr {
+            Some((hdr_svma, hdr_range)) => {
+                bases = bases.set_eh_frame_hdr(*hdr_svma);
+                obj.data
+                    .get(hdr_range.clone())
+                    .and_then(|d| EhFrameHdr::new(d, LittleEndian).parse(&bases, 8).ok())
+            }
+            None => None,
+        };
+        let row = match hdr_table.as_ref().and_then(|h| h.table()) {
+            Some(t) => t.unwind_info_for_address(
+                &eh,
+                &bases,
+                &mut self.ctx,
+                svma,
+                EhFrame::cie_from_offset,
+            ),
+            None => {
+                eh.unwind_info_for_address(&bases, &mut self.ctx, svma, EhFrame::cie_from_offset)
+            }
+        };
+        let Ok(row) = row else {
+            return Ok(None); // no call-frame information here (JIT code, hand-written asm)
+        };
+        let cfa = match row.cfa() {
+            gimli::CfaRule::RegisterAndOffset { register, offset } => {
+                let Some(base) = regs.0.get(register.0 as usize).copied().flatten() else {
+                    return Ok(None);
+                };
+                base.wrapping_add_signed(*offset)
+            }
+            gimli::CfaRule::Expression(_) => return Ok(None),
+        };
+        let mut next = Regs::default();
+        // Callee-saved registers keep their values unless a rule says where they went.
+        for n in [3u16, RBP, 12, 13, 14, 15] {
+            next.0[n as usize] = regs.0[n as usize];
+        }
+        for (reg, rule) in row.registers() {
+            let n = reg.0 as usize;
+            if n > 16 {
+                continue;
+            }
+            next.0[n] = match rule {
+                gimli::RegisterRule::Undefined => None,
+                gimli::RegisterRule::SameValue => regs.0[n],
+                gimli::RegisterRule::Offset(o) => {
+                    self.mem.read_u64(cfa.wrapping_add_signed(*o)).ok()
+                }
+                gimli::RegisterRule::ValOffset(o) => Some(cfa.wrapping_add_signed(*o)),
+                gimli::RegisterRule::Register(r) => regs.0.get(r.0 as usize).copied().flatten(),
+                _ => None,
+            };
+        }
+        if row.register(gimli::Register(RA)).is_none() {
+            // x86-64 CIEs always say where the return address is; be safe anyway.
+            next.0[RA as usize] = self.mem.read_u64(cfa.wrapping_sub(8)).ok();
+        }
+        next.0[RSP as usize] = Some(cfa);
+        Ok(Some(next))
+    }
+
+    fn symbolicate(&mut self, ip: u64, innermost: bool) -> NativeFrame {
+        let lookup = if innermost { ip } else { ip.wrapping_sub(1) };
         let mut frame = NativeFrame {
             addr: ip,
             object: String::new(),
             symbol: None,
         };
-        for attempt in 0..2 {
-            let mut got = false;
-            let r = self
-                .symbolicator
-                .symbolicate(ip.saturating_sub(1), false, &mut |sf| {
-                    if !got {
-                        got = true;
-                        frame.object = sf.module.clone();
-                        frame.symbol = sf.function.as_deref().map(demangle);
-                    }
-                });
-            if r.is_ok() || attempt == 1 {
-                break;
-            }
-            // An object loaded since the last look: read the maps again, once.
-            if self.symbolicator.reload().is_err() {
-                break;
+        if let Some(m) = self.mapping(lookup) {
+            frame.object = m.path.clone();
+            if let Some(obj) = self.object(&m) {
+                let svma = lookup.wrapping_sub(obj.bias(m.start, m.offset, m.end - m.start));
+                frame.symbol = obj.symbol(svma).map(demangle);
             }
         }
         frame
@@ -151,11 +474,14 @@ impl NativeUnwinder {
     /// The native stack of `tid`, innermost first, symbolized.
     pub fn stack(&mut self, tid: u32) -> Result<Vec<NativeFrame>> {
         let ips = self.addresses(tid)?;
-        Ok(ips.into_iter().map(|ip| self.symbolicate(ip)).collect())
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
+        if ips.is_empty() {
+            bail!("thread {tid}: no frames");
+        }
+        Ok(ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| self.symbolicate(ip, i == 0))
+            .collect())
     }
 }
 
@@ -170,17 +496,60 @@ impl NativeProbe for NativeUnwinder {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn demangles_rust_and_cpp() {
         assert_eq!(
-            super::demangle("_RNvNtNtCsjrHSEGnQ3l9_3std6thread9functions5sleep"),
+            demangle("_RNvNtNtCsjrHSEGnQ3l9_3std6thread9functions5sleep"),
             "std::thread::functions::sleep"
         );
         assert_eq!(
-            super::demangle("_ZN3std6thread5sleep17h0123456789abcdefE"),
+            demangle("_ZN3std6thread5sleep17h0123456789abcdefE"),
             "std::thread::sleep"
         );
-        assert_eq!(super::demangle("_ZN5boost4algoEv"), "boost::algo()");
-        assert_eq!(super::demangle("gilext_hold_spin"), "gilext_hold_spin");
+        assert_eq!(demangle("_ZN5boost4algoEv"), "boost::algo()");
+        assert_eq!(demangle("gilext_hold_spin"), "gilext_hold_spin");
+        assert_eq!(demangle("builtin_sum.lto_priv.0"), "builtin_sum");
+        assert_eq!(
+            demangle("_PyEval_EvalFrameDefault.cold"),
+            "_PyEval_EvalFrameDefault"
+        );
+    }
+
+    /// Unwinds `sleep 5` (a child: a thread of our own process cannot be ptraced) through
+    /// the C library to its caller.
+    #[test]
+    fn unwinds_a_sleeping_process_through_libc() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let pid = child.id();
+        let mut u = NativeUnwinder::new(pid).unwrap();
+        let stack = u.stack(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        let stack = stack.unwrap();
+        let names: Vec<String> = stack
+            .iter()
+            .map(|f| format!("{} ({})", f.symbol.as_deref().unwrap_or("?"), f.object))
+            .collect();
+        assert!(stack.len() >= 3, "{names:?}");
+        assert!(
+            stack[0].object.contains("libc")
+                && stack[0]
+                    .symbol
+                    .as_deref()
+                    .is_some_and(|s| s.contains("nanosleep")),
+            "{names:?}"
+        );
+        // Past libc, into the sleep binary itself.
+        assert!(
+            stack.iter().any(|f| f.object.ends_with("/sleep")),
+            "{names:?}"
+        );
+        assert!(u.count == 1 && u.paused > Duration::ZERO);
     }
 }

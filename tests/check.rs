@@ -6,8 +6,8 @@
 //! the fallbacks (no native stacks; a target under another root directory).
 //!
 //! The extension is built for the interpreters on the host's filesystem (pyenv 3.9–3.13 and
-//! the free-threaded 3.13t); the Debian sid builds (in a chroot) are checked with ctypes on
-//! libc, where native stacks are refused by design.
+//! the free-threaded 3.13t); every interpreter, the Debian sid builds in their chroot
+//! included, is checked with ctypes on libc.
 
 mod common;
 
@@ -245,6 +245,47 @@ fn releasing_calls_pass() {
                 j["processes"][0]["samples"].as_u64().unwrap_or(0) > 100,
                 "{}",
                 j["processes"]
+            );
+            Ok(())
+        },
+    );
+}
+
+/// Python processes the command starts are followed: here the command is a shell.
+#[test]
+fn subprocesses_are_followed() {
+    for_each_python(
+        "subprocesses_are_followed",
+        "pyenv 3.12 on the host",
+        |py| on_host(py) && !py.free_threaded && py.minor == 12,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let script = py.script_path("check_holds.py")?;
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!(
+                    "\"{}\" \"{script}\" 150 hold_spin; true",
+                    py.argv[0]
+                ))
+                .env("GILEXT_DIR", &dir);
+            let r = check(&[], sh, None, &[])?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON")?;
+            let procs = j["processes"].as_array().context("processes")?;
+            ensure!(procs.len() == 1, "processes: {}", j["processes"]);
+            let h = holds(j);
+            ensure!(
+                h.len() == 1
+                    && h[0]["symbol"] == "gilext_hold_spin"
+                    && h[0]["examples"][0]["pid"] == procs[0]["pid"],
+                "holds: {}",
+                j["holds"]
             );
             Ok(())
         },
@@ -576,45 +617,60 @@ fn exit_codes() {
     );
 }
 
-/// Without native stacks (`--no-native` here; a chroot target on the sid builds) the hold
-/// is still found and timed, named "unknown native code" with the reason.
+/// On every interpreter with a GIL: a libc function called through ctypes.PyDLL is found,
+/// timed and named (usleep in libc — the target's own libc for the chroot builds, with
+/// Debian's stripped python named through its debug files); with `--no-native` it is still
+/// found and timed, as "unknown native code".
 #[test]
-fn holds_without_native_stacks() {
+fn ctypes_libc_hold_on_every_interpreter() {
     for_each_python(
-        "holds_without_native_stacks",
+        "ctypes_libc_hold_on_every_interpreter",
         "every interpreter with a GIL",
         |py| !py.free_threaded,
         |py| {
             let _g = serial();
             let src = "import ctypes, time\ntime.sleep(0.4)\nctypes.PyDLL(None).usleep(200000)\ntime.sleep(0.1)\n";
-            let args: &[&str] = if on_host(py) { &["--no-native"] } else { &[] };
-            let r = check(args, py.command(&["-c", src]), None, &[])?;
-            ensure!(
-                r.code() == Some(1),
-                "exit {:?}; stderr:\n{}",
-                r.code(),
-                r.stderr
-            );
-            let j = r.json.as_ref().context("no JSON")?;
-            let h = holds(j);
-            ensure!(h.len() == 1, "holds: {}", j["holds"]);
-            ensure!(h[0]["object"] == "", "object: {}", h[0]["object"]);
-            let why = h[0]["unknown_reason"].as_str().unwrap_or("");
-            let want = if on_host(py) {
-                "--no-native"
-            } else {
-                "another root directory"
-            };
-            ensure!(why.contains(want), "reason {why:?}, want {want:?}");
-            let ms = h[0]["longest_ms"].as_f64().unwrap_or(0.0);
-            ensure!((170.0..=260.0).contains(&ms), "{ms} ms, want ~200");
-            ensure!(
-                h[0]["examples"][0]["python_stack"][0]["line"] == 3,
-                "{}",
-                h[0]["examples"][0]
-            );
-            if !on_host(py) {
-                ensure!(r.stderr.contains("unknown native code"), "{}", r.stderr);
+            for native in [true, false] {
+                let args: &[&str] = if native { &[] } else { &["--no-native"] };
+                let r = check(args, py.command(&["-c", src]), None, &[])?;
+                ensure!(
+                    r.code() == Some(1),
+                    "exit {:?}; stderr:\n{}",
+                    r.code(),
+                    r.stderr
+                );
+                let j = r.json.as_ref().context("no JSON")?;
+                let h = holds(j);
+                ensure!(h.len() == 1, "holds: {}", j["holds"]);
+                let ms = h[0]["longest_ms"].as_f64().unwrap_or(0.0);
+                ensure!((170.0..=260.0).contains(&ms), "{ms} ms, want ~200");
+                ensure!(
+                    h[0]["examples"][0]["python_stack"][0]["line"] == 3,
+                    "{}",
+                    h[0]["examples"][0]
+                );
+                if native {
+                    let obj = h[0]["object"].as_str().unwrap_or("");
+                    ensure!(
+                        h[0]["symbol"] == "usleep" && base(obj).starts_with("libc"),
+                        "named {} in {obj}, want usleep in libc",
+                        h[0]["symbol"]
+                    );
+                    let stack: Vec<&str> = h[0]["examples"][0]["native_stack"]
+                        .as_array()
+                        .map(|v| v.iter().filter_map(|f| f["symbol"].as_str()).collect())
+                        .unwrap_or_default();
+                    ensure!(
+                        stack
+                            .iter()
+                            .any(|s| s.contains("EvalFrame") || *s == "PyEval_EvalCode"),
+                        "the native stack does not reach the interpreter: {stack:?}"
+                    );
+                } else {
+                    ensure!(h[0]["object"] == "", "object: {}", h[0]["object"]);
+                    let why = h[0]["unknown_reason"].as_str().unwrap_or("");
+                    ensure!(why.contains("--no-native"), "reason {why:?}");
+                }
             }
             Ok(())
         },

@@ -12,7 +12,8 @@
 //! interpreter's own. An episode attributed to the bytecode loop itself is Python code, not a
 //! finding.
 //!
-//! Pure: snapshots in, episodes out. The probe (ptrace + libunwind) lives in the CLI's wiring.
+//! Pure: snapshots in, episodes out. The probe (ptrace + .eh_frame unwinding, src/native.rs)
+//! is handed in by the CLI.
 //!
 //! Limits (documented in docs/ci.md): a release shorter than the sampling period goes unseen
 //! (the episode looks continuous), and back-to-back calls of one C function from one Python
@@ -53,7 +54,7 @@ pub enum Attribution {
     Unknown { reason: String },
 }
 
-/// Reads a thread's native stack. Implemented over ptrace + libunwind by the CLI; tests
+/// Reads a thread's native stack. Implemented over ptrace + .eh_frame by src/native.rs; tests
 /// script it.
 pub trait NativeProbe {
     fn unwind(&mut self, pid: u32, tid: u32) -> Result<Vec<NativeFrame>, String>;

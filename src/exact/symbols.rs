@@ -275,7 +275,7 @@ fn find_symbols(file: &object::File<'_>) -> SymbolHits {
 }
 
 /// The debug file candidates for a binary, most specific first.
-fn debug_candidates(
+pub(crate) fn debug_candidates(
     pid: u32,
     binary_as_seen: &str,
     build_id: Option<&str>,
