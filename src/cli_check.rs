@@ -45,6 +45,7 @@ pub struct CheckPlan {
     pub ignore_command_status: bool,
     pub subinterpreters: bool,
     pub native: bool,
+    pub include_imports: bool,
     pub allow: Vec<AllowRule>,
 }
 
@@ -256,7 +257,10 @@ fn check_process(
     let inner = cli_record::live_source(reader, plan.mode)?;
     let mut source = CheckSource {
         inner,
-        detector: HoldDetector::new(HoldConfig::new((plan.max_hold_ms * 1e6) as u64)),
+        detector: HoldDetector::new(HoldConfig::new(
+            (plan.max_hold_ms * 1e6) as u64,
+            (1e9 / plan.rate_hz) as u64,
+        )),
         probe,
         pid,
         free_threaded: python.free_threaded,
@@ -284,6 +288,7 @@ fn check_process(
     }
     let stats = stats.with_context(|| format!("recording process {pid}"))?;
     let unwinds = source.detector.unwinds;
+    let paused_ms = source.probe.paused().as_secs_f64() * 1e3;
     let exact = source.inner.exact.is_some();
     let CheckSource {
         detector,
@@ -306,6 +311,7 @@ fn check_process(
             achieved_hz: stats.achieved_hz,
             seconds: stats.elapsed.as_secs_f64(),
             unwinds,
+            paused_ms,
             native_unavailable,
             trace: plan.trace.as_ref().map(|_| output.display().to_string()),
         },
@@ -594,7 +600,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
         rate_hz: plan.rate_hz,
         seconds: started.elapsed().as_secs_f64(),
         processes,
-        holds: check::group_holds(&episodes, &plan.allow, t0),
+        holds: check::group_holds(&episodes, &plan.allow, t0, plan.include_imports),
         gil_reenabled,
         subinterpreters: sub_problems,
         warnings,

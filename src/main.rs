@@ -79,6 +79,10 @@ struct CheckArgs {
     /// Exit with the check's status even when the command failed.
     #[arg(long)]
     ignore_command_status: bool,
+    /// Also fail on holds while a module is being imported (dlopen, extension init);
+    /// by default they are reported as allowed.
+    #[arg(long)]
+    include_imports: bool,
     /// Do not unwind native stacks (no ptrace; findings then name no shared object).
     #[arg(long)]
     no_native: bool,
@@ -345,6 +349,7 @@ fn run_check(args: &CheckArgs) -> Result<u8> {
         ignore_command_status: args.ignore_command_status,
         subinterpreters: args.subinterpreters || file.subinterpreters.unwrap_or(false),
         native: !args.no_native,
+        include_imports: args.include_imports || file.include_imports.unwrap_or(false),
         allow: file.allow,
     };
     cli_check::run_check(&plan)

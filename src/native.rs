@@ -1,10 +1,10 @@
 //! Native stacks of one thread of another process (for `gilscope check`'s attribution).
 //!
 //! The thread — that one thread only — is stopped with `PTRACE_SEIZE` + `PTRACE_INTERRUPT`
-//! (remoteprocess's thread lock), its registers read with `PTRACE_GETREGS`, and its stack
-//! walked with the objects' `.eh_frame` call-frame information (gimli), reading the stack with
-//! `process_vm_readv`; then it is let go (typically well under a millisecond). Nothing in the
-//! target's memory is changed.
+//! (remoteprocess's thread lock) just long enough to read its registers (`PTRACE_GETREGS`)
+//! and copy the top 256 KiB of its stack (`process_vm_readv`), typically a few tens of
+//! microseconds; then it is let go, and the copy is walked with the objects' `.eh_frame`
+//! call-frame information (gimli). Nothing in the target's memory is changed.
 //!
 //! Objects are read through `/proc/PID/map_files/` (so a target in a chroot or container, or
 //! one whose file was replaced on disk, is unwound with its own files), else through
@@ -219,6 +219,15 @@ impl ObjectInfo {
     }
 }
 
+/// Bytes of stack copied while the thread is stopped (the walk reads deeper frames live).
+const STACK_COPY: usize = 256 * 1024;
+
+/// The top of a thread's stack, copied while it was stopped.
+struct StackCopy {
+    base: u64,
+    data: Vec<u8>,
+}
+
 /// The registers an x86-64 unwind carries from frame to frame (DWARF numbering).
 #[derive(Debug, Clone, Copy, Default)]
 struct Regs([Option<u64>; 17]);
@@ -289,8 +298,8 @@ impl NativeUnwinder {
         loaded
     }
 
-    /// Stops `tid`, reads its registers and walks its stack: instruction addresses, innermost
-    /// first.
+    /// Stops `tid` just long enough to read its registers and copy the top of its stack, then
+    /// walks the copy: instruction addresses, innermost first.
     fn addresses(&mut self, tid: u32) -> Result<Vec<u64>> {
         let thread =
             remoteprocess::Thread::new(tid as i32).with_context(|| format!("thread {tid}"))?;
@@ -298,14 +307,17 @@ impl NativeUnwinder {
         let lock = thread
             .lock()
             .with_context(|| format!("stopping thread {tid} with ptrace"))?;
-        let result = self.walk(tid);
+        let captured = self.capture(tid);
         drop(lock);
         self.paused += t0.elapsed();
         self.count += 1;
-        result
+        let (regs, stack) = captured?;
+        self.walk(regs, &stack)
     }
 
-    fn walk(&mut self, tid: u32) -> Result<Vec<u64>> {
+    /// The registers of the stopped thread `tid` and a copy of its stack from the stack
+    /// pointer up (at most [`STACK_COPY`] bytes).
+    fn capture(&self, tid: u32) -> Result<(Regs, StackCopy)> {
         // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for a stopped tracee.
         let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
         let rc = unsafe {
@@ -342,8 +354,23 @@ impl NativeUnwinder {
         ] {
             regs.0[n] = Some(v);
         }
-        let mut out = vec![r.rip];
-        let mut pc = r.rip;
+        // The stack ends somewhere above rsp: shrink the copy until it fits in the mapping.
+        let mut len = STACK_COPY;
+        let data = loop {
+            match self.mem.read_vec(r.rsp, len) {
+                Ok(d) => break d,
+                Err(_) if len > 4096 => len /= 2,
+                Err(_) => break Vec::new(),
+            }
+        };
+        Ok((regs, StackCopy { base: r.rsp, data }))
+    }
+
+    fn walk(&mut self, mut regs: Regs, stack: &StackCopy) -> Result<Vec<u64>> {
+        let Some(mut pc) = regs.0[RA as usize] else {
+            bail!("no instruction pointer");
+        };
+        let mut out = vec![pc];
         while out.len() < MAX_FRAMES {
             // Return addresses point after the call: look the call itself up.
             let lookup = if out.len() == 1 {
@@ -351,7 +378,7 @@ impl NativeUnwinder {
             } else {
                 pc.wrapping_sub(1)
             };
-            let Some(next) = self.step(&regs, lookup)? else {
+            let Some(next) = self.step(&regs, lookup, stack)? else {
                 break;
             };
             let (Some(new_pc), Some(new_sp), Some(old_sp)) = (
@@ -371,8 +398,18 @@ impl NativeUnwinder {
         Ok(out)
     }
 
+    /// A word of the thread's stack: from the copy, else (deeper than the copy) live.
+    fn stack_word(&self, stack: &StackCopy, addr: u64) -> Option<u64> {
+        if let Some(off) = addr.checked_sub(stack.base) {
+            if let Some(b) = stack.data.get(off as usize..off as usize + 8) {
+                return Some(u64::from_le_bytes(b.try_into().ok()?));
+            }
+        }
+        self.mem.read_u64(addr).ok()
+    }
+
     /// One frame up: the caller's registers (RA = its pc), or None where the unwind ends.
-    fn step(&mut self, regs: &Regs, pc: u64) -> Result<Option<Regs>> {
+    fn step(&mut self, regs: &Regs, pc: u64, stack: &StackCopy) -> Result<Option<Regs>> {
         let Some(m) = self.mapping(pc) else {
             return Ok(None);
         };
@@ -448,7 +485,7 @@ impl NativeUnwinder {
         }
         if row.register(gimli::Register(RA)).is_none() {
             // x86-64 CIEs always say where the return address is; be safe anyway.
-            next.0[RA as usize] = self.mem.read_u64(cfa.wrapping_sub(8)).ok();
+            next.0[RA as usize] = self.stack_word(stack, cfa.wrapping_sub(8));
         }
         next.0[RSP as usize] = Some(cfa);
         Ok(Some(next))
@@ -491,6 +528,10 @@ impl NativeProbe for NativeUnwinder {
             return Err(format!("unwinder is for process {}, not {pid}", self.pid));
         }
         self.stack(tid).map_err(|e| format!("{e:#}"))
+    }
+
+    fn paused(&self) -> Duration {
+        self.paused
     }
 }
 

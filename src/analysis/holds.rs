@@ -58,6 +58,11 @@ pub enum Attribution {
 /// script it.
 pub trait NativeProbe {
     fn unwind(&mut self, pid: u32, tid: u32) -> Result<Vec<NativeFrame>, String>;
+
+    /// How long threads were stopped in all (ptrace), for the report.
+    fn paused(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A probe that never unwinds (native attribution off).
@@ -221,14 +226,20 @@ pub struct HoldConfig {
     pub max_hold_ns: u64,
     /// Unwind the native stack once an episode is this old (before the call can end).
     pub unwind_after_ns: u64,
+    /// The sampling period: an episode's ends are extended by half the distance to the
+    /// neighbouring snapshots, but by at most this much (a starved sampler's hole is not
+    /// credited as a hold).
+    pub period_ns: u64,
 }
 
 impl HoldConfig {
-    pub fn new(max_hold_ns: u64) -> Self {
+    /// `period_ns`: the sampling period asked for.
+    pub fn new(max_hold_ns: u64, period_ns: u64) -> Self {
         HoldConfig {
             max_hold_ns,
             // Half the threshold: early enough to catch a call that just passes it.
             unwind_after_ns: (max_hold_ns / 2).max(1),
+            period_ns: period_ns.max(1),
         }
     }
 }
@@ -361,12 +372,13 @@ impl HoldDetector {
     }
 
     fn close(&mut self, tid: u32, o: Open, after_ns: Option<u64>) {
+        let p = self.cfg.period_ns;
         let start = match o.before_ns {
-            Some(b) => b + (o.first_ns - b.min(o.first_ns)) / 2,
+            Some(b) => o.first_ns - ((o.first_ns - b.min(o.first_ns)) / 2).min(p),
             None => o.first_ns,
         };
         let end = match after_ns {
-            Some(a) => o.last_ns + (a.max(o.last_ns) - o.last_ns) / 2,
+            Some(a) => o.last_ns + ((a.max(o.last_ns) - o.last_ns) / 2).min(p),
             None => o.last_ns,
         };
         let duration = end.saturating_sub(start);

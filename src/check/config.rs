@@ -5,6 +5,7 @@
 //! max-hold = "50ms"            # or a number of milliseconds
 //! rate = 1000                  # samples per second
 //! subinterpreters = false      # also try importing extensions in an own-GIL interpreter
+//! include-imports = false      # also fail on holds while a module is imported
 //! allow = [
 //!   { object = "libcrypto*.so*", reason = "hashing big buffers; tracked in #123" },
 //!   { object = "_mymod*.so", symbol = "slow_path", reason = "only in tests" },
@@ -106,6 +107,7 @@ struct FileTable {
     max_hold: Option<Millis>,
     rate: Option<f64>,
     subinterpreters: Option<bool>,
+    include_imports: Option<bool>,
     #[serde(default)]
     allow: Vec<AllowRule>,
 }
@@ -128,6 +130,7 @@ pub struct FileConfig {
     pub max_hold_ms: Option<f64>,
     pub rate_hz: Option<f64>,
     pub subinterpreters: Option<bool>,
+    pub include_imports: Option<bool>,
     pub allow: Vec<AllowRule>,
 }
 
@@ -182,6 +185,7 @@ pub fn parse_pyproject(text: &str, path: &Path) -> Result<FileConfig> {
         max_hold_ms,
         rate_hz: t.rate,
         subinterpreters: t.subinterpreters,
+        include_imports: t.include_imports,
         allow: t.allow,
     })
 }

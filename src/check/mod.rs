@@ -30,8 +30,10 @@ pub struct ProcessRun {
     pub samples: u64,
     pub achieved_hz: f64,
     pub seconds: f64,
-    /// Native unwinds done (each stops one thread for a moment).
+    /// Native unwinds done (each stops one thread for a moment), and the total time threads
+    /// were stopped for them.
     pub unwinds: u64,
+    pub paused_ms: f64,
     /// Why native attribution was off for this process, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub native_unavailable: Option<String>,
@@ -65,6 +67,8 @@ pub struct HoldGroup {
     /// Why the native code is unknown, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown_reason: Option<String>,
+    /// The holds happened while a module was being imported.
+    pub during_import: bool,
     pub count: u64,
     pub longest_ms: f64,
     pub total_ms: f64,
@@ -167,11 +171,30 @@ impl Report {
     }
 }
 
+/// Whether the Python stack is inside an import (importlib's frozen bootstrap): loading an
+/// extension (dlopen, its init function) holds the GIL by design.
+pub fn during_import(stack: &[FrameInfo]) -> bool {
+    stack
+        .iter()
+        .any(|f| f.file.starts_with("<frozen importlib._bootstrap"))
+}
+
+/// The reason shown for holds during imports when they are not reported as failures.
+pub const IMPORT_REASON: &str =
+    "during an import (loading an extension holds the GIL); --include-imports fails on these";
+
 /// Groups episodes by (object, symbol), longest group first, and applies the allow-list.
+/// Holds during imports are grouped apart and allowed unless `include_imports`.
 /// `t0_ns`: the monotonic time the check started (for `at_s`).
-pub fn group_holds(episodes: &[Episode], allow: &[AllowRule], t0_ns: u64) -> Vec<HoldGroup> {
-    let mut groups: BTreeMap<(String, Option<String>), HoldGroup> = BTreeMap::new();
+pub fn group_holds(
+    episodes: &[Episode],
+    allow: &[AllowRule],
+    t0_ns: u64,
+    include_imports: bool,
+) -> Vec<HoldGroup> {
+    let mut groups: BTreeMap<(String, Option<String>, bool), HoldGroup> = BTreeMap::new();
     for e in episodes {
+        let import = during_import(&e.python_stack);
         let (object, symbol, in_interp, unknown) = match &e.attribution {
             Attribution::Native {
                 object,
@@ -183,17 +206,18 @@ pub fn group_holds(episodes: &[Episode], allow: &[AllowRule], t0_ns: u64) -> Vec
         };
         let ms = e.duration_ns as f64 / 1e6;
         let g = groups
-            .entry((object.clone(), symbol.clone()))
+            .entry((object.clone(), symbol.clone(), import))
             .or_insert_with(|| HoldGroup {
                 object,
                 symbol,
                 in_interpreter: in_interp,
                 unknown_reason: unknown,
+                during_import: import,
                 count: 0,
                 longest_ms: 0.0,
                 total_ms: 0.0,
                 interpreters: Vec::new(),
-                allowed: None,
+                allowed: (import && !include_imports).then(|| IMPORT_REASON.to_string()),
                 examples: Vec::new(),
             });
         g.count += 1;
@@ -219,7 +243,7 @@ pub fn group_holds(episodes: &[Episode], allow: &[AllowRule], t0_ns: u64) -> Vec
         g.examples
             .sort_by(|a, b| b.duration_ms.total_cmp(&a.duration_ms));
         g.examples.truncate(MAX_EXAMPLES);
-        if !g.object.is_empty() {
+        if !g.object.is_empty() && g.allowed.is_none() {
             g.allowed = allow
                 .iter()
                 .find(|r| r.matches(&g.object, g.symbol.as_deref()))
@@ -287,7 +311,7 @@ mod tests {
             symbol: None,
             reason: "compression".into(),
         }];
-        let g = group_holds(&eps, &allow, 4_000_000_000);
+        let g = group_holds(&eps, &allow, 4_000_000_000, false);
         assert_eq!(g.len(), 3);
         assert_eq!(
             (g[0].object_name(), g[0].allowed.as_deref()),
@@ -323,6 +347,28 @@ mod tests {
         let mut clean = report;
         clean.holds.retain(|h| h.allowed.is_some());
         assert_eq!(clean.exit_code(), EXIT_CLEAN);
+    }
+
+    #[test]
+    fn holds_during_imports_are_allowed_unless_asked_for() {
+        let mut e = ep("/lib/libpython3.13.so", "_imp_create_dynamic", 115, 0);
+        e.python_stack.insert(
+            0,
+            FrameInfo {
+                function: "_call_with_frames_removed".into(),
+                file: "<frozen importlib._bootstrap>".into(),
+                line: 488,
+                interpreter: 0,
+            },
+        );
+        let plain = ep("/lib/libpython3.13.so", "_imp_create_dynamic", 80, 0);
+        let g = group_holds(&[e.clone(), plain.clone()], &[], 0, false);
+        assert_eq!(g.len(), 2, "grouped apart");
+        let imp = g.iter().find(|h| h.during_import).unwrap();
+        assert_eq!(imp.allowed.as_deref(), Some(IMPORT_REASON));
+        assert!(g.iter().any(|h| !h.during_import && h.allowed.is_none()));
+        let g = group_holds(&[e], &[], 0, true);
+        assert!(g[0].during_import && g[0].allowed.is_none());
     }
 
     #[test]

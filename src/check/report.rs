@@ -124,6 +124,15 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
     for warn in &r.warnings {
         writeln!(w, "  warning: {warn}")?;
     }
+    let unwinds: u64 = r.processes.iter().map(|p| p.unwinds).sum();
+    if unwinds > 0 {
+        let paused: f64 = r.processes.iter().map(|p| p.paused_ms).sum();
+        writeln!(
+            w,
+            "  native stacks: {unwinds} read, the holding thread stopped {:.2} ms in all",
+            paused
+        )?;
+    }
     let failures = r.failures();
     let status = match r.command_status {
         Some(0) => "the command succeeded".to_string(),
@@ -412,6 +421,7 @@ mod tests {
                 symbol: Some("gilext_hold_spin".into()),
                 in_interpreter: false,
                 unknown_reason: None,
+                during_import: false,
                 count: 2,
                 longest_ms: 201.4,
                 total_ms: 350.0,

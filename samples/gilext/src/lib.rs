@@ -19,6 +19,7 @@
 //! | `hold_sleep(ms)`    | `gilext_hold_sleep`       | held, off CPU       |
 //! | `release_spin(ms)`  | `gilext_release_spin`     | released, on CPU    |
 //! | `release_sleep(ms)` | `gilext_release_sleep`    | released, off CPU   |
+//! | `hold_chunked(ms)`  | `gilext_hold_chunked`     | held, released for microseconds every 1 ms |
 //!
 //! plus the plain C export `gilext_c_spin(uint64_t ms)` for ctypes: through
 //! `ctypes.PyDLL(path)` the GIL stays held, through `ctypes.CDLL(path)` it is released
@@ -117,6 +118,22 @@ pub extern "C" fn gilext_release_sleep(ms: u64) {
     }
 }
 
+/// Spins `ms` milliseconds holding the GIL, except for a release (PyEval_SaveThread +
+/// PyEval_RestoreThread, a few microseconds when nobody waits) after every millisecond: no
+/// hold lasts longer than 1 ms, but samples taken every millisecond almost never see the
+/// releases. Ground truth for exact mode (uprobes see every release).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn gilext_hold_chunked(ms: u64) {
+    for _ in 0..ms {
+        spin_for(1, 6);
+        unsafe {
+            let ts = PyEval_SaveThread();
+            PyEval_RestoreThread(ts);
+        }
+    }
+}
+
 /// Plain C entry point for ctypes: spins `ms` milliseconds. Whether the GIL is held is up
 /// to the caller (ctypes.PyDLL: held; ctypes.CDLL: released).
 #[unsafe(no_mangle)]
@@ -184,6 +201,7 @@ wrapper!(py_hold_spin, gilext_hold_spin, c"hold_spin");
 wrapper!(py_hold_sleep, gilext_hold_sleep, c"hold_sleep");
 wrapper!(py_release_spin, gilext_release_spin, c"release_spin");
 wrapper!(py_release_sleep, gilext_release_sleep, c"release_sleep");
+wrapper!(py_hold_chunked, gilext_hold_chunked, c"hold_chunked");
 
 const fn method(
     name: &'static core::ffi::CStr,
@@ -198,7 +216,7 @@ const fn method(
     }
 }
 
-static mut METHODS: [PyMethodDef; 5] = [
+static mut METHODS: [PyMethodDef; 6] = [
     method(
         c"hold_spin",
         py_hold_spin,
@@ -218,6 +236,11 @@ static mut METHODS: [PyMethodDef; 5] = [
         c"release_sleep",
         py_release_sleep,
         c"release_sleep(ms)\n--\n\nSleep ms milliseconds in gilext_release_sleep, GIL released.",
+    ),
+    method(
+        c"hold_chunked",
+        py_hold_chunked,
+        c"hold_chunked(ms)\n--\n\nSpin ms milliseconds in gilext_hold_chunked, releasing the GIL briefly every millisecond.",
     ),
     PyMethodDef::zeroed(),
 ];

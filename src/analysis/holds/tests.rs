@@ -46,7 +46,7 @@ fn at(t: u64, st: GilState, pos: u64) -> Snapshot {
 }
 
 fn run(samples: &[Snapshot], probe: &mut dyn NativeProbe, max_ms: u64) -> Vec<Episode> {
-    let mut d = HoldDetector::new(HoldConfig::new(max_ms * MS));
+    let mut d = HoldDetector::new(HoldConfig::new(max_ms * MS, MS));
     for s in samples {
         d.observe(s, probe);
     }
@@ -221,4 +221,21 @@ fn exact_holds_cut_episodes_at_releases_samples_missed() {
         end_ns: 200 * MS,
     }];
     assert!(refine_with_exact(found, &other, 50 * MS).is_empty());
+}
+
+#[test]
+fn a_starved_sampler_does_not_make_a_hold() {
+    // One sample sees the call; the sampler then starves: the snapshots around it are 90 ms
+    // away. Only what was seen (plus at most a period each side) counts.
+    let s = vec![
+        at(0, GilState::Released, 1),
+        at(90, GilState::Held, 3),
+        at(180, GilState::Released, 4),
+    ];
+    let mut probe = Scripted(ext_stack(), 0);
+    assert!(run(&s, &mut probe, 50).is_empty());
+    // A late sample inside a hold at one position does not break it.
+    let mut s: Vec<Snapshot> = (0..=40).map(|t| at(t, GilState::Held, 3)).collect();
+    s.extend((60..=80).map(|t| at(t, GilState::Held, 3)));
+    assert_eq!(run(&s, &mut probe, 50).len(), 1);
 }
