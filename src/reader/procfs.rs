@@ -1,7 +1,10 @@
 //! What the kernel says about the target's threads (`/proc/PID/task/*`).
 
 use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 
 /// One line of `/proc/PID/task/TID/stat`, the fields we use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,105 @@ pub fn tasks(pid: u32) -> Result<Vec<TaskStat>> {
     Ok(out)
 }
 
+/// Reads `/proc/PID/task/*/{stat,syscall}` sample after sample, keeping each file open and
+/// reading it again with `pread`: one system call per file and sample instead of six
+/// (open, statx, lseek, read, read, close). A handle of a thread that exited reads ESRCH
+/// and is dropped (a reused TID then gets a new one).
+#[derive(Debug, Default)]
+pub struct TaskFiles {
+    stat: HashMap<u32, File>,
+    syscall: HashMap<u32, File>,
+    buf: Vec<u8>,
+}
+
+/// Reads a /proc file from offset 0 through `file`, into `buf`.
+fn pread_all(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    buf.resize(1024, 0);
+    let mut n = 0;
+    loop {
+        let got = file.read_at(&mut buf[n..], n as u64)?;
+        n += got;
+        if got == 0 || n < buf.len() {
+            break;
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+    buf.truncate(n);
+    Ok(())
+}
+
+impl TaskFiles {
+    fn read_cached(
+        files: &mut HashMap<u32, File>,
+        path: impl FnOnce() -> String,
+        tid: u32,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        if let Some(f) = files.get(&tid) {
+            match pread_all(f, buf) {
+                Ok(()) if !buf.is_empty() => return Ok(()),
+                _ => {
+                    files.remove(&tid);
+                }
+            }
+        }
+        let f = File::open(path())?;
+        pread_all(&f, buf)?;
+        files.insert(tid, f);
+        Ok(())
+    }
+
+    /// Every thread of `pid`, with its stat (as [`tasks`]).
+    pub fn tasks(&mut self, pid: u32) -> Result<Vec<TaskStat>> {
+        let dir = format!("/proc/{pid}/task");
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {dir}"))?;
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if Self::read_cached(
+                &mut self.stat,
+                || format!("{dir}/{tid}/stat"),
+                tid,
+                &mut self.buf,
+            )
+            .is_err()
+            {
+                continue; // exited meanwhile
+            }
+            if let Some(st) = parse_stat(&String::from_utf8_lossy(&self.buf)) {
+                out.push(st);
+            }
+        }
+        out.sort_by_key(|t| t.tid);
+        // Forget the handles of threads that are gone.
+        self.stat
+            .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
+        self.syscall
+            .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
+        Ok(out)
+    }
+
+    /// As [`blocked_syscall`], through a kept handle.
+    pub fn blocked_syscall(&mut self, pid: u32, tid: u32) -> Option<(i64, u64)> {
+        Self::read_cached(
+            &mut self.syscall,
+            || format!("/proc/{pid}/task/{tid}/syscall"),
+            tid,
+            &mut self.buf,
+        )
+        .ok()?;
+        parse_syscall(&String::from_utf8_lossy(&self.buf))
+    }
+}
+
 /// The system call a thread is blocked in: `(number, first argument)`, from
 /// `/proc/PID/task/TID/syscall`. None when running or unreadable.
 pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(i64, u64)> {
@@ -131,5 +233,43 @@ mod tests {
         let me = std::process::id();
         let tasks = tasks(me).unwrap();
         assert!(tasks.iter().any(|t| t.tid == me));
+    }
+
+    #[test]
+    fn kept_handles_follow_threads_coming_and_going() {
+        let me = std::process::id();
+        let mut files = TaskFiles::default();
+        let before = files.tasks(me).unwrap();
+        assert_eq!(
+            before,
+            tasks(me)
+                .unwrap()
+                .into_iter()
+                .map(|mut t| {
+                    // CPU time moves between the two readings; compare the rest.
+                    t.cpu_ticks = before
+                        .iter()
+                        .find(|b| b.tid == t.tid)
+                        .map_or(t.cpu_ticks, |b| b.cpu_ticks);
+                    t
+                })
+                .collect::<Vec<_>>()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let during = files.tasks(me).unwrap();
+        assert!(during.iter().any(|t| t.tid == tid));
+        assert!(files.blocked_syscall(me, tid).is_some(), "blocked in recv");
+        drop(done_tx);
+        t.join().unwrap();
+        let after = files.tasks(me).unwrap();
+        assert!(!after.iter().any(|t| t.tid == tid));
+        assert!(!files.stat.contains_key(&tid) && !files.syscall.contains_key(&tid));
     }
 }

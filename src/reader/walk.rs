@@ -67,7 +67,16 @@ pub struct Reader {
     /// `threading` names per interpreter address, refreshed when a thread
     /// ident is missing from them.
     names: HashMap<u64, HashMap<u64, String>>,
+    /// Per interpreter: thread idents its `threading` did not know at the last look (threads
+    /// that entered it from another interpreter), and when that look was. They are looked
+    /// for again at most every [`NAME_MISS_RETRY`], not at every sample.
+    name_misses: HashMap<u64, (HashSet<u64>, std::time::Instant)>,
+    /// `/proc/PID/task/*` files kept open between samples.
+    task_files: std::cell::RefCell<procfs::TaskFiles>,
 }
+
+/// How often thread idents unknown to an interpreter's `threading` are looked for again.
+const NAME_MISS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GilWord {
@@ -194,6 +203,8 @@ impl Reader {
             opts,
             pthread_tid_offset: None,
             names: HashMap::new(),
+            name_misses: HashMap::new(),
+            task_files: Default::default(),
         };
         reader.validate().map_err(|e| {
             unsupported(format!(
@@ -489,7 +500,7 @@ impl Reader {
         let mut unsettled: Vec<u64> = Vec::new();
         for attempt in 0..=self.opts.max_retries {
             let time_ns = monotonic_ns();
-            let tasks = match procfs::tasks(self.pid) {
+            let tasks = match self.task_files.get_mut().tasks(self.pid) {
                 Ok(t) => t,
                 Err(e) => {
                     runtime::check_process(self.pid)?;
@@ -512,8 +523,9 @@ impl Reader {
                     continue;
                 }
             };
-            let frames = self.read_frames(&raw);
-            // Re-read every GIL: a reading is consistent only if none moved.
+            // Re-read every GIL: a reading is consistent only if none moved. (Stacks are read
+            // once, after a consistent reading: retrying them with the states made a busy
+            // many-thread target, whose GIL changes hands every 5 ms, retry for ever.)
             let mut moved = Vec::new();
             for (&addr, before) in &raw.gils {
                 match self.read_gil(addr) {
@@ -526,6 +538,7 @@ impl Reader {
                 continue;
             }
             unsettled = moved;
+            let frames = self.read_frames(&raw);
             return Ok(self.build(time_ns, attempt, &raw, &tasks, frames, &unsettled));
         }
         // Every attempt failed to read the lists.
@@ -551,10 +564,17 @@ impl Reader {
         let Some(stacks) = self.stacks.as_mut() else {
             return out;
         };
+        // One page cache for every thread (they share code objects); a thread whose frames
+        // changed under us is read again a little, each time with fresh pages.
+        let shared = super::memory::PageCache::new(&self.mem);
         for ts in &raw.tstates {
-            // A running thread changes its frames under us; retry a little.
-            for _ in 0..3 {
-                if let Ok(f) = stacks.read_stack(&self.mem, ts.addr) {
+            if let Ok(f) = stacks.read_stack(&shared, ts.addr) {
+                out.insert(ts.addr, f);
+                continue;
+            }
+            for _ in 0..2 {
+                let fresh = super::memory::PageCache::new(&self.mem);
+                if let Ok(f) = stacks.read_stack(&fresh, ts.addr) {
                     out.insert(ts.addr, f);
                     break;
                 }
@@ -576,10 +596,24 @@ impl Reader {
                 .map(|t| t.thread_id)
                 .collect();
             let cached = self.names.get(&i.addr);
-            let stale = cached.is_none_or(|c| wanted.iter().any(|id| !c.contains_key(id)));
+            let misses = self.name_misses.get(&i.addr);
+            let retry_misses = misses.is_some_and(|(_, at)| at.elapsed() >= NAME_MISS_RETRY);
+            let stale = cached.is_none_or(|c| {
+                wanted.iter().any(|id| {
+                    !c.contains_key(id)
+                        && (retry_misses || !misses.is_some_and(|(m, _)| m.contains(id)))
+                })
+            });
             if stale {
                 if let Some(stacks) = self.stacks.as_mut() {
                     if let Ok(n) = stacks.threading_names(&self.mem, i.addr) {
+                        let missing: HashSet<u64> = wanted
+                            .iter()
+                            .copied()
+                            .filter(|id| !n.contains_key(id))
+                            .collect();
+                        self.name_misses
+                            .insert(i.addr, (missing, std::time::Instant::now()));
                         self.names.insert(i.addr, n);
                     }
                 }
@@ -598,6 +632,7 @@ impl Reader {
         }
         let live: HashSet<u64> = raw.interps.iter().map(|i| i.addr).collect();
         self.names.retain(|k, _| live.contains(k));
+        self.name_misses.retain(|k, _| live.contains(k));
         out
     }
 
@@ -870,7 +905,7 @@ impl Reader {
         if gil_addr == 0 {
             return false;
         }
-        match procfs::blocked_syscall(self.pid, tid) {
+        match self.task_files.borrow_mut().blocked_syscall(self.pid, tid) {
             Some((SYS_FUTEX, addr)) => {
                 let g = &self.layout.gil;
                 addr >= gil_addr + g.wait_begin && addr < gil_addr + g.wait_end
