@@ -162,6 +162,24 @@ impl LocalMem {
     }
 }
 
+impl Memory for LocalMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        for (base, bytes) in &self.regions {
+            if addr >= *base {
+                let off = (addr - base) as usize;
+                if let Some(src) = off
+                    .checked_add(buf.len())
+                    .and_then(|end| bytes.get(off..end))
+                {
+                    buf.copy_from_slice(src);
+                    return Ok(());
+                }
+            }
+        }
+        bail!("unmapped read of {} bytes at {addr:#x}", buf.len())
+    }
+}
+
 #[cfg(test)]
 mod page_cache_tests {
     use super::*;
@@ -183,23 +201,5 @@ mod page_cache_tests {
         );
         assert_eq!(c.read_u8(0x20012).unwrap(), 7);
         assert!(c.read_u8(0x20100).is_err());
-    }
-}
-
-impl Memory for LocalMem {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
-        for (base, bytes) in &self.regions {
-            if addr >= *base {
-                let off = (addr - base) as usize;
-                if let Some(src) = off
-                    .checked_add(buf.len())
-                    .and_then(|end| bytes.get(off..end))
-                {
-                    buf.copy_from_slice(src);
-                    return Ok(());
-                }
-            }
-        }
-        bail!("unmapped read of {} bytes at {addr:#x}", buf.len())
     }
 }
