@@ -246,7 +246,9 @@ fn releasing_calls_pass() {
             let script = py.script_path("check_holds.py")?;
             let mut cmd = py.command(&[&script, "200", "release_spin,release_sleep,cdll"]);
             cmd.env("GILEXT_DIR", &dir);
-            let r = check(&[], cmd, None, &[])?;
+            let trace = scratch("trace").join("check.trace");
+            let trace_s = trace.to_string_lossy().into_owned();
+            let r = check(&["--trace", &trace_s], cmd, None, &[])?;
             ensure!(
                 r.code() == Some(0),
                 "exit {:?}; stderr:\n{}",
@@ -260,6 +262,21 @@ fn releasing_calls_pass() {
                 "{}",
                 j["processes"]
             );
+            // --trace keeps the recording, readable by the other commands.
+            ensure!(
+                j["processes"][0]["trace"] == trace_s.as_str(),
+                "{}",
+                j["processes"][0]
+            );
+            let o = output_with_timeout(gilscope(&["summary", "--json", &trace_s]), CHECK_TIMEOUT)?;
+            ensure!(
+                o.status.success(),
+                "summary: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let summary: Value = serde_json::from_slice(&o.stdout)?;
+            ensure!(summary["complete"] == true, "summary: {summary}");
+            ensure!(r.stderr.contains("recording kept in"), "{}", r.stderr);
             Ok(())
         },
     );
