@@ -292,13 +292,14 @@ fn check_process(
     let exact = source.inner.exact.is_some();
     let CheckSource {
         detector,
+        mut probe,
         reenabled,
         maps,
         exact_holds,
         max_hold_ns,
         ..
     } = source;
-    let mut episodes = detector.finish();
+    let mut episodes = detector.finish(probe.as_mut());
     if exact {
         episodes = holds::refine_with_exact(episodes, &exact_holds, max_hold_ns);
     }
@@ -524,13 +525,13 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
 
     // Wait for the command (Ctrl-C ends it the usual way: the terminal signals it too).
     let status = loop {
-        if let Some(st) = child.try_wait().context("waiting for the command")? {
+        if let Some(st) = cli_record::try_wait_exited(&mut child)? {
             break Some(st);
         }
         if stop.load(Ordering::SeqCst) {
             // A second look after the signal reached the command as well.
             std::thread::sleep(Duration::from_millis(500));
-            break child.try_wait().ok().flatten();
+            break cli_record::try_wait_exited(&mut child).ok().flatten();
         }
         std::thread::sleep(Duration::from_millis(20));
     };

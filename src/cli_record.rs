@@ -446,12 +446,12 @@ fn finish_child(
     stop: &AtomicBool,
 ) -> Result<std::process::ExitStatus> {
     if end_it {
-        if let Ok(None) = child.try_wait() {
+        if let Ok(None) = try_wait_exited(child) {
             // SAFETY: kill(2) on our own child's PID.
             unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
-                if let Some(st) = child.try_wait().context("waiting for the command")? {
+                if let Some(st) = try_wait_exited(child)? {
                     return Ok(st);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -461,7 +461,7 @@ fn finish_child(
     } else {
         // Following subprocesses only: wait for the command, unless stopped.
         while !stop.load(Ordering::SeqCst) {
-            if let Some(st) = child.try_wait().context("waiting for the command")? {
+            if let Some(st) = try_wait_exited(child)? {
                 return Ok(st);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -469,6 +469,38 @@ fn finish_child(
         return finish_child(child, true, stop);
     }
     child.wait().context("waiting for the command")
+}
+
+/// `child.try_wait()` that only ever consumes the child's *exit*. A plain `waitpid` (what
+/// `try_wait` calls) also reports — and so takes away — the ptrace stops of a traced child:
+/// when another thread of gilscope has stopped the child's main thread with ptrace (`check`'s
+/// native stacks, `--blocking`), `try_wait` could take that stop for itself, leaving the
+/// tracer waiting for ever and the stopped child looking exited. `waitid(WEXITED | WNOWAIT)`
+/// looks at exits only; the exit is then reaped with `wait`.
+pub fn try_wait_exited(child: &mut Child) -> Result<Option<std::process::ExitStatus>> {
+    // SAFETY: a zeroed siginfo_t is valid for waitid to fill; the pid is our own child's.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            child.id() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ECHILD) {
+            // Already reaped.
+            return child.try_wait().context("waiting for the command");
+        }
+        return Err(e).context("waiting for the command");
+    }
+    // SAFETY: waitid filled `info`; si_pid is 0 when no child has exited.
+    if unsafe { info.si_pid() } == 0 {
+        return Ok(None);
+    }
+    child.wait().map(Some).context("waiting for the command")
 }
 
 pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {

@@ -228,6 +228,16 @@ struct StackCopy {
     data: Vec<u8>,
 }
 
+/// A word of the thread's stack: from the copy, else (deeper than the copy) live.
+fn stack_word(mem: &ProcessMem, stack: &StackCopy, addr: u64) -> Option<u64> {
+    if let Some(off) = addr.checked_sub(stack.base) {
+        if let Some(b) = stack.data.get(off as usize..off as usize + 8) {
+            return Some(u64::from_le_bytes(b.try_into().ok()?));
+        }
+    }
+    mem.read_u64(addr).ok()
+}
+
 /// The registers an x86-64 unwind carries from frame to frame (DWARF numbering).
 #[derive(Debug, Clone, Copy, Default)]
 struct Regs([Option<u64>; 17]);
@@ -243,6 +253,11 @@ pub struct NativeUnwinder {
     maps: Vec<Mapping>,
     objects: HashMap<String, Option<Arc<ObjectInfo>>>,
     ctx: Box<UnwindContext<usize>>,
+    /// Objects mapped at the last capture and not loaded yet, kept open by path.
+    files: HashMap<String, std::fs::File>,
+    /// Captures waiting to be walked, by token.
+    captures: HashMap<u64, (Regs, StackCopy)>,
+    next_token: u64,
     /// Total time threads were stopped, and how many unwinds.
     pub paused: Duration,
     pub count: u64,
@@ -258,6 +273,9 @@ impl NativeUnwinder {
             maps: read_maps(pid)?,
             objects: HashMap::new(),
             ctx: Box::new(UnwindContext::new()),
+            captures: HashMap::new(),
+            files: HashMap::new(),
+            next_token: 0,
             paused: Duration::ZERO,
             count: 0,
         })
@@ -276,8 +294,10 @@ impl NativeUnwinder {
         if let Some(m) = find(&self.maps) {
             return Some(m);
         }
-        // Loaded since the last look.
-        self.maps = read_maps(self.pid).ok()?;
+        // Loaded since the last look (the process may be gone: keep what we had).
+        if let Ok(maps) = read_maps(self.pid) {
+            self.maps = maps;
+        }
         find(&self.maps)
     }
 
@@ -285,39 +305,77 @@ impl NativeUnwinder {
         if let Some(o) = self.objects.get(&m.path) {
             return o.clone();
         }
-        let candidates = [
-            format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end),
-            format!("/proc/{}/root{}", self.pid, m.path),
-        ];
-        let loaded = candidates
+        let data = match self.files.remove(&m.path) {
+            // Opened when the stack was captured: readable even if the process is gone now.
+            Some(mut f) => {
+                let mut d = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut d).ok().map(|_| d)
+            }
+            None => [
+                format!("/proc/{}/map_files/{:x}-{:x}", self.pid, m.start, m.end),
+                format!("/proc/{}/root{}", self.pid, m.path),
+            ]
             .iter()
-            .find_map(|p| std::fs::read(p).ok())
+            .find_map(|p| std::fs::read(p).ok()),
+        };
+        let loaded = data
             .and_then(|data| ObjectInfo::load(data, self.pid, &m.path).ok())
             .map(Arc::new);
         self.objects.insert(m.path.clone(), loaded.clone());
         loaded
     }
 
-    /// Stops `tid` just long enough to read its registers and copy the top of its stack, then
-    /// walks the copy: instruction addresses, innermost first.
-    fn addresses(&mut self, tid: u32) -> Result<Vec<u64>> {
+    /// After a capture (the thread runs again): the current maps, and an open file for every
+    /// mapped object not loaded yet, so that the capture can be walked even after the process
+    /// has exited (opening is cheap; reading and parsing waits for the walk).
+    fn keep_objects_open(&mut self) {
+        let Ok(maps) = read_maps(self.pid) else {
+            return;
+        };
+        for m in &maps {
+            if self.objects.contains_key(&m.path) || self.files.contains_key(&m.path) {
+                continue;
+            }
+            let f = std::fs::File::open(format!(
+                "/proc/{}/map_files/{:x}-{:x}",
+                self.pid, m.start, m.end
+            ))
+            .or_else(|_| std::fs::File::open(format!("/proc/{}/root{}", self.pid, m.path)));
+            if let Ok(f) = f {
+                self.files.insert(m.path.clone(), f);
+            }
+        }
+        self.maps = maps;
+    }
+
+    /// Stops `tid` just long enough to read its registers and copy the top of its stack.
+    fn stop_and_capture(&mut self, tid: u32) -> Result<(Regs, StackCopy)> {
         let thread =
             remoteprocess::Thread::new(tid as i32).with_context(|| format!("thread {tid}"))?;
         let t0 = Instant::now();
         let lock = thread
             .lock()
             .with_context(|| format!("stopping thread {tid} with ptrace"))?;
-        let captured = self.capture(tid);
+        let captured = self.read_regs_and_stack(tid);
         drop(lock);
         self.paused += t0.elapsed();
         self.count += 1;
-        let (regs, stack) = captured?;
-        self.walk(regs, &stack)
+        captured
+    }
+
+    /// Walks and names a capture (may load object files: slow the first time).
+    fn symbolized(&mut self, regs: Regs, stack: &StackCopy) -> Result<Vec<NativeFrame>> {
+        let ips = self.walk(regs, stack)?;
+        Ok(ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| self.symbolicate(ip, i == 0))
+            .collect())
     }
 
     /// The registers of the stopped thread `tid` and a copy of its stack from the stack
     /// pointer up (at most [`STACK_COPY`] bytes).
-    fn capture(&self, tid: u32) -> Result<(Regs, StackCopy)> {
+    fn read_regs_and_stack(&self, tid: u32) -> Result<(Regs, StackCopy)> {
         // SAFETY: user_regs_struct is plain data; PTRACE_GETREGS fills it for a stopped tracee.
         let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
         let rc = unsafe {
@@ -354,15 +412,44 @@ impl NativeUnwinder {
         ] {
             regs.0[n] = Some(v);
         }
-        // The stack ends somewhere above rsp: shrink the copy until it fits in the mapping.
-        let mut len = STACK_COPY;
-        let data = loop {
-            match self.mem.read_vec(r.rsp, len) {
-                Ok(d) => break d,
-                Err(_) if len > 4096 => len /= 2,
-                Err(_) => break Vec::new(),
-            }
+        // The stack ends somewhere above rsp. process_vm_readv stops at the first remote
+        // element it cannot read (it never splits one), so ask page by page: it then reads up
+        // to the end of the mapping and says how much that was.
+        let mut data = vec![0u8; STACK_COPY];
+        let local = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
         };
+        let first_page_len = 4096 - (r.rsp % 4096) as usize;
+        let mut remote = Vec::with_capacity(STACK_COPY / 4096 + 1);
+        let mut at = r.rsp;
+        let mut left = STACK_COPY;
+        while left > 0 {
+            let len = if remote.is_empty() {
+                first_page_len.min(left)
+            } else {
+                4096.min(left)
+            };
+            remote.push(libc::iovec {
+                iov_base: at as *mut libc::c_void,
+                iov_len: len,
+            });
+            at += len as u64;
+            left -= len;
+        }
+        // SAFETY: one local buffer of STACK_COPY bytes that we own; the remote elements add up
+        // to the same length and are only read.
+        let n = unsafe {
+            libc::process_vm_readv(
+                self.pid as libc::pid_t,
+                &local,
+                1,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        data.truncate(usize::try_from(n).unwrap_or(0));
         Ok((regs, StackCopy { base: r.rsp, data }))
     }
 
@@ -396,16 +483,6 @@ impl NativeUnwinder {
             regs = next;
         }
         Ok(out)
-    }
-
-    /// A word of the thread's stack: from the copy, else (deeper than the copy) live.
-    fn stack_word(&self, stack: &StackCopy, addr: u64) -> Option<u64> {
-        if let Some(off) = addr.checked_sub(stack.base) {
-            if let Some(b) = stack.data.get(off as usize..off as usize + 8) {
-                return Some(u64::from_le_bytes(b.try_into().ok()?));
-            }
-        }
-        self.mem.read_u64(addr).ok()
     }
 
     /// One frame up: the caller's registers (RA = its pc), or None where the unwind ends.
@@ -476,7 +553,7 @@ impl NativeUnwinder {
                 gimli::RegisterRule::Undefined => None,
                 gimli::RegisterRule::SameValue => regs.0[n],
                 gimli::RegisterRule::Offset(o) => {
-                    self.mem.read_u64(cfa.wrapping_add_signed(*o)).ok()
+                    stack_word(&self.mem, stack, cfa.wrapping_add_signed(*o))
                 }
                 gimli::RegisterRule::ValOffset(o) => Some(cfa.wrapping_add_signed(*o)),
                 gimli::RegisterRule::Register(r) => regs.0.get(r.0 as usize).copied().flatten(),
@@ -485,7 +562,7 @@ impl NativeUnwinder {
         }
         if row.register(gimli::Register(RA)).is_none() {
             // x86-64 CIEs always say where the return address is; be safe anyway.
-            next.0[RA as usize] = self.stack_word(stack, cfa.wrapping_sub(8));
+            next.0[RA as usize] = stack_word(&self.mem, stack, cfa.wrapping_sub(8));
         }
         next.0[RSP as usize] = Some(cfa);
         Ok(Some(next))
@@ -508,26 +585,35 @@ impl NativeUnwinder {
         frame
     }
 
-    /// The native stack of `tid`, innermost first, symbolized.
+    /// The native stack of `tid`, innermost first, symbolized (capture and walk at once).
     pub fn stack(&mut self, tid: u32) -> Result<Vec<NativeFrame>> {
-        let ips = self.addresses(tid)?;
-        if ips.is_empty() {
-            bail!("thread {tid}: no frames");
-        }
-        Ok(ips
-            .iter()
-            .enumerate()
-            .map(|(i, &ip)| self.symbolicate(ip, i == 0))
-            .collect())
+        let (regs, stack) = self.stop_and_capture(tid)?;
+        self.symbolized(regs, &stack)
     }
 }
 
 impl NativeProbe for NativeUnwinder {
-    fn unwind(&mut self, pid: u32, tid: u32) -> std::result::Result<Vec<NativeFrame>, String> {
+    fn capture(&mut self, pid: u32, tid: u32) -> std::result::Result<u64, String> {
         if pid != self.pid {
             return Err(format!("unwinder is for process {}, not {pid}", self.pid));
         }
-        self.stack(tid).map_err(|e| format!("{e:#}"))
+        let captured = self.stop_and_capture(tid).map_err(|e| format!("{e:#}"))?;
+        self.keep_objects_open();
+        self.next_token += 1;
+        self.captures.insert(self.next_token, captured);
+        Ok(self.next_token)
+    }
+
+    fn resolve(&mut self, token: u64) -> std::result::Result<Vec<NativeFrame>, String> {
+        let (regs, stack) = self
+            .captures
+            .remove(&token)
+            .ok_or_else(|| format!("no capture {token}"))?;
+        self.symbolized(regs, &stack).map_err(|e| format!("{e:#}"))
+    }
+
+    fn discard(&mut self, token: u64) {
+        self.captures.remove(&token);
     }
 
     fn paused(&self) -> Duration {

@@ -338,7 +338,8 @@ fn exact_mode_agrees() {
             let dir = build_gilext(py)?;
             let script = py.script_path("check_holds.py")?;
             let mut cmd = py.command(&[&script, "200", "hold_spin,release_spin,pydll"]);
-            cmd.env("GILEXT_DIR", &dir);
+            // The probes are set up after the command started: give them time.
+            cmd.env("GILEXT_DIR", &dir).env("GILEXT_ATTACH_S", "3");
             let r = check(&["--mode", "exact"], cmd, None, &[])?;
             ensure!(
                 r.code() == Some(1),
@@ -364,7 +365,7 @@ fn exact_mode_agrees() {
 
             // gilext.hold_chunked releases the GIL for microseconds every millisecond: no hold
             // is longer than ~1 ms. Samples (1 kHz) miss the releases; the probes do not.
-            let src = "import os, sys, time\nsys.path.insert(0, os.environ['GILEXT_DIR'])\nimport gilext\ntime.sleep(0.4)\ngilext.hold_chunked(300)\ntime.sleep(0.1)\n";
+            let src = "import os, sys, time\nsys.path.insert(0, os.environ['GILEXT_DIR'])\nimport gilext\ntime.sleep(3)\ngilext.hold_chunked(300)\ntime.sleep(0.1)\n";
             let mut cmd = py.command(&["-c", src]);
             cmd.env("GILEXT_DIR", &dir);
             let r = check(&["--mode", "exact"], cmd, None, &[])?;
@@ -543,7 +544,7 @@ except ImportError:
     import _xxsubinterpreters as I
     iid, run = I.create(), I.run_string
 print(int(iid), flush=True)
-time.sleep(0.4)
+time.sleep(1.0)
 r = run(iid, "import sys; sys.path.insert(0, %r); import gilext; gilext.hold_spin(200)" % d)
 assert r is None, r
 time.sleep(0.1)
@@ -658,8 +659,9 @@ fn pyproject_allow_list_and_unknown_keys() {
             let h = allowed_holds(j);
             ensure!(
                 h.len() == 1 && h[0]["allowed"] == "known: the test's own holder",
-                "holds: {}",
-                j["holds"]
+                "holds: {}; stderr:\n{}",
+                j["holds"],
+                r.stderr
             );
             ensure!(r.stderr.contains("allowed: known"), "{}", r.stderr);
 
@@ -742,7 +744,7 @@ fn ctypes_libc_hold_on_every_interpreter() {
         |py| !py.free_threaded,
         |py| {
             let _g = serial();
-            let src = "import ctypes, time\ntime.sleep(0.4)\nctypes.PyDLL(None).usleep(200000)\ntime.sleep(0.1)\n";
+            let src = "import ctypes, time\ntime.sleep(1.0)\nctypes.PyDLL(None).usleep(200000)\ntime.sleep(0.1)\n";
             for native in [true, false] {
                 let args: &[&str] = if native { &[] } else { &["--no-native"] };
                 let r = check(args, py.command(&["-c", src]), None, &[])?;

@@ -7,7 +7,8 @@
 //! a builtin, a ctypes call) that runs without releasing the GIL does.
 //!
 //! Once an episode is older than [`HoldConfig::unwind_after_ns`], the detector asks a
-//! [`NativeProbe`] for the thread's native stack, once, and [`attribute`]s it: the innermost
+//! [`NativeProbe`] to capture the thread's native stack, once; when the episode ends (and only
+//! if it was long) the capture is walked and [`attribute`]d: the innermost
 //! frame outside the C library and the dynamic loader, preferring an extension's frame over the
 //! interpreter's own. An episode attributed to the bytecode loop itself is Python code, not a
 //! finding.
@@ -54,10 +55,20 @@ pub enum Attribution {
     Unknown { reason: String },
 }
 
-/// Reads a thread's native stack. Implemented over ptrace + .eh_frame by src/native.rs; tests
-/// script it.
+/// Reads a thread's native stack, in two steps so that sampling is never held up by the slow
+/// one: [`capture`](Self::capture) stops the thread for a moment and keeps what an unwind needs
+/// (registers, the top of the stack); [`resolve`](Self::resolve) walks and names it later —
+/// when the hold has ended — possibly loading object files. Implemented over ptrace +
+/// .eh_frame by src/native.rs; tests script it.
 pub trait NativeProbe {
-    fn unwind(&mut self, pid: u32, tid: u32) -> Result<Vec<NativeFrame>, String>;
+    /// Returns a token for [`resolve`](Self::resolve), or why the thread could not be read.
+    fn capture(&mut self, pid: u32, tid: u32) -> Result<u64, String>;
+
+    /// The native stack captured under `token`, innermost first (the capture is freed).
+    fn resolve(&mut self, token: u64) -> Result<Vec<NativeFrame>, String>;
+
+    /// Frees a capture that will not be resolved.
+    fn discard(&mut self, _token: u64) {}
 
     /// How long threads were stopped in all (ptrace), for the report.
     fn paused(&self) -> std::time::Duration {
@@ -69,7 +80,11 @@ pub trait NativeProbe {
 pub struct NoProbe(pub String);
 
 impl NativeProbe for NoProbe {
-    fn unwind(&mut self, _pid: u32, _tid: u32) -> Result<Vec<NativeFrame>, String> {
+    fn capture(&mut self, _pid: u32, _tid: u32) -> Result<u64, String> {
+        Err(self.0.clone())
+    }
+
+    fn resolve(&mut self, _token: u64) -> Result<Vec<NativeFrame>, String> {
         Err(self.0.clone())
     }
 }
@@ -274,7 +289,8 @@ struct Open {
     last_ns: u64,
     thread_name: String,
     stack: Vec<FrameInfo>,
-    native: Option<(Vec<NativeFrame>, Attribution)>,
+    /// The capture's token, or why there is none.
+    native: Option<Result<u64, String>>,
 }
 
 /// Finds long native holds in one process's snapshots.
@@ -327,7 +343,7 @@ impl HoldDetector {
             let same = self.open.get(&t.tid).is_some_and(|o| o.key == key);
             if !same {
                 if let Some(old) = self.open.remove(&t.tid) {
-                    self.close(t.tid, old, Some(now));
+                    self.close(t.tid, old, Some(now), probe);
                 }
                 self.open.insert(
                     t.tid,
@@ -348,13 +364,7 @@ impl HoldDetector {
             o.last_ns = now;
             if o.native.is_none() && now.saturating_sub(o.first_ns) >= self.cfg.unwind_after_ns {
                 self.unwinds += 1;
-                o.native = Some(match probe.unwind(snap.pid, t.tid) {
-                    Ok(frames) => {
-                        let a = attribute(&frames, &self.python_binary);
-                        (frames, a)
-                    }
-                    Err(reason) => (Vec::new(), Attribution::Unknown { reason }),
-                });
+                o.native = Some(probe.capture(snap.pid, t.tid));
             }
         }
         let ended: Vec<u32> = self
@@ -365,13 +375,13 @@ impl HoldDetector {
             .collect();
         for tid in ended {
             if let Some(o) = self.open.remove(&tid) {
-                self.close(tid, o, Some(now));
+                self.close(tid, o, Some(now), probe);
             }
         }
         self.last_snapshot_ns = Some(now);
     }
 
-    fn close(&mut self, tid: u32, o: Open, after_ns: Option<u64>) {
+    fn close(&mut self, tid: u32, o: Open, after_ns: Option<u64>, probe: &mut dyn NativeProbe) {
         let p = self.cfg.period_ns;
         let start = match o.before_ns {
             Some(b) => o.first_ns - ((o.first_ns - b.min(o.first_ns)) / 2).min(p),
@@ -383,16 +393,27 @@ impl HoldDetector {
         };
         let duration = end.saturating_sub(start);
         if duration < self.cfg.max_hold_ns {
+            if let Some(Ok(token)) = o.native {
+                probe.discard(token);
+            }
             return;
         }
-        let (native_stack, attribution) = o.native.unwrap_or_else(|| {
-            (
+        let (native_stack, attribution) = match o.native {
+            Some(Ok(token)) => match probe.resolve(token) {
+                Ok(frames) => {
+                    let a = attribute(&frames, &self.python_binary);
+                    (frames, a)
+                }
+                Err(reason) => (Vec::new(), Attribution::Unknown { reason }),
+            },
+            Some(Err(reason)) => (Vec::new(), Attribution::Unknown { reason }),
+            None => (
                 Vec::new(),
                 Attribution::Unknown {
                     reason: "not unwound".into(),
                 },
-            )
-        });
+            ),
+        };
         if attribution == Attribution::Python {
             return;
         }
@@ -412,10 +433,10 @@ impl HoldDetector {
     }
 
     /// Ends every open episode (the recording stopped) and returns all long ones found.
-    pub fn finish(mut self) -> Vec<Episode> {
+    pub fn finish(mut self, probe: &mut dyn NativeProbe) -> Vec<Episode> {
         let open: Vec<(u32, Open)> = self.open.drain().collect();
         for (tid, o) in open {
-            self.close(tid, o, None);
+            self.close(tid, o, None, probe);
         }
         self.found.sort_by_key(|e| (e.first_seen_ns, e.tid));
         self.found

@@ -12,12 +12,16 @@ fn nf(object: &str, symbol: &str) -> NativeFrame {
     }
 }
 
-/// A probe that returns one fixed stack and counts its calls.
+/// A probe that returns one fixed stack and counts its captures.
 struct Scripted(Vec<NativeFrame>, u32);
 
 impl NativeProbe for Scripted {
-    fn unwind(&mut self, _pid: u32, _tid: u32) -> Result<Vec<NativeFrame>, String> {
+    fn capture(&mut self, _pid: u32, _tid: u32) -> Result<u64, String> {
         self.1 += 1;
+        Ok(u64::from(self.1))
+    }
+
+    fn resolve(&mut self, _token: u64) -> Result<Vec<NativeFrame>, String> {
         Ok(self.0.clone())
     }
 }
@@ -50,7 +54,7 @@ fn run(samples: &[Snapshot], probe: &mut dyn NativeProbe, max_ms: u64) -> Vec<Ep
     for s in samples {
         d.observe(s, probe);
     }
-    d.finish()
+    d.finish(probe)
 }
 
 #[test]
