@@ -457,6 +457,19 @@ impl Machine {
                 EventKind::Drop { tstate },
             ) => {
                 // Waiting → Drop: take_gil acquired and released at once (finalisation path).
+                // A hold whose take_gil began before the probes were in (its first event was
+                // the return, so no thread state) learns its thread state from the drop.
+                let mut th = th.clone();
+                if let (
+                    State::Holding {
+                        tstate: held @ None,
+                        ..
+                    },
+                    Some(d),
+                ) = (&mut th.state, tstate)
+                {
+                    *held = Some(d);
+                }
                 Self::close(&mut self.out, map, key, &th, t, false);
                 Some(Thread {
                     state: State::NotHolding {
@@ -676,6 +689,17 @@ mod tests {
             &["T1: ...WWWWWW", "T2:   HHH...."],
         );
         assert_eq!(a.return_without_enter, 1);
+    }
+
+    #[test]
+    fn a_hold_begun_before_the_probes_takes_its_thread_state_from_the_drop() {
+        // T2 was inside take_gil when the probes went in: its first event is the return.
+        let (intervals, _, _) = run(&["T2: ..r..d..."], &HashMap::new(), true);
+        let held = intervals
+            .iter()
+            .find(|i| i.kind == IntervalKind::Held)
+            .expect("a held interval");
+        assert_eq!(held.tstate, Some(0x2000), "{held:?}");
     }
 
     #[test]
