@@ -39,10 +39,11 @@ exit status 1; bad arguments or no GILEXT_DIR exit with status 2.
 """
 
 import ctypes
-import importlib
 import os
 import sys
 import time
+
+from gilext_support import import_gilext
 
 CALLS = ("hold_spin", "release_spin", "hold_sleep", "release_sleep", "pydll", "cdll")
 # Time for the profiler to attach before the first call (a debug build of gilscope on a
@@ -50,28 +51,6 @@ CALLS = ("hold_spin", "release_spin", "hold_sleep", "release_sleep", "pydll", "c
 # uprobe setup, up to 2 s).
 ATTACH_S = float(os.environ.get("GILEXT_ATTACH_S") or 1.0)
 GAP_S = 0.1
-
-
-def import_gilext(name):
-    """Import extension module `name` from $GILEXT_DIR (first on sys.path), making sure it is
-    the built extension and not e.g. the samples/gilext source directory (which Python would
-    happily import as a namespace package)."""
-    d = os.environ.get("GILEXT_DIR")
-    if not d or not os.path.isdir(d):
-        sys.stderr.write("%s: set GILEXT_DIR to the directory scripts/build-gilext wrote\n"
-                         % os.path.basename(__file__))
-        sys.exit(2)
-    d = os.path.abspath(d)
-    if sys.path[0] != d:
-        sys.path.insert(0, d)
-    mod = importlib.import_module(name)
-    f = getattr(mod, "__file__", None)
-    if not f or os.path.dirname(os.path.abspath(f)) != d:
-        sys.stderr.write("%s: %s was not imported from GILEXT_DIR=%s (got %r); run "
-                         "scripts/build-gilext for this python\n"
-                         % (os.path.basename(__file__), name, d, f))
-        sys.exit(2)
-    return mod
 
 
 def c_spin(lib_class, path):

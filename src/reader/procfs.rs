@@ -64,28 +64,7 @@ pub fn process_stat(pid: u32) -> Result<TaskStat> {
 /// Every thread of the process, with its stat. Threads that exit while we
 /// list them are skipped.
 pub fn tasks(pid: u32) -> Result<Vec<TaskStat>> {
-    let dir = format!("/proc/{pid}/task");
-    let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))?;
-    let mut out = Vec::new();
-    let mut buf = Vec::with_capacity(512);
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {dir}"))?;
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if read_small(&format!("{dir}/{tid}/stat"), &mut buf).is_err() {
-            continue; // exited meanwhile
-        }
-        if let Some(st) = parse_stat(&String::from_utf8_lossy(&buf)) {
-            out.push(st);
-        }
-    }
-    out.sort_by_key(|t| t.tid);
-    Ok(out)
+    TaskFiles::default().tasks(pid)
 }
 
 /// Reads `/proc/PID/task/*/{stat,syscall}` sample after sample, keeping each file open and
