@@ -2,15 +2,14 @@
 //!
 //! Data flows one way (see docs/ARCHITECTURE.md):
 //! target process → [`reader`] (memory reads) → [`model`] snapshots →
-//! outputs (`dump`, trace files, summaries, UI). Only the CLI (`main.rs`)
-//! wires the pieces together.
+//! outputs (`dump`, trace files, summaries, UI). Only the CLI (`src/cli/`, in the
+//! binary) wires the pieces together.
 
 pub mod analysis;
 pub mod check;
 pub mod exact;
 pub mod model;
-pub mod native;
 pub mod output;
 pub mod reader;
-pub mod record;
+pub mod sampler;
 pub mod trace;

@@ -13,7 +13,7 @@
 //! interpreter's own. An episode attributed to the bytecode loop itself is Python code, not a
 //! finding.
 //!
-//! Pure: snapshots in, episodes out. The probe (ptrace + .eh_frame unwinding, src/native.rs)
+//! Pure: snapshots in, episodes out. The probe (ptrace + .eh_frame unwinding, src/reader/native.rs)
 //! is handed in by the CLI.
 //!
 //! Limits (documented in docs/ci.md): a release shorter than the sampling period goes unseen
@@ -59,7 +59,7 @@ pub enum Attribution {
 /// one: [`capture`](Self::capture) stops the thread for a moment and keeps what an unwind needs
 /// (registers, the top of the stack); [`resolve`](Self::resolve) walks and names it later —
 /// when the hold has ended — possibly loading object files. Implemented over ptrace +
-/// .eh_frame by src/native.rs; tests script it.
+/// .eh_frame by src/reader/native.rs; tests script it.
 pub trait NativeProbe {
     /// Returns a token for [`resolve`](Self::resolve), or why the thread could not be read.
     fn capture(&mut self, pid: u32, tid: u32) -> Result<u64, String>;

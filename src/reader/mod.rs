@@ -7,6 +7,7 @@ pub mod debug_offsets;
 pub mod error;
 pub mod layout;
 pub mod memory;
+pub mod native;
 pub mod procfs;
 pub mod runtime;
 pub mod stack;

@@ -1,8 +1,8 @@
 //! `gilscope record`: wiring the live reader into the recorder — attaching to
 //! a PID or launching a command, following Python subprocesses, Ctrl-C.
 //!
-//! Lives beside `main.rs` as part of the CLI (the only layer that wires the
-//! reader, the recorder and the outputs together).
+//! Part of the CLI (`src/cli/`, the only layer that wires the reader, the recorder and the
+//! outputs together).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -11,14 +11,101 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 
 use gilscope::exact::{self, LiveExact, NoExactReason, ProbeOptions, ProbeSet};
 use gilscope::model::timeline::{Event, Source, ThreadIdx};
 use gilscope::model::Snapshot;
 use gilscope::reader::{self, ReadError, ReadErrorKind, Reader, ReaderOptions};
-use gilscope::record::{
+use gilscope::sampler::{
     self, EndReason, ErrorClass, ProgressPrinter, RecordOptions, RecordStats, SnapshotSource,
 };
+
+use super::{parse_rate, parse_secs};
+use gilscope::output;
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// Record this running process.
+    #[arg(long, short, conflicts_with = "command")]
+    pid: Option<u32>,
+    /// The trace file to write.
+    #[arg(long, short, default_value = "gilscope.trace")]
+    output: std::path::PathBuf,
+    /// Samples per second (GIL and thread state and stacks).
+    #[arg(long, default_value_t = 1000.0, value_parser = parse_rate)]
+    rate: f64,
+    /// Stop after this many seconds (default: until Ctrl-C or the target exits).
+    #[arg(long, value_parser = parse_secs)]
+    duration: Option<std::time::Duration>,
+    /// Pause the target while reading each sample (ptrace). Slower; off by default.
+    #[arg(long)]
+    blocking: bool,
+    /// Also record Python processes started by the target, each into
+    /// FILE.PID (e.g. gilscope.12345.trace).
+    #[arg(long)]
+    subprocesses: bool,
+    /// Do not read Python stacks (state only; cheaper).
+    #[arg(long)]
+    no_stacks: bool,
+    /// How GIL states are obtained: `exact` (uprobes on take_gil/drop_gil: exact
+    /// boundaries; needs root and CPython's symbols), `sampling`, or `auto`
+    /// (exact where possible, else sampling; says which and why).
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: Mode,
+    /// After recording, also draw the flame graph of the GIL-holding stacks
+    /// into this SVG (as `gilscope flame FILE -o SVG` would).
+    #[arg(long, value_name = "SVG")]
+    flame: Option<std::path::PathBuf>,
+    /// Launch this command and record it until it exits: `gilscope record -- python app.py`.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// Returns the exit code: the launched command's when there was one.
+pub fn run(args: &RecordArgs) -> Result<u8> {
+    let plan = RecordPlan {
+        output: args.output.clone(),
+        rate_hz: args.rate,
+        duration: args.duration,
+        blocking: args.blocking,
+        subprocesses: args.subprocesses,
+        stacks: !args.no_stacks,
+        mode: args.mode,
+    };
+    match (args.pid, args.command.is_empty()) {
+        (Some(pid), true) => {
+            record_pid(pid, &plan)?;
+            flame_after_record(args)?;
+            Ok(0)
+        }
+        (None, false) => {
+            let launched = record_command(&args.command, &plan)?;
+            flame_after_record(args)?;
+            if launched.status_code != 0 {
+                eprintln!(
+                    "gilscope: the command exited with status {}",
+                    launched.status_code
+                );
+            }
+            Ok(0)
+        }
+        _ => anyhow::bail!(
+            "say what to record: `gilscope record --pid PID` or `gilscope record -- CMD ARGS...`"
+        ),
+    }
+}
+
+/// `record --flame SVG`: draw the held-GIL flame graph of the trace just written.
+fn flame_after_record(args: &RecordArgs) -> Result<()> {
+    if let Some(svg) = &args.flame {
+        let opts = output::flame::FoldOptions::default();
+        output::flame::flame_file(&args.output, svg, &opts)
+            .with_context(|| format!("drawing the flame graph {}", svg.display()))?;
+        eprintln!("gilscope: flame graph → {}", svg.display());
+    }
+    Ok(())
+}
 
 /// `record --mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -247,7 +334,7 @@ fn describe_stats(pid: u32, s: &RecordStats) -> String {
         s.samples,
         s.achieved_hz,
         s.sample_errors,
-        record::human_bytes(s.bytes),
+        sampler::human_bytes(s.bytes),
         s.output.display()
     );
     if let Some(b) = s.behind_message() {
@@ -302,7 +389,7 @@ fn record_one(
     progress: bool,
 ) -> Result<RecordStats> {
     let mut printer = ProgressPrinter::stderr();
-    let stats = record::record(&mut source, &opts, stop, |p| {
+    let stats = sampler::record(&mut source, &opts, stop, |p| {
         if progress {
             printer.update(p);
         }
@@ -388,7 +475,7 @@ fn follow_subprocesses(
 
 /// `gilscope record --pid PID`.
 pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
-    let stop = record::install_stop_handler();
+    let stop = sampler::install_stop_handler();
     let reader = Reader::attach(pid, reader_options(plan))?;
     let version = reader.python().version.clone();
     let source = live_source(reader, plan.mode)?;
@@ -513,7 +600,7 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
 /// `gilscope record -- CMD ARGS...`: launches the command and records it
 /// (and, with `--subprocesses`, its Python descendants) until it exits.
 pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
-    let stop = record::install_stop_handler();
+    let stop = sampler::install_stop_handler();
     let mut child = spawn(cmd)?;
     let pid = child.id();
     let ropts = reader_options(plan);

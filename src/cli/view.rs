@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use clap::Args;
 
 use gilscope::model::timeline::{Event, GilIdx, Source, ThreadIdx, Timeline};
 use gilscope::model::{GilState, Snapshot};
@@ -19,6 +20,39 @@ use gilscope_ui::{
     GilLock, GilSegment, GilTrack, GilView, HotStack, InterpView, Lane, LaneState, Segment,
     ThreadKey, ThreadView, TimeRange, ViewModel,
 };
+
+use super::parse_rate;
+
+#[derive(Args)]
+pub struct ViewArgs {
+    /// A trace written by `gilscope record` (or saved from `gilscope top`).
+    file: std::path::PathBuf,
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    /// The process to watch.
+    #[arg(long, short)]
+    pid: u32,
+    /// Samples per second.
+    #[arg(long, default_value_t = 200.0, value_parser = parse_rate)]
+    rate: f64,
+    /// Pause the target while reading each sample (ptrace).
+    #[arg(long)]
+    blocking: bool,
+}
+
+pub fn run_view_args(args: &ViewArgs) -> Result<u8> {
+    run_view(&args.file).map(|()| 0)
+}
+
+pub fn run_top_args(args: &TopArgs) -> Result<u8> {
+    let opts = ReaderOptions {
+        blocking: args.blocking,
+        ..ReaderOptions::default()
+    };
+    run_top(args.pid, args.rate, opts).map(|()| 0)
+}
 
 fn lane_state(s: GilState) -> LaneState {
     match s {

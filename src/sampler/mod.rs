@@ -7,11 +7,13 @@
 //! loop skip to the current slot, and the skipped ticks are counted and
 //! reported ("asked 1000 Hz, achieved 612 Hz (39% behind)").
 
+mod clock;
+mod progress;
+mod stop;
+
 use std::fs::File;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -19,6 +21,11 @@ use anyhow::{anyhow, Context, Result};
 use crate::model::timeline::{Event, Source, ThreadIdx};
 use crate::model::Snapshot;
 use crate::trace::{EventTap, Metadata, OptionsMeta, TraceWriter};
+
+pub use clock::{Clock, MonotonicClock};
+use progress::behind_pct;
+pub use progress::{behind_message, human_bytes, Progress, ProgressPrinter, BEHIND_WARN_PCT};
+pub use stop::install_stop_handler;
 
 /// Anything that can read the target once.
 pub trait SnapshotSource {
@@ -78,62 +85,6 @@ pub enum ErrorClass {
     Fatal,
 }
 
-/// Time for the recorder: CLOCK_MONOTONIC in real use, virtual in tests.
-pub trait Clock {
-    /// Nanoseconds on the clock the snapshots' `time_ns` use.
-    fn now_ns(&mut self) -> u64;
-    /// Sleep until `deadline_ns` (may return early, e.g. on a signal).
-    fn sleep_until(&mut self, deadline_ns: u64);
-    /// Wall-clock time, Unix epoch ns, for the trace header.
-    fn unix_now_ns(&mut self) -> Option<u64> {
-        None
-    }
-}
-
-/// The real clock: CLOCK_MONOTONIC with absolute-deadline sleeps.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct MonotonicClock;
-
-fn ns_to_timespec(ns: u64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    }
-}
-
-impl Clock for MonotonicClock {
-    fn now_ns(&mut self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid clock id and a valid out-pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-    }
-
-    fn sleep_until(&mut self, deadline_ns: u64) {
-        let ts = ns_to_timespec(deadline_ns);
-        // SAFETY: valid timespec; a null remainder is allowed with TIMER_ABSTIME.
-        // EINTR (a signal) returns early; the loop re-checks the stop flag.
-        unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                libc::TIMER_ABSTIME,
-                &ts,
-                std::ptr::null_mut(),
-            )
-        };
-    }
-
-    fn unix_now_ns(&mut self) -> Option<u64> {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_nanos() as u64)
-    }
-}
-
 /// What `gilscope record` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
@@ -188,68 +139,6 @@ pub enum EndReason {
     TargetExited,
 }
 
-/// A progress report, handed to the callback while recording.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    pub elapsed: Duration,
-    pub samples: u64,
-    pub errors: u64,
-    pub missed_ticks: u64,
-    pub asked_hz: f64,
-    /// Over the last progress interval.
-    pub recent_hz: f64,
-    /// File size so far, the pending chunk included.
-    pub bytes: u64,
-}
-
-/// Percent below the asked rate from which we call it falling behind.
-pub const BEHIND_WARN_PCT: f64 = 5.0;
-
-fn behind_pct(asked: f64, achieved: f64) -> f64 {
-    if asked > 0.0 {
-        ((1.0 - achieved / asked) * 100.0).max(0.0)
-    } else {
-        0.0
-    }
-}
-
-/// "asked 1000 Hz, achieved 612 Hz (39% behind)" when behind by more than
-/// [`BEHIND_WARN_PCT`].
-pub fn behind_message(asked: f64, achieved: f64) -> Option<String> {
-    let b = behind_pct(asked, achieved);
-    (b > BEHIND_WARN_PCT)
-        .then(|| format!("asked {asked:.0} Hz, achieved {achieved:.0} Hz ({b:.0}% behind)"))
-}
-
-/// "1.2 MB", "340 kB", "999 B".
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        0..1_000 => format!("{n} B"),
-        1_000..1_000_000 => format!("{:.0} kB", n as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
-        _ => format!("{:.2} GB", n as f64 / 1e9),
-    }
-}
-
-impl Progress {
-    /// The one-line form shown on stderr.
-    pub fn line(&self) -> String {
-        let mut s = format!(
-            "recording: {:.1} s, {} samples, {:.0} Hz, {} error{}, {}",
-            self.elapsed.as_secs_f64(),
-            self.samples,
-            self.recent_hz,
-            self.errors,
-            if self.errors == 1 { "" } else { "s" },
-            human_bytes(self.bytes)
-        );
-        if let Some(b) = behind_message(self.asked_hz, self.recent_hz) {
-            s.push_str(&format!(" — falling behind: {b}"));
-        }
-        s
-    }
-}
-
 /// What a finished recording did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordStats {
@@ -277,78 +166,6 @@ impl RecordStats {
     }
 }
 
-/// Prints [`Progress`] on stderr: one `\r`-rewritten line on a terminal,
-/// plain lines (every 10 s) otherwise.
-pub struct ProgressPrinter {
-    tty: bool,
-    last_plain: Option<Duration>,
-    plain_interval: Duration,
-    width: usize,
-}
-
-impl ProgressPrinter {
-    pub fn stderr() -> Self {
-        ProgressPrinter {
-            tty: std::io::stderr().is_terminal(),
-            last_plain: None,
-            plain_interval: Duration::from_secs(10),
-            width: 0,
-        }
-    }
-
-    pub fn update(&mut self, p: &Progress) {
-        let line = p.line();
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let pad = self.width.saturating_sub(line.chars().count());
-            self.width = line.chars().count();
-            let _ = write!(err, "\r{line}{}", " ".repeat(pad));
-            let _ = err.flush();
-        } else if self
-            .last_plain
-            .is_none_or(|t| p.elapsed >= t + self.plain_interval)
-        {
-            self.last_plain = Some(p.elapsed);
-            let _ = writeln!(err, "{line}");
-        }
-    }
-
-    /// End the `\r` line (call before printing anything else).
-    pub fn finish(&mut self) {
-        if self.tty && self.width > 0 {
-            let _ = writeln!(std::io::stderr());
-            self.width = 0;
-        }
-    }
-}
-
-static STOP_FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-extern "C" fn on_stop_signal(_sig: libc::c_int) {
-    // Async-signal-safe: an atomic load of an initialized OnceLock and a store.
-    if let Some(f) = STOP_FLAG.get() {
-        f.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Make SIGINT and SIGTERM set the returned flag (once: a second Ctrl-C
-/// kills as usual, for a recorder that is stuck). Call once, early.
-pub fn install_stop_handler() -> Arc<AtomicBool> {
-    let flag = STOP_FLAG
-        .get_or_init(|| Arc::new(AtomicBool::new(false)))
-        .clone();
-    // SAFETY: a zeroed sigaction is valid; the handler only touches atomics.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
-        sa.sa_flags = libc::SA_RESETHAND;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-    }
-    flag
-}
-
 /// Record until stopped, `opts.duration` elapses or the target exits.
 /// The file is written as samples come and finished on every way out.
 pub fn record(
@@ -370,188 +187,305 @@ pub fn record_with(
     mut progress: impl FnMut(&Progress),
     tap: Option<EventTap>,
 ) -> Result<RecordStats> {
-    let path = &opts.output;
     // Open first: an unwritable path fails before any sampling.
-    let file = File::create(path)
-        .with_context(|| format!("cannot create trace file {}", path.display()))?;
-    let mut file = Some(file);
-    let mut tap = tap;
-    let period = opts.period_ns();
-    let start = clock.now_ns();
-    let start_unix = clock.unix_now_ns();
-    let end_at = opts
-        .duration
-        .map(|d| start.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64));
-    let flush_every = opts.flush_interval.as_nanos().max(1) as u64;
-    let progress_every = opts.progress_interval.as_nanos().max(1) as u64;
-
-    let mut writer: Option<TraceWriter> = None;
-    let mut samples = 0u64;
-    let mut errors = 0u64;
-    let mut last_error: Option<String> = None;
-    let mut missed = 0u64;
-    let mut tick = 0u64;
-    let mut last_sample_ns: Option<u64> = None;
-    let mut last_flush = start;
-    let mut last_progress = (start, 0u64);
-    let mut exit_at: Option<u64> = None;
-    let mut fatal: Option<anyhow::Error> = None;
-    let mut extra: Vec<Event> = Vec::new();
-
+    let file = File::create(&opts.output)
+        .with_context(|| format!("cannot create trace file {}", opts.output.display()))?;
+    let mut rec = Recording::new(opts, clock, file, tap);
     let end = loop {
-        if stop.load(Ordering::SeqCst) {
-            break EndReason::Stopped;
+        match rec.wait_for_tick(stop, clock) {
+            Tick::Due => {}
+            Tick::Again => continue,
+            Tick::End(why) => break why,
         }
-        let deadline = start.saturating_add(tick.saturating_mul(period));
-        if end_at.is_some_and(|e| deadline >= e) {
-            break EndReason::Duration;
+        if let Some(why) = rec.take_sample(source, clock)? {
+            break why;
+        }
+        let now = rec.advance_tick(clock);
+        rec.flush_if_due(source, now)?;
+        rec.report_if_due(now, &mut progress);
+    };
+    rec.finish(source, clock, end)
+}
+
+/// What the loop decided while waiting for the next tick.
+enum Tick {
+    /// Sample now.
+    Due,
+    /// Woken early (a signal): wait again.
+    Again,
+    End(EndReason),
+}
+
+/// The state of one recording, advanced by the steps of [`record_with`]'s loop.
+struct Recording<'a> {
+    opts: &'a RecordOptions,
+    path: &'a std::path::Path,
+    /// The trace file until the first sample makes a writer of it (its header needs the
+    /// first snapshot).
+    file: Option<File>,
+    tap: Option<EventTap>,
+    writer: Option<TraceWriter>,
+    period: u64,
+    start: u64,
+    start_unix: Option<u64>,
+    end_at: Option<u64>,
+    flush_every: u64,
+    progress_every: u64,
+    samples: u64,
+    errors: u64,
+    last_error: Option<String>,
+    missed: u64,
+    tick: u64,
+    last_sample_ns: Option<u64>,
+    last_flush: u64,
+    /// (time, samples) at the last progress report.
+    last_progress: (u64, u64),
+    exit_at: Option<u64>,
+    fatal: Option<anyhow::Error>,
+    extra: Vec<Event>,
+}
+
+impl<'a> Recording<'a> {
+    fn new(
+        opts: &'a RecordOptions,
+        clock: &mut dyn Clock,
+        file: File,
+        tap: Option<EventTap>,
+    ) -> Self {
+        let start = clock.now_ns();
+        Recording {
+            opts,
+            path: &opts.output,
+            file: Some(file),
+            tap,
+            writer: None,
+            period: opts.period_ns(),
+            start,
+            start_unix: clock.unix_now_ns(),
+            end_at: opts
+                .duration
+                .map(|d| start.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)),
+            flush_every: opts.flush_interval.as_nanos().max(1) as u64,
+            progress_every: opts.progress_interval.as_nanos().max(1) as u64,
+            samples: 0,
+            errors: 0,
+            last_error: None,
+            missed: 0,
+            tick: 0,
+            last_sample_ns: None,
+            last_flush: start,
+            last_progress: (start, 0),
+            exit_at: None,
+            fatal: None,
+            extra: Vec::new(),
+        }
+    }
+
+    fn io_context(&self) -> String {
+        format!("writing trace file {}", self.path.display())
+    }
+
+    /// Sleep until this tick's absolute deadline, unless the recording is over.
+    fn wait_for_tick(&self, stop: &AtomicBool, clock: &mut dyn Clock) -> Tick {
+        if stop.load(Ordering::SeqCst) {
+            return Tick::End(EndReason::Stopped);
+        }
+        let deadline = self
+            .start
+            .saturating_add(self.tick.saturating_mul(self.period));
+        if self.end_at.is_some_and(|e| deadline >= e) {
+            return Tick::End(EndReason::Duration);
         }
         if clock.now_ns() < deadline {
             clock.sleep_until(deadline);
             if stop.load(Ordering::SeqCst) {
-                break EndReason::Stopped;
+                return Tick::End(EndReason::Stopped);
             }
             if clock.now_ns() < deadline {
-                continue; // woken early (a signal): sleep again
+                return Tick::Again;
             }
         }
+        Tick::Due
+    }
+
+    /// Read the target once and write what came back; `Some` when that ends the recording.
+    fn take_sample(
+        &mut self,
+        source: &mut dyn SnapshotSource,
+        clock: &mut dyn Clock,
+    ) -> Result<Option<EndReason>> {
         let attempt = clock.now_ns();
         match source.snapshot() {
             Ok(snap) => {
-                if writer.is_none() {
-                    let mut meta = Metadata::from_snapshot(&snap);
-                    meta.mode = source.mode();
-                    meta.target.command = opts.command.clone();
-                    meta.options = OptionsMeta {
-                        rate_hz: opts.rate_hz,
-                        duration_s: opts.duration.map(|d| d.as_secs_f64()),
-                        blocking: opts.blocking,
-                        subprocesses: opts.subprocesses,
-                    };
-                    // Wall-clock time of the first sample (same monotonic clock).
-                    meta.clock.start_unix_ns =
-                        start_unix.map(|u| u.saturating_add(snap.time_ns.saturating_sub(start)));
-                    let f = file
-                        .take()
-                        .ok_or_else(|| anyhow!("trace file already used"))?;
-                    let mut w = TraceWriter::new(f, path, &meta)
-                        .with_context(|| format!("writing trace file {}", path.display()))?;
-                    if let Some(t) = tap.take() {
-                        w.set_tap(t);
-                    }
-                    writer = Some(w);
+                if self.writer.is_none() {
+                    self.open_writer(source, &snap)?;
                 }
-                if let Some(w) = &mut writer {
+                if let Some(w) = &mut self.writer {
                     w.write_snapshot(&snap)
-                        .with_context(|| format!("writing trace file {}", path.display()))?;
+                        .with_context(|| format!("writing trace file {}", self.path.display()))?;
                 }
-                samples += 1;
-                last_sample_ns = Some(snap.time_ns);
+                self.samples += 1;
+                self.last_sample_ns = Some(snap.time_ns);
+                Ok(None)
             }
             Err(e) => match source.classify(&e) {
                 ErrorClass::TargetExited => {
-                    exit_at = Some(attempt);
-                    break EndReason::TargetExited;
+                    self.exit_at = Some(attempt);
+                    Ok(Some(EndReason::TargetExited))
                 }
                 ErrorClass::Fatal => {
-                    fatal = Some(e);
-                    break EndReason::Stopped;
+                    self.fatal = Some(e);
+                    Ok(Some(EndReason::Stopped))
                 }
                 ErrorClass::Transient => {
-                    errors += 1;
+                    self.errors += 1;
                     let msg = format!("{e:#}");
-                    if let Some(w) = &mut writer {
-                        w.write_sample_error(attempt, &msg)
-                            .with_context(|| format!("writing trace file {}", path.display()))?;
+                    if let Some(w) = &mut self.writer {
+                        w.write_sample_error(attempt, &msg).with_context(|| {
+                            format!("writing trace file {}", self.path.display())
+                        })?;
                     }
-                    last_error = Some(msg);
+                    self.last_error = Some(msg);
+                    Ok(None)
                 }
             },
         }
+    }
 
-        // Next slot: the one after this tick, or, when late, the slot we are in.
-        let now = clock.now_ns();
-        let current_slot = now.saturating_sub(start) / period;
-        let next = (tick + 1).max(current_slot);
-        missed += next - (tick + 1);
-        tick = next;
-
-        if now.saturating_sub(last_flush) >= flush_every {
-            if let Some(w) = &mut writer {
-                write_extra(source, w, None, &mut extra)
-                    .with_context(|| format!("writing trace file {}", path.display()))?;
-                w.flush()
-                    .with_context(|| format!("writing trace file {}", path.display()))?;
-            }
-            last_flush = now;
-        }
-        if now.saturating_sub(last_progress.0) >= progress_every {
-            let dt = (now - last_progress.0) as f64 / 1e9;
-            let recent_hz = (samples - last_progress.1) as f64 / dt;
-            last_progress = (now, samples);
-            progress(&Progress {
-                elapsed: Duration::from_nanos(now.saturating_sub(start)),
-                samples,
-                errors,
-                missed_ticks: missed,
-                asked_hz: opts.rate_hz,
-                recent_hz,
-                bytes: writer
-                    .as_ref()
-                    .map_or(0, |w| w.bytes_written() + w.bytes_pending()),
-            });
-        }
-    };
-
-    let now = clock.now_ns();
-    let elapsed_ns = now.saturating_sub(start).max(1);
-    let Some(mut w) = writer else {
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        let why = match (&fatal, &last_error, end) {
-            (Some(e), _, _) => format!("{e:#}"),
-            (None, Some(e), _) => format!("every sample failed; last error: {e}"),
-            (None, None, EndReason::TargetExited) => "the target exited".to_owned(),
-            (None, None, _) => "stopped before the first sample".to_owned(),
+    /// The header is written with the first snapshot (it names the target's version and
+    /// interpreters).
+    fn open_writer(&mut self, source: &dyn SnapshotSource, snap: &Snapshot) -> Result<()> {
+        let opts = self.opts;
+        let mut meta = Metadata::from_snapshot(snap);
+        meta.mode = source.mode();
+        meta.target.command = opts.command.clone();
+        meta.options = OptionsMeta {
+            rate_hz: opts.rate_hz,
+            duration_s: opts.duration.map(|d| d.as_secs_f64()),
+            blocking: opts.blocking,
+            subprocesses: opts.subprocesses,
         };
-        return Err(anyhow!(
-            "no sample was recorded ({why}); {} not written",
-            path.display()
-        ));
-    };
-    // The last sample lasts one period, or until the target was found gone.
-    let end_ns = last_sample_ns.map(|t| {
-        let full = t.saturating_add(period);
-        match exit_at {
-            Some(x) => full.min(x.max(t)),
-            None => full,
+        // Wall-clock time of the first sample (same monotonic clock).
+        meta.clock.start_unix_ns = self
+            .start_unix
+            .map(|u| u.saturating_add(snap.time_ns.saturating_sub(self.start)));
+        let f = self
+            .file
+            .take()
+            .ok_or_else(|| anyhow!("trace file already used"))?;
+        let mut w = TraceWriter::new(f, self.path, &meta).with_context(|| self.io_context())?;
+        if let Some(t) = self.tap.take() {
+            w.set_tap(t);
         }
-    });
-    if let Some(e) = end_ns {
-        write_extra(source, &mut w, Some(e), &mut extra)
-            .with_context(|| format!("writing trace file {}", path.display()))?;
+        self.writer = Some(w);
+        Ok(())
     }
-    let stats = w
-        .finish(end_ns, missed)
-        .with_context(|| format!("finishing trace file {}", path.display()))?;
-    if let Some(e) = fatal {
-        return Err(e.context(format!(
-            "sampling failed; the trace up to here is in {}",
-            path.display()
-        )));
+
+    /// Next slot: the one after this tick or, when late, the slot we are in (the skipped
+    /// ticks are counted as missed). Returns the time now.
+    fn advance_tick(&mut self, clock: &mut dyn Clock) -> u64 {
+        let now = clock.now_ns();
+        let current_slot = now.saturating_sub(self.start) / self.period;
+        let next = (self.tick + 1).max(current_slot);
+        self.missed += next - (self.tick + 1);
+        self.tick = next;
+        now
     }
-    Ok(RecordStats {
-        output: path.clone(),
-        end,
-        samples,
-        sample_errors: errors,
-        last_error,
-        missed_ticks: missed,
-        elapsed: Duration::from_nanos(elapsed_ns),
-        asked_hz: opts.rate_hz,
-        achieved_hz: samples as f64 / (elapsed_ns as f64 / 1e9),
-        bytes: stats.bytes,
-    })
+
+    /// Write a chunk (with the source's extra events) when the flush interval has passed.
+    fn flush_if_due(&mut self, source: &mut dyn SnapshotSource, now: u64) -> Result<()> {
+        if now.saturating_sub(self.last_flush) < self.flush_every {
+            return Ok(());
+        }
+        if let Some(w) = &mut self.writer {
+            write_extra(source, w, None, &mut self.extra)
+                .with_context(|| format!("writing trace file {}", self.path.display()))?;
+            w.flush()
+                .with_context(|| format!("writing trace file {}", self.path.display()))?;
+        }
+        self.last_flush = now;
+        Ok(())
+    }
+
+    fn report_if_due(&mut self, now: u64, progress: &mut impl FnMut(&Progress)) {
+        if now.saturating_sub(self.last_progress.0) < self.progress_every {
+            return;
+        }
+        let dt = (now - self.last_progress.0) as f64 / 1e9;
+        let recent_hz = (self.samples - self.last_progress.1) as f64 / dt;
+        self.last_progress = (now, self.samples);
+        progress(&Progress {
+            elapsed: Duration::from_nanos(now.saturating_sub(self.start)),
+            samples: self.samples,
+            errors: self.errors,
+            missed_ticks: self.missed,
+            asked_hz: self.opts.rate_hz,
+            recent_hz,
+            bytes: self
+                .writer
+                .as_ref()
+                .map_or(0, |w| w.bytes_written() + w.bytes_pending()),
+        });
+    }
+
+    /// Close the file on every way out: the last sample lasts one period, or until the
+    /// target was found gone. No sample at all: no file, and an error that says why.
+    fn finish(
+        mut self,
+        source: &mut dyn SnapshotSource,
+        clock: &mut dyn Clock,
+        end: EndReason,
+    ) -> Result<RecordStats> {
+        let path = self.path;
+        let now = clock.now_ns();
+        let elapsed_ns = now.saturating_sub(self.start).max(1);
+        let Some(mut w) = self.writer.take() else {
+            drop(self.file.take());
+            let _ = std::fs::remove_file(path);
+            let why = match (&self.fatal, &self.last_error, end) {
+                (Some(e), _, _) => format!("{e:#}"),
+                (None, Some(e), _) => format!("every sample failed; last error: {e}"),
+                (None, None, EndReason::TargetExited) => "the target exited".to_owned(),
+                (None, None, _) => "stopped before the first sample".to_owned(),
+            };
+            return Err(anyhow!(
+                "no sample was recorded ({why}); {} not written",
+                path.display()
+            ));
+        };
+        let end_ns = self.last_sample_ns.map(|t| {
+            let full = t.saturating_add(self.period);
+            match self.exit_at {
+                Some(x) => full.min(x.max(t)),
+                None => full,
+            }
+        });
+        if let Some(e) = end_ns {
+            write_extra(source, &mut w, Some(e), &mut self.extra)
+                .with_context(|| self.io_context())?;
+        }
+        let stats = w
+            .finish(end_ns, self.missed)
+            .with_context(|| format!("finishing trace file {}", path.display()))?;
+        if let Some(e) = self.fatal {
+            return Err(e.context(format!(
+                "sampling failed; the trace up to here is in {}",
+                path.display()
+            )));
+        }
+        Ok(RecordStats {
+            output: path.to_path_buf(),
+            end,
+            samples: self.samples,
+            sample_errors: self.errors,
+            last_error: self.last_error,
+            missed_ticks: self.missed,
+            elapsed: Duration::from_nanos(elapsed_ns),
+            asked_hz: self.opts.rate_hz,
+            achieved_hz: self.samples as f64 / (elapsed_ns as f64 / 1e9),
+            bytes: stats.bytes,
+        })
+    }
 }
 
 #[cfg(test)]

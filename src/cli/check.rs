@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use clap::Args;
 
 use gilscope::analysis::holds::{
     self, Episode, ExactHold, HoldConfig, HoldDetector, NativeProbe, NoProbe,
@@ -23,13 +24,90 @@ use gilscope::check::{self, ExtensionModule, GilReenabled, ProcessRun, Report, S
 use gilscope::model::timeline::{Event, Source, ThreadIdx};
 use gilscope::model::GilState;
 use gilscope::model::Snapshot;
-use gilscope::native::NativeUnwinder;
+use gilscope::reader::native::NativeUnwinder;
 use gilscope::reader::{Reader, ReaderOptions};
-use gilscope::record::{
+use gilscope::sampler::{
     self, ErrorClass, MonotonicClock, ProgressPrinter, RecordOptions, SnapshotSource,
 };
 
-use crate::cli_record::{self, LiveSource, Mode};
+use super::parse_rate;
+use super::record::{self as cli_record, LiveSource, Mode};
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Report native code that holds a GIL continuously for longer than this
+    /// (e.g. 50ms, 0.2s; a bare number is milliseconds). Default 50ms, or
+    /// `max-hold` in [tool.gilscope].
+    #[arg(long, value_name = "DURATION", value_parser = gilscope::check::config::parse_duration_ms)]
+    max_hold: Option<f64>,
+    /// Samples per second (default 1000, or `rate` in [tool.gilscope]).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+    /// Write the findings as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// Write a JUnit XML report (one testcase per finding) to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
+    /// Keep the full recording here (FILE.PID for subprocesses), for `gilscope view`.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
+    /// Also try importing every loaded extension module in an own-GIL
+    /// sub-interpreter (3.12+) and report those that refuse.
+    #[arg(long)]
+    subinterpreters: bool,
+    /// Exit with the check's status even when the command failed.
+    #[arg(long)]
+    ignore_command_status: bool,
+    /// Also fail on holds while a module is being imported (dlopen, extension init);
+    /// by default they are reported as allowed.
+    #[arg(long)]
+    include_imports: bool,
+    /// Do not unwind native stacks (no ptrace; findings then name no shared object).
+    #[arg(long)]
+    no_native: bool,
+    /// Print GitHub Actions annotations on stdout (default: when GITHUB_ACTIONS=true).
+    #[arg(long)]
+    github: bool,
+    /// How GIL states are obtained (as in `record --mode`); the hold detection itself
+    /// uses the sampled states.
+    #[arg(long, value_enum, default_value = "sampling")]
+    mode: cli_record::Mode,
+    /// The configuration file (default: the nearest pyproject.toml from the current directory).
+    #[arg(long, value_name = "PYPROJECT")]
+    config: Option<std::path::PathBuf>,
+    /// The command to check: `gilscope check -- python -m pytest`.
+    #[arg(last = true, value_name = "CMD", required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: &CheckArgs) -> Result<u8> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let file = gilscope::check::config::load(args.config.as_deref(), &cwd)?;
+    if let Some(p) = &file.path {
+        if file != gilscope::check::config::FileConfig::default() {
+            eprintln!("gilscope check: configuration from {}", p.display());
+        }
+    }
+    let github = args.github
+        || std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    let plan = CheckPlan {
+        command: args.command.clone(),
+        max_hold_ms: args.max_hold.or(file.max_hold_ms).unwrap_or(50.0),
+        rate_hz: args.rate.or(file.rate_hz).unwrap_or(1000.0),
+        mode: args.mode,
+        trace: args.trace.clone(),
+        json: args.json.clone(),
+        junit: args.junit.clone(),
+        github,
+        ignore_command_status: args.ignore_command_status,
+        subinterpreters: args.subinterpreters || file.subinterpreters.unwrap_or(false),
+        native: !args.no_native,
+        include_imports: args.include_imports || file.include_imports.unwrap_or(false),
+        allow: file.allow,
+    };
+    run_check(&plan)
+}
 
 /// What `gilscope check` was asked to do (command line merged over `[tool.gilscope]`).
 #[derive(Clone)]
@@ -224,7 +302,7 @@ struct ProcOutcome {
 }
 
 fn now_ns() -> u64 {
-    use gilscope::record::Clock;
+    use gilscope::sampler::Clock;
     MonotonicClock.now_ns()
 }
 
@@ -277,7 +355,7 @@ fn check_process(
     opts.command = Some(plan.command.clone());
     opts.subprocesses = true;
     let mut printer = ProgressPrinter::stderr();
-    let stats = record::record(&mut source, &opts, stop, |p| {
+    let stats = sampler::record(&mut source, &opts, stop, |p| {
         if show_progress {
             printer.update(p);
         }
@@ -334,7 +412,7 @@ fn check_process(
 }
 
 /// The script that tries to import extension files in a fresh own-GIL sub-interpreter.
-const SUBINTERP_PROBE: &str = include_str!("check/subinterp_probe.py");
+const SUBINTERP_PROBE: &str = include_str!("../check/subinterp_probe.py");
 
 /// Tries each extension of `p` in an own-GIL sub-interpreter of the same Python.
 fn subinterp_problems(p: &ProcOutcome, warnings: &mut Vec<String>) -> Vec<SubinterpProblem> {
@@ -434,7 +512,7 @@ type Outcomes = Arc<Mutex<Vec<(u32, Result<ProcOutcome>)>>>;
 
 /// `gilscope check -- CMD...`: returns the exit code.
 pub fn run_check(plan: &CheckPlan) -> Result<u8> {
-    let stop = record::install_stop_handler();
+    let stop = sampler::install_stop_handler();
     let t0 = now_ns();
     let started = Instant::now();
     let (trace_base, temp_dir) = match &plan.trace {
@@ -559,7 +637,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
                         "process {pid}: native stacks unavailable ({why}); long holds are reported without the native symbol"
                     ));
                 }
-                if let Some(b) = record::behind_message(plan.rate_hz, p.run.achieved_hz) {
+                if let Some(b) = sampler::behind_message(plan.rate_hz, p.run.achieved_hz) {
                     warnings.push(format!("process {pid}: sampling fell behind: {b}"));
                 }
                 if let Some(list) = &mut sub_problems {

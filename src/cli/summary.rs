@@ -1,0 +1,37 @@
+//! `gilscope summary FILE`: the text or JSON summary of a trace.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use gilscope::output;
+
+#[derive(Args)]
+pub struct SummaryArgs {
+    /// A trace written by `gilscope record`.
+    file: std::path::PathBuf,
+    /// Print JSON (shape in docs/cli.md).
+    #[arg(long)]
+    json: bool,
+    /// Hottest stacks listed per GIL.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+}
+
+pub fn run(args: &SummaryArgs) -> Result<u8> {
+    let replay = gilscope::trace::replay(&args.file)?;
+    let opts = gilscope::analysis::summary::SummaryOptions {
+        top_stacks: args.top,
+    };
+    let summary = gilscope::analysis::summary::summarize_replay(&replay, &opts);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        output::summary::write_json(&mut out, &summary).context("writing to stdout")?;
+    } else {
+        output::summary::write_text(&mut out, &summary).context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(0)
+}
