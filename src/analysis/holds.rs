@@ -117,11 +117,13 @@ pub fn is_system_object(path: &str) -> bool {
         .any(|p| b.starts_with(p))
 }
 
-/// libpython or the python executable.
+/// libpython, the python executable, or one of the standard library's own extension modules
+/// (`lib-dynload/_random…so`, `_json`, `_pickle`: CPython's code, shipped with it).
 pub fn is_interpreter_object(path: &str, python_binary: &str) -> bool {
     let b = basename(path);
     b.starts_with("libpython")
         || b.starts_with("python")
+        || path.contains("/lib-dynload/")
         || (!path.is_empty() && path == python_binary)
 }
 
@@ -245,6 +247,10 @@ pub struct HoldConfig {
     /// neighbouring snapshots, but by at most this much (a starved sampler's hole is not
     /// credited as a hold).
     pub period_ns: u64,
+    /// A gap between two snapshots of an episode counts at most this much towards the limit:
+    /// when the sampler is starved (a loaded CI machine), two snapshots far apart that happen
+    /// to see the same instruction are not taken for one long call.
+    pub max_gap_ns: u64,
 }
 
 impl HoldConfig {
@@ -255,6 +261,7 @@ impl HoldConfig {
             // Half the threshold: early enough to catch a call that just passes it.
             unwind_after_ns: (max_hold_ns / 2).max(1),
             period_ns: period_ns.max(1),
+            max_gap_ns: (4 * period_ns).max(4_000_000),
         }
     }
 }
@@ -279,6 +286,60 @@ pub struct Episode {
     pub python_stack: Vec<FrameInfo>,
     pub native_stack: Vec<NativeFrame>,
     pub attribution: Attribution,
+    /// The share (0–1) of the episode's snapshots in which its interpreter's garbage collector
+    /// was running (`gc.collecting`, read from the interpreter): 1 for a collection that held
+    /// the GIL from start to end.
+    pub gc_share: f64,
+}
+
+impl Episode {
+    /// The part of the episode the garbage collector ran.
+    pub fn gc_ns(&self) -> u64 {
+        (self.duration_ns as f64 * self.gc_share.clamp(0.0, 1.0)) as u64
+    }
+}
+
+/// One garbage collection seen in an interpreter: a run of consecutive snapshots in which its
+/// `gc.collecting` flag was set. Collections shorter than the sampling period are mostly not
+/// seen; the count is of collections *seen*.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcPause {
+    pub pid: u32,
+    pub interpreter: i64,
+    /// The thread that held the interpreter's GIL meanwhile — the one collecting — when known.
+    pub tid: Option<u32>,
+    pub thread_name: String,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// Estimated as for [`Episode::duration_ns`].
+    pub duration_ns: u64,
+    /// The collecting thread's Python stack when the collection was first seen, innermost
+    /// first: its first frame is the line whose allocation (or `gc.collect()`) started it.
+    pub python_stack: Vec<FrameInfo>,
+}
+
+#[derive(Debug)]
+struct OpenGc {
+    before_ns: Option<u64>,
+    first_ns: u64,
+    last_ns: u64,
+    tid: Option<u32>,
+    thread_name: String,
+    stack: Vec<FrameInfo>,
+}
+
+/// Estimated extent of a run of snapshots from `first` to `last`: each end is extended by half
+/// the distance to the neighbouring snapshot (`before`, `after`), by at most `period`.
+fn run_extent(before: Option<u64>, first: u64, last: u64, after: Option<u64>, period: u64) -> u64 {
+    let start = match before {
+        Some(b) => first - ((first - b.min(first)) / 2).min(period),
+        None => first,
+    };
+    let end = match after {
+        Some(a) => last + ((a.max(last) - last) / 2).min(period),
+        None => last,
+    };
+    end.saturating_sub(start)
 }
 
 #[derive(Debug)]
@@ -291,6 +352,12 @@ struct Open {
     stack: Vec<FrameInfo>,
     /// The capture's token, or why there is none.
     native: Option<Result<u64, String>>,
+    /// Snapshots seen, and those of them in which the interpreter's GC was running.
+    samples: u32,
+    gc_samples: u32,
+    /// The time between first and last snapshot that samples actually cover: each gap
+    /// between two snapshots counts at most [`HoldConfig::max_gap_ns`].
+    covered_ns: u64,
 }
 
 /// Finds long native holds in one process's snapshots.
@@ -302,8 +369,20 @@ pub struct HoldDetector {
     open: HashMap<u32, Open>,
     last_snapshot_ns: Option<u64>,
     found: Vec<Episode>,
+    /// Open garbage collections, by interpreter.
+    open_gc: HashMap<i64, OpenGc>,
+    gc_found: Vec<GcPause>,
     /// Native unwinds asked for (each pauses one thread briefly).
     pub unwinds: u64,
+}
+
+/// What a [`HoldDetector`] found in a process.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Long holds, in time order.
+    pub episodes: Vec<Episode>,
+    /// Every garbage collection seen, in time order.
+    pub gc_pauses: Vec<GcPause>,
 }
 
 impl HoldDetector {
@@ -315,6 +394,8 @@ impl HoldDetector {
             open: HashMap::new(),
             last_snapshot_ns: None,
             found: Vec::new(),
+            open_gc: HashMap::new(),
+            gc_found: Vec::new(),
             unwinds: 0,
         }
     }
@@ -355,13 +436,22 @@ impl HoldDetector {
                         thread_name: t.name.clone(),
                         stack: t.frames.clone(),
                         native: None,
+                        samples: 0,
+                        gc_samples: 0,
+                        covered_ns: 0,
                     },
                 );
             }
+            let gc = snap
+                .interpreter(t.interpreter)
+                .is_some_and(|i| i.gc_collecting == Some(true));
             let Some(o) = self.open.get_mut(&t.tid) else {
                 continue;
             };
+            o.covered_ns += now.saturating_sub(o.last_ns).min(self.cfg.max_gap_ns);
             o.last_ns = now;
+            o.samples += 1;
+            o.gc_samples += u32::from(gc);
             if o.native.is_none() && now.saturating_sub(o.first_ns) >= self.cfg.unwind_after_ns {
                 self.unwinds += 1;
                 o.native = Some(probe.capture(snap.pid, t.tid));
@@ -378,21 +468,87 @@ impl HoldDetector {
                 self.close(tid, o, Some(now), probe);
             }
         }
+        self.observe_gc(snap);
         self.last_snapshot_ns = Some(now);
     }
 
+    /// Opens, extends and closes each interpreter's garbage collections.
+    fn observe_gc(&mut self, snap: &Snapshot) {
+        let now = snap.time_ns;
+        for i in &snap.interpreters {
+            let collecting = i.gc_collecting == Some(true);
+            match (collecting, self.open_gc.contains_key(&i.id)) {
+                (true, true) => {
+                    if let Some(g) = self.open_gc.get_mut(&i.id) {
+                        g.last_ns = now;
+                    }
+                }
+                (true, false) => {
+                    let holder = i.gil.holder_tid.and_then(|tid| snap.thread(tid));
+                    self.open_gc.insert(
+                        i.id,
+                        OpenGc {
+                            before_ns: self.last_snapshot_ns,
+                            first_ns: now,
+                            last_ns: now,
+                            tid: holder.map(|t| t.tid),
+                            thread_name: holder.map(|t| t.name.clone()).unwrap_or_default(),
+                            stack: holder.map(|t| t.frames.clone()).unwrap_or_default(),
+                        },
+                    );
+                }
+                (false, true) => {
+                    if let Some(g) = self.open_gc.remove(&i.id) {
+                        self.close_gc(i.id, g, Some(now));
+                    }
+                }
+                (false, false) => {}
+            }
+        }
+        // An interpreter that went away mid-collection.
+        let gone: Vec<i64> = self
+            .open_gc
+            .keys()
+            .copied()
+            .filter(|id| snap.interpreter(*id).is_none())
+            .collect();
+        for id in gone {
+            if let Some(g) = self.open_gc.remove(&id) {
+                self.close_gc(id, g, Some(now));
+            }
+        }
+    }
+
+    fn close_gc(&mut self, interpreter: i64, g: OpenGc, after_ns: Option<u64>) {
+        self.gc_found.push(GcPause {
+            pid: self.pid.unwrap_or(0),
+            interpreter,
+            tid: g.tid,
+            thread_name: g.thread_name,
+            first_seen_ns: g.first_ns,
+            last_seen_ns: g.last_ns,
+            duration_ns: run_extent(
+                g.before_ns,
+                g.first_ns,
+                g.last_ns,
+                after_ns,
+                self.cfg.period_ns,
+            ),
+            python_stack: g.stack,
+        });
+    }
+
     fn close(&mut self, tid: u32, o: Open, after_ns: Option<u64>, probe: &mut dyn NativeProbe) {
-        let p = self.cfg.period_ns;
-        let start = match o.before_ns {
-            Some(b) => o.first_ns - ((o.first_ns - b.min(o.first_ns)) / 2).min(p),
-            None => o.first_ns,
-        };
-        let end = match after_ns {
-            Some(a) => o.last_ns + ((a.max(o.last_ns) - o.last_ns) / 2).min(p),
-            None => o.last_ns,
-        };
-        let duration = end.saturating_sub(start);
-        if duration < self.cfg.max_hold_ns {
+        let duration = run_extent(
+            o.before_ns,
+            o.first_ns,
+            o.last_ns,
+            after_ns,
+            self.cfg.period_ns,
+        );
+        // What the samples cover (gaps capped), with the same ends: the test for "long".
+        let covered = o.covered_ns + duration.saturating_sub(o.last_ns - o.first_ns);
+        if duration.min(covered) < self.cfg.max_hold_ns {
             if let Some(Ok(token)) = o.native {
                 probe.discard(token);
             }
@@ -417,6 +573,7 @@ impl HoldDetector {
         if attribution == Attribution::Python {
             return;
         }
+
         self.found.push(Episode {
             pid: self.pid.unwrap_or(0),
             tid,
@@ -429,17 +586,32 @@ impl HoldDetector {
             python_stack: o.stack,
             native_stack,
             attribution,
+            gc_share: f64::from(o.gc_samples) / f64::from(o.samples.max(1)),
         });
     }
 
     /// Ends every open episode (the recording stopped) and returns all long ones found.
-    pub fn finish(mut self, probe: &mut dyn NativeProbe) -> Vec<Episode> {
+    pub fn finish(self, probe: &mut dyn NativeProbe) -> Vec<Episode> {
+        self.finish_all(probe).episodes
+    }
+
+    /// Ends every open episode and collection; returns the long holds and the collections.
+    pub fn finish_all(mut self, probe: &mut dyn NativeProbe) -> Found {
         let open: Vec<(u32, Open)> = self.open.drain().collect();
         for (tid, o) in open {
             self.close(tid, o, None, probe);
         }
+        let open_gc: Vec<(i64, OpenGc)> = self.open_gc.drain().collect();
+        for (id, g) in open_gc {
+            self.close_gc(id, g, None);
+        }
         self.found.sort_by_key(|e| (e.first_seen_ns, e.tid));
-        self.found
+        self.gc_found
+            .sort_by_key(|g| (g.first_seen_ns, g.interpreter));
+        Found {
+            episodes: self.found,
+            gc_pauses: self.gc_found,
+        }
     }
 }
 

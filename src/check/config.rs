@@ -108,6 +108,8 @@ struct FileTable {
     rate: Option<f64>,
     subinterpreters: Option<bool>,
     include_imports: Option<bool>,
+    include_interpreter: Option<bool>,
+    max_gc_pause: Option<Millis>,
     #[serde(default)]
     allow: Vec<AllowRule>,
 }
@@ -131,6 +133,8 @@ pub struct FileConfig {
     pub rate_hz: Option<f64>,
     pub subinterpreters: Option<bool>,
     pub include_imports: Option<bool>,
+    pub include_interpreter: Option<bool>,
+    pub max_gc_pause_ms: Option<f64>,
     pub allow: Vec<AllowRule>,
 }
 
@@ -146,18 +150,8 @@ pub fn parse_pyproject(text: &str, path: &Path) -> Result<FileConfig> {
             ..FileConfig::default()
         });
     };
-    let max_hold_ms =
-        match t.max_hold {
-            None => None,
-            Some(Millis::Number(n)) if n.is_finite() && n > 0.0 => Some(n),
-            Some(Millis::Number(n)) => bail!(
-                "{}: [tool.gilscope] max-hold = {n}: must be a positive number of milliseconds",
-                path.display()
-            ),
-            Some(Millis::Text(s)) => Some(parse_duration_ms(&s).map_err(|e| {
-                anyhow::anyhow!("{}: [tool.gilscope] max-hold: {e}", path.display())
-            })?),
-        };
+    let max_hold_ms = millis(t.max_hold, "max-hold", path)?;
+    let max_gc_pause_ms = millis(t.max_gc_pause, "max-gc-pause", path)?;
     if let Some(r) = t.rate {
         if !(r.is_finite() && r > 0.0) {
             bail!(
@@ -186,7 +180,25 @@ pub fn parse_pyproject(text: &str, path: &Path) -> Result<FileConfig> {
         rate_hz: t.rate,
         subinterpreters: t.subinterpreters,
         include_imports: t.include_imports,
+        include_interpreter: t.include_interpreter,
+        max_gc_pause_ms,
         allow: t.allow,
+    })
+}
+
+/// A duration key of `[tool.gilscope]`: a number of milliseconds or a text like "50ms".
+fn millis(v: Option<Millis>, key: &str, path: &Path) -> Result<Option<f64>> {
+    Ok(match v {
+        None => None,
+        Some(Millis::Number(n)) if n.is_finite() && n > 0.0 => Some(n),
+        Some(Millis::Number(n)) => bail!(
+            "{}: [tool.gilscope] {key} = {n}: must be a positive number of milliseconds",
+            path.display()
+        ),
+        Some(Millis::Text(s)) => Some(
+            parse_duration_ms(&s)
+                .map_err(|e| anyhow::anyhow!("{}: [tool.gilscope] {key}: {e}", path.display()))?,
+        ),
     })
 }
 

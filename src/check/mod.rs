@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::analysis::holds::{Attribution, Episode, NativeFrame};
+use crate::analysis::holds::{Attribution, Episode, GcPause, NativeFrame};
 use crate::model::FrameInfo;
 use config::AllowRule;
 
@@ -56,9 +56,23 @@ pub struct HoldExample {
     pub native_stack: Vec<NativeFrame>,
 }
 
+/// Whose code held the GIL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldClass {
+    /// An extension module (or a foreign function called through ctypes): a finding.
+    Extension,
+    /// CPython's own C code (`sorted`, `str.join`, a big deallocation): a notice, unless
+    /// `--include-interpreter`.
+    Interpreter,
+    /// The native stack could not say: a finding (the report says why).
+    Unknown,
+}
+
 /// Long holds of one shared object and symbol.
 #[derive(Debug, Clone, Serialize)]
 pub struct HoldGroup {
+    pub class: HoldClass,
     /// The shared object's path ("" when unknown).
     pub object: String,
     pub symbol: Option<String>,
@@ -124,6 +138,21 @@ pub struct SubinterpProblem {
     pub error: String,
 }
 
+/// The garbage collections of one interpreter of one process.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcSummary {
+    pub pid: u32,
+    pub interpreter: i64,
+    /// Collections seen (one shorter than the sampling period is mostly not seen).
+    pub collections: u64,
+    pub total_ms: f64,
+    pub longest_ms: f64,
+    /// The longest collection is over `--max-gc-pause`.
+    pub failed: bool,
+    /// The longest collection.
+    pub longest: HoldExample,
+}
+
 /// What `gilscope check` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -136,6 +165,10 @@ pub struct Report {
     pub seconds: f64,
     pub processes: Vec<ProcessRun>,
     pub holds: Vec<HoldGroup>,
+    /// Garbage-collection pauses, per process and interpreter (CPython's own work: they fail
+    /// the check only over `max_gc_pause_ms`).
+    pub gc: Vec<GcSummary>,
+    pub max_gc_pause_ms: Option<f64>,
     pub gil_reenabled: Vec<GilReenabled>,
     /// None: not checked (`--subinterpreters` off or not applicable).
     pub subinterpreters: Option<Vec<SubinterpProblem>>,
@@ -152,6 +185,7 @@ impl Report {
     /// Number of findings that fail the check.
     pub fn failures(&self) -> usize {
         self.failing_holds().count()
+            + self.gc.iter().filter(|g| g.failed).count()
             + self.gil_reenabled.len()
             + self.subinterpreters.as_ref().map_or(0, |v| v.len())
     }
@@ -183,17 +217,88 @@ pub fn during_import(stack: &[FrameInfo]) -> bool {
 pub const IMPORT_REASON: &str =
     "during an import (loading an extension holds the GIL); --include-imports fails on these";
 
+/// The reason shown for holds in CPython's own code when they are not reported as failures.
+pub const INTERPRETER_REASON: &str =
+    "CPython's own code, not an extension's; --include-interpreter fails on these";
+
+/// How [`group_holds`] sorts episodes into findings.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupOptions {
+    /// The hold limit: an extension's hold counts only if what is left of it after its
+    /// garbage-collection share is still this long.
+    pub max_hold_ns: u64,
+    /// Fail on holds during imports too.
+    pub include_imports: bool,
+    /// Fail on holds in CPython's own code too.
+    pub include_interpreter: bool,
+    /// `t0_ns`: the monotonic time the check started (for `at_s`).
+    pub t0_ns: u64,
+}
+
+/// The class of a long hold, or None when it is a garbage collection (reported apart, from the
+/// interpreter's own GC state) or Python code.
+pub fn classify(e: &Episode, max_hold_ns: u64) -> Option<HoldClass> {
+    let class = match &e.attribution {
+        Attribution::Native {
+            interpreter: false, ..
+        } => HoldClass::Extension,
+        Attribution::Native {
+            interpreter: true, ..
+        } => HoldClass::Interpreter,
+        Attribution::Unknown { .. } => HoldClass::Unknown,
+        Attribution::Python => return None,
+    };
+    let gc = match class {
+        // The extension's own share: a collection its allocations set off is the GC's pause.
+        HoldClass::Extension => e.duration_ns.saturating_sub(e.gc_ns()) < max_hold_ns,
+        // Mostly a collection: the GC section has it.
+        _ => e.gc_share >= 0.5,
+    };
+    (!gc).then_some(class)
+}
+
+impl HoldExample {
+    fn of_episode(e: &Episode, t0_ns: u64) -> Self {
+        HoldExample {
+            pid: e.pid,
+            tid: e.tid,
+            thread: e.thread_name.clone(),
+            interpreter: e.interpreter,
+            duration_ms: e.duration_ns as f64 / 1e6,
+            at_s: e.first_seen_ns.saturating_sub(t0_ns) as f64 / 1e9,
+            python_stack: e.python_stack.clone(),
+            native_stack: e.native_stack.clone(),
+        }
+    }
+
+    fn of_gc(p: &GcPause, t0_ns: u64) -> Self {
+        HoldExample {
+            pid: p.pid,
+            tid: p.tid.unwrap_or(0),
+            thread: p.thread_name.clone(),
+            interpreter: p.interpreter,
+            duration_ms: p.duration_ns as f64 / 1e6,
+            at_s: p.first_seen_ns.saturating_sub(t0_ns) as f64 / 1e9,
+            python_stack: p.python_stack.clone(),
+            native_stack: Vec::new(),
+        }
+    }
+}
+
 /// Groups episodes by (object, symbol), longest group first, and applies the allow-list.
-/// Holds during imports are grouped apart and allowed unless `include_imports`.
-/// `t0_ns`: the monotonic time the check started (for `at_s`).
+/// Holds during imports are grouped apart and allowed unless `include_imports`; holds in
+/// CPython's own code are notices unless `include_interpreter`; garbage collections are left
+/// to [`summarize_gc`].
 pub fn group_holds(
     episodes: &[Episode],
     allow: &[AllowRule],
-    t0_ns: u64,
-    include_imports: bool,
+    opts: &GroupOptions,
 ) -> Vec<HoldGroup> {
     let mut groups: BTreeMap<(String, Option<String>, bool), HoldGroup> = BTreeMap::new();
     for e in episodes {
+        let Some(class) = classify(e, opts.max_hold_ns) else {
+            continue;
+        };
         let import = during_import(&e.python_stack);
         let (object, symbol, in_interp, unknown) = match &e.attribution {
             Attribution::Native {
@@ -204,10 +309,18 @@ pub fn group_holds(
             Attribution::Unknown { reason } => (String::new(), None, false, Some(reason.clone())),
             Attribution::Python => continue,
         };
+        let allowed = if import && !opts.include_imports {
+            Some(IMPORT_REASON.to_string())
+        } else if class == HoldClass::Interpreter && !opts.include_interpreter {
+            Some(INTERPRETER_REASON.to_string())
+        } else {
+            None
+        };
         let ms = e.duration_ns as f64 / 1e6;
         let g = groups
             .entry((object.clone(), symbol.clone(), import))
             .or_insert_with(|| HoldGroup {
+                class,
                 object,
                 symbol,
                 in_interpreter: in_interp,
@@ -217,7 +330,7 @@ pub fn group_holds(
                 longest_ms: 0.0,
                 total_ms: 0.0,
                 interpreters: Vec::new(),
-                allowed: (import && !include_imports).then(|| IMPORT_REASON.to_string()),
+                allowed,
                 examples: Vec::new(),
             });
         g.count += 1;
@@ -227,16 +340,7 @@ pub fn group_holds(
             g.interpreters.push(e.interpreter);
             g.interpreters.sort_unstable();
         }
-        g.examples.push(HoldExample {
-            pid: e.pid,
-            tid: e.tid,
-            thread: e.thread_name.clone(),
-            interpreter: e.interpreter,
-            duration_ms: ms,
-            at_s: e.first_seen_ns.saturating_sub(t0_ns) as f64 / 1e9,
-            python_stack: e.python_stack.clone(),
-            native_stack: e.native_stack.clone(),
-        });
+        g.examples.push(HoldExample::of_episode(e, opts.t0_ns));
     }
     let mut out: Vec<HoldGroup> = groups.into_values().collect();
     for g in &mut out {
@@ -252,6 +356,36 @@ pub fn group_holds(
     }
     out.sort_by(|a, b| b.longest_ms.total_cmp(&a.longest_ms));
     out
+}
+
+/// Per process and interpreter: collections seen, their total and the longest; `failed` when
+/// the longest is over `max_gc_pause_ns`.
+pub fn summarize_gc(
+    pauses: &[GcPause],
+    max_gc_pause_ns: Option<u64>,
+    t0_ns: u64,
+) -> Vec<GcSummary> {
+    let mut by: BTreeMap<(u32, i64), Vec<&GcPause>> = BTreeMap::new();
+    for p in pauses {
+        by.entry((p.pid, p.interpreter)).or_default().push(p);
+    }
+    by.into_iter()
+        .filter_map(|((pid, interpreter), ps)| {
+            let longest = ps
+                .iter()
+                .max_by_key(|p| (p.duration_ns, std::cmp::Reverse(p.first_seen_ns)))?;
+            let total: u64 = ps.iter().map(|p| p.duration_ns).sum();
+            Some(GcSummary {
+                pid,
+                interpreter,
+                collections: ps.len() as u64,
+                total_ms: total as f64 / 1e6,
+                longest_ms: longest.duration_ns as f64 / 1e6,
+                failed: max_gc_pause_ns.is_some_and(|m| longest.duration_ns >= m),
+                longest: HoldExample::of_gc(longest, t0_ns),
+            })
+        })
+        .collect()
 }
 
 /// The module name an extension file is imported by: the file name up to its first dot
@@ -295,6 +429,16 @@ mod tests {
                 symbol: Some(symbol.into()),
                 interpreter: false,
             },
+            gc_share: 0.0,
+        }
+    }
+
+    fn opts(t0_ns: u64, include_imports: bool) -> GroupOptions {
+        GroupOptions {
+            max_hold_ns: 50_000_000,
+            include_imports,
+            include_interpreter: false,
+            t0_ns,
         }
     }
 
@@ -311,7 +455,7 @@ mod tests {
             symbol: None,
             reason: "compression".into(),
         }];
-        let g = group_holds(&eps, &allow, 4_000_000_000, false);
+        let g = group_holds(&eps, &allow, &opts(4_000_000_000, false));
         assert_eq!(g.len(), 3);
         assert_eq!(
             (g[0].object_name(), g[0].allowed.as_deref()),
@@ -333,6 +477,8 @@ mod tests {
             seconds: 1.0,
             processes: Vec::new(),
             holds: g,
+            gc: Vec::new(),
+            max_gc_pause_ms: None,
             gil_reenabled: Vec::new(),
             subinterpreters: None,
             warnings: Vec::new(),
@@ -352,6 +498,11 @@ mod tests {
     #[test]
     fn holds_during_imports_are_allowed_unless_asked_for() {
         let mut e = ep("/lib/libpython3.13.so", "_imp_create_dynamic", 115, 0);
+        e.attribution = Attribution::Native {
+            object: "/site/_speedups.so".into(),
+            symbol: Some("PyInit__speedups".into()),
+            interpreter: false,
+        };
         e.python_stack.insert(
             0,
             FrameInfo {
@@ -361,14 +512,91 @@ mod tests {
                 interpreter: 0,
             },
         );
-        let plain = ep("/lib/libpython3.13.so", "_imp_create_dynamic", 80, 0);
-        let g = group_holds(&[e.clone(), plain.clone()], &[], 0, false);
+        let mut plain = e.clone();
+        plain.python_stack.remove(0);
+        let g = group_holds(&[e.clone(), plain.clone()], &[], &opts(0, false));
         assert_eq!(g.len(), 2, "grouped apart");
         let imp = g.iter().find(|h| h.during_import).unwrap();
         assert_eq!(imp.allowed.as_deref(), Some(IMPORT_REASON));
         assert!(g.iter().any(|h| !h.during_import && h.allowed.is_none()));
-        let g = group_holds(&[e], &[], 0, true);
+        let g = group_holds(&[e], &[], &opts(0, true));
         assert!(g[0].during_import && g[0].allowed.is_none());
+    }
+
+    fn interp_ep(symbol: &str, ms: u64, gc_share: f64) -> Episode {
+        let mut e = ep("/py/lib/libpython3.12.so.1.0", symbol, ms, 0);
+        e.attribution = Attribution::Native {
+            object: "/py/lib/libpython3.12.so.1.0".into(),
+            symbol: Some(symbol.into()),
+            interpreter: true,
+        };
+        e.gc_share = gc_share;
+        e
+    }
+
+    #[test]
+    fn cpythons_own_code_is_a_notice_and_collections_go_to_the_gc_section() {
+        let eps = vec![
+            interp_ep("builtin_sorted", 900, 0.0),
+            // 3.12 runs collections from the eval breaker: the stack names _Py_HandlePending.
+            interp_ep("_Py_HandlePending", 110, 1.0),
+            interp_ep("gc_collect", 100, 0.97),
+        ];
+        let g = group_holds(&eps, &[], &opts(0, false));
+        assert_eq!(g.len(), 1, "collections are not holds: {g:?}");
+        assert_eq!(g[0].class, HoldClass::Interpreter);
+        assert_eq!(g[0].allowed.as_deref(), Some(INTERPRETER_REASON));
+        let mut o = opts(0, false);
+        o.include_interpreter = true;
+        let g = group_holds(&eps, &[], &o);
+        assert_eq!(g.len(), 1);
+        assert!(g[0].allowed.is_none(), "--include-interpreter fails on it");
+    }
+
+    #[test]
+    fn an_extension_is_charged_only_for_what_the_collector_did_not_do() {
+        let mut mostly_gc = ep("/site/ext.so", "build", 120, 0);
+        mostly_gc.gc_share = 0.7; // 84 ms of GC, 36 ms of its own: under the 50 ms limit
+        let mut own = ep("/site/ext.so", "build", 200, 0);
+        own.gc_share = 0.5; // 100 ms of its own
+        let g = group_holds(&[mostly_gc, own], &[], &opts(0, false));
+        assert_eq!(g.len(), 1);
+        assert_eq!((g[0].class, g[0].count), (HoldClass::Extension, 1));
+        assert!(g[0].allowed.is_none());
+    }
+
+    fn pause(interp: i64, first_ms: u64, ms: u64) -> GcPause {
+        GcPause {
+            pid: 9,
+            interpreter: interp,
+            tid: Some(9),
+            thread_name: "MainThread".into(),
+            first_seen_ns: first_ms * 1_000_000,
+            last_seen_ns: (first_ms + ms) * 1_000_000,
+            duration_ns: ms * 1_000_000,
+            python_stack: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gc_pauses_fail_only_over_the_gc_limit() {
+        let ps = vec![pause(0, 10, 30), pause(0, 100, 80), pause(1, 50, 5)];
+        let g = summarize_gc(&ps, None, 0);
+        assert_eq!(g.len(), 2);
+        assert_eq!(
+            (g[0].collections, g[0].longest_ms, g[0].total_ms),
+            (2, 80.0, 110.0)
+        );
+        assert!(g.iter().all(|s| !s.failed));
+        assert_eq!(g[0].longest.at_s, 0.1);
+        let g = summarize_gc(&ps, Some(50_000_000), 0);
+        assert_eq!(
+            g.iter()
+                .filter(|s| s.failed)
+                .map(|s| s.interpreter)
+                .collect::<Vec<_>>(),
+            vec![0]
+        );
     }
 
     #[test]

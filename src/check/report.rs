@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::{HoldGroup, Report};
+use super::{GcSummary, HoldClass, HoldGroup, Report, INTERPRETER_REASON};
 use crate::model::FrameInfo;
 
 fn python_site(stack: &[FrameInfo]) -> Option<&FrameInfo> {
@@ -52,6 +52,46 @@ fn native_text(h: &HoldGroup) -> Option<String> {
     Some(parts.join(" ← "))
 }
 
+/// FAIL, notice (CPython's own code) or allowed (imports, the allow-list).
+fn hold_tag(h: &HoldGroup) -> &'static str {
+    match &h.allowed {
+        None => "FAIL",
+        Some(a) if h.class == HoldClass::Interpreter && a == INTERPRETER_REASON => "notice",
+        Some(_) => "allowed",
+    }
+}
+
+fn gc_headline(g: &GcSummary, max_gc_pause_ms: Option<f64>) -> String {
+    let limit = match max_gc_pause_ms {
+        Some(m) => format!("limit {m:.0} ms"),
+        None => "no limit: --max-gc-pause sets one".to_string(),
+    };
+    format!(
+        "garbage collection in process {} interpreter {}: {} collection{} seen, {:.0} ms in all, longest {:.0} ms ({limit})",
+        g.pid,
+        g.interpreter,
+        g.collections,
+        if g.collections == 1 { "" } else { "s" },
+        g.total_ms,
+        g.longest_ms,
+    )
+}
+
+fn write_gc(w: &mut dyn Write, g: &GcSummary, max_gc_pause_ms: Option<f64>) -> io::Result<()> {
+    let tag = if g.failed { "FAIL" } else { "gc" };
+    writeln!(w, "  {tag:7} {}", gc_headline(g, max_gc_pause_ms))?;
+    let ex = &g.longest;
+    let py: Vec<String> = ex.python_stack.iter().take(4).map(frame_text).collect();
+    if !py.is_empty() {
+        writeln!(w, "          started by: {}", py.join(" ← "))?;
+    }
+    writeln!(
+        w,
+        "          longest: thread {} ({}), {:.0} ms at +{:.1} s",
+        ex.tid, ex.thread, ex.duration_ms, ex.at_s
+    )
+}
+
 /// The human summary (for stderr).
 pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
     let nproc = r.processes.len();
@@ -65,12 +105,7 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
         r.max_hold_ms
     )?;
     for h in &r.holds {
-        let tag = if h.allowed.is_some() {
-            "allowed"
-        } else {
-            "FAIL"
-        };
-        writeln!(w, "  {tag:7} {}", hold_headline(h, r.max_hold_ms))?;
+        writeln!(w, "  {:7} {}", hold_tag(h), hold_headline(h, r.max_hold_ms))?;
         if let Some(obj) = (!h.object.is_empty()).then_some(&h.object) {
             writeln!(w, "          object: {obj}")?;
         }
@@ -92,8 +127,16 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
             writeln!(w, "          native: {n}")?;
         }
         if let Some(reason) = &h.allowed {
-            writeln!(w, "          allowed: {reason}")?;
+            let label = if hold_tag(h) == "notice" {
+                "notice"
+            } else {
+                "allowed"
+            };
+            writeln!(w, "          {label}: {reason}")?;
         }
+    }
+    for g in &r.gc {
+        write_gc(w, g, r.max_gc_pause_ms)?;
     }
     for g in &r.gil_reenabled {
         let mods = if g.modules.is_empty() {
@@ -142,7 +185,7 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
     if failures == 0 {
         writeln!(
             w,
-            "gilscope check: passed — no native code held a GIL longer than {:.0} ms; {status}",
+            "gilscope check: passed — no extension held a GIL longer than {:.0} ms; {status}",
             r.max_hold_ms
         )?;
     } else {
@@ -211,6 +254,7 @@ pub fn write_junit(w: &mut dyn Write, r: &Report) -> io::Result<()> {
             &mut body,
             &Report {
                 holds: vec![h.clone()],
+                gc: Vec::new(),
                 gil_reenabled: Vec::new(),
                 subinterpreters: None,
                 warnings: Vec::new(),
@@ -228,6 +272,17 @@ pub fn write_junit(w: &mut dyn Write, r: &Report) -> io::Result<()> {
                 )
             }),
             skipped: h.allowed.as_ref().map(|a| format!("allowed: {a}")),
+        });
+    }
+    for g in r.gc.iter().filter(|g| g.failed) {
+        let msg = gc_headline(g, r.max_gc_pause_ms);
+        let mut body = Vec::new();
+        write_gc(&mut body, g, r.max_gc_pause_ms)?;
+        cases.push(Case {
+            name: format!("garbage collection in interpreter {}", g.interpreter),
+            classname: "gilscope.check.gc_pause".into(),
+            failure: Some((msg, String::from_utf8_lossy(&body).into_owned())),
+            skipped: None,
         });
     }
     for g in &r.gil_reenabled {
@@ -375,6 +430,24 @@ pub fn write_github(w: &mut dyn Write, r: &Report, workspace: Option<&str>) -> i
         }
         writeln!(w, "::{level} {}::{}", props.join(","), gh_msg(&msg))?;
     }
+    for g in r.gc.iter().filter(|g| g.failed) {
+        let mut props = vec![format!(
+            "title={}",
+            gh_prop(&format!("GC pause {:.0} ms", g.longest_ms))
+        )];
+        if let Some(site) = python_site(&g.longest.python_stack) {
+            if site.line > 0 && !site.file.starts_with('<') {
+                props.insert(0, format!("line={}", site.line));
+                props.insert(0, format!("file={}", gh_prop(&rel(&site.file))));
+            }
+        }
+        writeln!(
+            w,
+            "::error {}::{}",
+            props.join(","),
+            gh_msg(&gc_headline(g, r.max_gc_pause_ms))
+        )?;
+    }
     for g in &r.gil_reenabled {
         let names: Vec<String> = g.modules.iter().map(|m| format!("'{}'", m.name)).collect();
         writeln!(
@@ -417,6 +490,7 @@ mod tests {
             seconds: 2.5,
             processes: Vec::new(),
             holds: vec![HoldGroup {
+                class: HoldClass::Extension,
                 object: "/w/ext/gilext.cpython-312-x86_64-linux-gnu.so".into(),
                 symbol: Some("gilext_hold_spin".into()),
                 in_interpreter: false,
@@ -447,6 +521,8 @@ mod tests {
                     }],
                 }],
             }],
+            gc: Vec::new(),
+            max_gc_pause_ms: None,
             gil_reenabled: Vec::new(),
             subinterpreters: None,
             warnings: Vec::new(),

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use gilscope::analysis::holds::{
-    self, Episode, ExactHold, HoldConfig, HoldDetector, NativeProbe, NoProbe,
+    self, Episode, ExactHold, GcPause, HoldConfig, HoldDetector, NativeProbe, NoProbe,
 };
 use gilscope::check::config::AllowRule;
 use gilscope::check::{self, ExtensionModule, GilReenabled, ProcessRun, Report, SubinterpProblem};
@@ -63,6 +63,15 @@ pub struct CheckArgs {
     /// by default they are reported as allowed.
     #[arg(long)]
     include_imports: bool,
+    /// Also fail on holds in CPython's own code (`sorted`, `str.join`, big deallocations);
+    /// by default they are notices: no extension is to blame.
+    #[arg(long)]
+    include_interpreter: bool,
+    /// Fail when a garbage collection holds a GIL longer than this (e.g. 200ms). By default
+    /// collections are reported in their own section and never fail (or `max-gc-pause` in
+    /// [tool.gilscope]).
+    #[arg(long, value_name = "DURATION", value_parser = gilscope::check::config::parse_duration_ms)]
+    max_gc_pause: Option<f64>,
     /// Do not unwind native stacks (no ptrace; findings then name no shared object).
     #[arg(long)]
     no_native: bool,
@@ -104,6 +113,8 @@ pub fn run(args: &CheckArgs) -> Result<u8> {
         subinterpreters: args.subinterpreters || file.subinterpreters.unwrap_or(false),
         native: !args.no_native,
         include_imports: args.include_imports || file.include_imports.unwrap_or(false),
+        include_interpreter: args.include_interpreter || file.include_interpreter.unwrap_or(false),
+        max_gc_pause_ms: args.max_gc_pause.or(file.max_gc_pause_ms),
         allow: file.allow,
     };
     run_check(&plan)
@@ -124,6 +135,8 @@ pub struct CheckPlan {
     pub subinterpreters: bool,
     pub native: bool,
     pub include_imports: bool,
+    pub include_interpreter: bool,
+    pub max_gc_pause_ms: Option<f64>,
     pub allow: Vec<AllowRule>,
 }
 
@@ -294,6 +307,7 @@ impl SnapshotSource for CheckSource {
 struct ProcOutcome {
     run: ProcessRun,
     episodes: Vec<Episode>,
+    gc_pauses: Vec<GcPause>,
     reenabled: Vec<GilReenabled>,
     extensions: Vec<String>,
     exe: Option<PathBuf>,
@@ -377,7 +391,8 @@ fn check_process(
         max_hold_ns,
         ..
     } = source;
-    let mut episodes = detector.finish(probe.as_mut());
+    let found = detector.finish_all(probe.as_mut());
+    let mut episodes = found.episodes;
     if exact {
         episodes = holds::refine_with_exact(episodes, &exact_holds, max_hold_ns);
     }
@@ -395,6 +410,7 @@ fn check_process(
             trace: plan.trace.as_ref().map(|_| output.display().to_string()),
         },
         episodes,
+        gc_pauses: found.gc_pauses,
         reenabled: reenabled
             .into_iter()
             .map(|(interpreter, t, modules)| GilReenabled {
@@ -626,6 +642,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
     let mut warnings = Vec::new();
     let mut processes = Vec::new();
     let mut episodes = Vec::new();
+    let mut gc_pauses = Vec::new();
     let mut gil_reenabled = Vec::new();
     let mut sub_problems: Option<Vec<SubinterpProblem>> = plan.subinterpreters.then(Vec::new);
     let mut errors = 0usize;
@@ -648,6 +665,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
                     }
                 }
                 episodes.extend(p.episodes);
+                gc_pauses.extend(p.gc_pauses);
                 gil_reenabled.extend(p.reenabled);
                 processes.push(p.run);
             }
@@ -679,7 +697,22 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
         rate_hz: plan.rate_hz,
         seconds: started.elapsed().as_secs_f64(),
         processes,
-        holds: check::group_holds(&episodes, &plan.allow, t0, plan.include_imports),
+        holds: check::group_holds(
+            &episodes,
+            &plan.allow,
+            &check::GroupOptions {
+                max_hold_ns: (plan.max_hold_ms * 1e6) as u64,
+                include_imports: plan.include_imports,
+                include_interpreter: plan.include_interpreter,
+                t0_ns: t0,
+            },
+        ),
+        gc: check::summarize_gc(
+            &gc_pauses,
+            plan.max_gc_pause_ms.map(|m| (m * 1e6) as u64),
+            t0,
+        ),
+        max_gc_pause_ms: plan.max_gc_pause_ms,
         gil_reenabled,
         subinterpreters: sub_problems,
         warnings,

@@ -563,7 +563,7 @@ fn finish_child(
 /// when another thread of gilscope has stopped the child's main thread with ptrace (`check`'s
 /// native stacks, `--blocking`), `try_wait` could take that stop for itself, leaving the
 /// tracer waiting for ever and the stopped child looking exited. `waitid(WEXITED | WNOWAIT)`
-/// looks at exits only; the exit is then reaped with `wait`.
+/// peeks without reaping, and only an exit (by its `si_code`) is then reaped with `wait`.
 pub fn try_wait_exited(child: &mut Child) -> Result<Option<std::process::ExitStatus>> {
     // SAFETY: a zeroed siginfo_t is valid for waitid to fill; the pid is our own child's.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -583,8 +583,18 @@ pub fn try_wait_exited(child: &mut Child) -> Result<Option<std::process::ExitSta
         }
         return Err(e).context("waiting for the command");
     }
-    // SAFETY: waitid filled `info`; si_pid is 0 when no child has exited.
+    // SAFETY: waitid filled `info`; si_pid is 0 when no child has changed state.
     if unsafe { info.si_pid() } == 0 {
+        return Ok(None);
+    }
+    // waitid reports a traced child's ptrace stops even without WSTOPPED (the kernel shows
+    // them to every thread of the tracer's process). A stop is not an exit: reaping it here
+    // would steal the notification the tracing thread (the native unwinder) is waiting for,
+    // leaving it, and the stopped command, hung.
+    if !matches!(
+        info.si_code,
+        libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+    ) {
         return Ok(None);
     }
     child.wait().map(Some).context("waiting for the command")

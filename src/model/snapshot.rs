@@ -54,6 +54,10 @@ pub struct InterpreterInfo {
     pub gil: GilInfo,
     /// Address of the `PyInterpreterState`.
     pub address: u64,
+    /// Its garbage collector was running at the reading (`gc.collecting`); None when the
+    /// layout does not say where the flag is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_collecting: Option<bool>,
 }
 
 /// What a thread is doing with respect to its interpreter's GIL.

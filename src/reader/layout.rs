@@ -50,6 +50,9 @@ pub struct InterpOffsets {
     pub embedded_gil: Option<u64>,
     /// Back-pointer to `_PyRuntime`, for validation.
     pub runtime: Option<u64>,
+    /// `gc.collecting` (int): non-zero while this interpreter's garbage collector runs
+    /// (`interp->gc`, per interpreter since 3.9).
+    pub gc_collecting: Option<u64>,
     /// Bytes to read to cover every field above.
     pub read_size: u64,
 }
@@ -146,6 +149,8 @@ impl Layout {
                     own_gil: None,
                     embedded_gil: None,
                     runtime: Some(16),
+                    // gdb: &((PyInterpreterState*)0)->gc.collecting (3.9.18, 3.10.13)
+                    gc_collecting: Some(816),
                     read_size: 32,
                 },
                 TstateOffsets {
@@ -180,6 +185,8 @@ impl Layout {
                     own_gil: None,
                     embedded_gil: None,
                     runtime: Some(40),
+                    // gdb: &((PyInterpreterState*)0)->gc.collecting (3.11.7)
+                    gc_collecting: Some(848),
                     read_size: 56,
                 },
                 TstateOffsets {
@@ -214,6 +221,8 @@ impl Layout {
                     own_gil: Some(392),
                     embedded_gil: Some(1040),
                     runtime: Some(96),
+                    // gdb: &((PyInterpreterState*)0)->gc.collecting (3.12.1)
+                    gc_collecting: Some(312),
                     read_size: 400,
                 },
                 TstateOffsets {
@@ -350,6 +359,11 @@ impl Layout {
             own_gil: Some(own_gil),
             embedded_gil: Some(embedded_gil),
             runtime: None,
+            // `interp->gc` plus `collecting` inside `struct _gc_runtime_state`.
+            gc_collecting: match (d.get("interpreter_state.gc"), d.get("gc.collecting")) {
+                (Some(gc), Some(c)) => Some(gc + c),
+                _ => None,
+            },
             read_size: 0,
         };
         // Read each field on its own for 3.13+ (the struct is ~200 KB and

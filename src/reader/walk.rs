@@ -93,6 +93,8 @@ struct RawInterp {
     gil_addr: u64,
     own_gil: bool,
     threads_main: u64,
+    /// `gc.collecting` was non-zero: its garbage collector was running.
+    gc_collecting: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -361,12 +363,17 @@ impl Reader {
                 Some(o) => self.mem.read_ptr(addr + o)?,
                 None => 0,
             };
+            let gc_collecting = match l.interp.gc_collecting {
+                Some(o) => Some(self.mem.read_i32(addr + o)? != 0),
+                None => None,
+            };
             out.push(RawInterp {
                 addr,
                 id,
                 gil_addr,
                 own_gil,
                 threads_main,
+                gc_collecting,
             });
             addr = self.mem.read_ptr(addr + l.interp.next)?;
         }
@@ -874,6 +881,7 @@ impl Reader {
                         free_threaded_state: ft_state,
                     },
                     address: i.addr,
+                    gc_collecting: i.gc_collecting,
                 }
             })
             .collect();

@@ -592,6 +592,7 @@ mod tests {
                         free_threaded_state: None,
                     },
                     address: 0x1000,
+                    gc_collecting: None,
                 }],
                 threads: vec![thread(1, a), thread(2, b)],
                 retries: 0,

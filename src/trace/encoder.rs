@@ -519,6 +519,7 @@ pub(crate) mod tests {
                 free_threaded_state: None,
             },
             address: 0x5000 + id as u64,
+            gc_collecting: None,
         }
     }
 

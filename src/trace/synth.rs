@@ -325,6 +325,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
             own_gil: true,
             gil: main_gil.clone(),
             address: 0x7f00_0000_0000,
+            gc_collecting: None,
         }];
         if opts.subinterpreters {
             interpreters.push(InterpreterInfo {
@@ -340,6 +341,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
                     free_threaded_state: None,
                 },
                 address: 0x7f00_0000_0100,
+                gc_collecting: None,
             });
             interpreters.push(InterpreterInfo {
                 id: 2,
@@ -347,6 +349,7 @@ pub fn snapshots(opts: &SynthOptions) -> Vec<Snapshot> {
                 own_gil: false,
                 gil: main_gil,
                 address: 0x7f00_0000_0200,
+                gc_collecting: None,
             });
         }
         out.push(Snapshot {

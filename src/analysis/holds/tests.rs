@@ -243,3 +243,75 @@ fn a_starved_sampler_does_not_make_a_hold() {
     s.extend((60..=80).map(|t| at(t, GilState::Held, 3)));
     assert_eq!(run(&s, &mut probe, 50).len(), 1);
 }
+
+/// `at`, with the interpreter's garbage collector running or not.
+fn at_gc(t: u64, pos: u64, collecting: bool) -> Snapshot {
+    let mut s = at(t, GilState::Held, pos);
+    s.interpreters[0].gc_collecting = Some(collecting);
+    s
+}
+
+#[test]
+fn gc_share_and_collections_come_from_the_interpreters_gc_flag() {
+    // 0–19 ms: Python code moving; 20–99 ms: one position, the collector running from 40 ms
+    // to 99 ms; 100 ms on: moving again, a second short collection at 120–124 ms.
+    let mut snaps = Vec::new();
+    for t in 0..20 {
+        snaps.push(at_gc(t, t, false));
+    }
+    for t in 20..100 {
+        snaps.push(at_gc(t, 500, t >= 40));
+    }
+    for t in 100..140 {
+        snaps.push(at_gc(t, t, (120..125).contains(&t)));
+    }
+    let mut probe = Scripted(
+        vec![
+            nf("/opt/py/lib/libpython3.12.so.1.0", "gc_collect_main"),
+            nf("/opt/py/lib/libpython3.12.so.1.0", "_Py_HandlePending"),
+            nf(
+                "/opt/py/lib/libpython3.12.so.1.0",
+                "_PyEval_EvalFrameDefault",
+            ),
+        ],
+        0,
+    );
+    let mut d = HoldDetector::new(HoldConfig::new(50 * MS, MS));
+    for s in &snaps {
+        d.observe(s, &mut probe);
+    }
+    let found = d.finish_all(&mut probe);
+    assert_eq!(found.episodes.len(), 1);
+    let e = &found.episodes[0];
+    assert_eq!(e.duration_ns, 80 * MS);
+    assert!((e.gc_share - 60.0 / 80.0).abs() < 1e-9, "{}", e.gc_share);
+    assert_eq!(e.gc_ns(), 60 * MS);
+    let gc: Vec<(u64, u64, Option<u32>)> = found
+        .gc_pauses
+        .iter()
+        .map(|g| (g.first_seen_ns / MS, g.duration_ns / MS, g.tid))
+        .collect();
+    assert_eq!(gc, vec![(40, 60, Some(7)), (120, 5, Some(7))]);
+    assert_eq!(found.gc_pauses[0].python_stack[0].line, 500);
+}
+
+#[test]
+fn a_starved_sampler_does_not_make_one_long_call_of_two_far_samples() {
+    // 1 kHz asked; the sampler stalls for 90 ms between two snapshots that happen to see the
+    // same instruction of a loop.
+    let snaps = vec![
+        at(0, GilState::Held, 1),
+        at(1, GilState::Held, 2),
+        at(2, GilState::Held, 3),
+        at(92, GilState::Held, 3),
+        at(93, GilState::Held, 4),
+    ];
+    let mut probe = Scripted(ext_stack(), 0);
+    assert!(run(&snaps, &mut probe, 50).is_empty());
+    // A real 200 ms call seen by a sampler that only manages one snapshot every 5 ms.
+    let mut snaps: Vec<Snapshot> = (0..40).map(|i| at(i * 5, GilState::Held, 7)).collect();
+    snaps.push(at(200, GilState::Held, 8));
+    let found = run(&snaps, &mut probe, 50);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].duration_ns >= 195 * MS, "{}", found[0].duration_ns);
+}
