@@ -791,3 +791,188 @@ fn ctypes_libc_hold_on_every_interpreter() {
         },
     );
 }
+
+/// `scripts/build-realext PYTHON DIR`: pybind11 and Cython modules built for `py` (cached).
+fn build_realext(py: &Python) -> Result<PathBuf> {
+    let out = std::env::temp_dir().join(format!("gilscope-realext-{}", py.name));
+    let mut cmd = Command::new(repo_dir().join("scripts/build-realext"));
+    cmd.arg(&py.argv[0]).arg(&out);
+    let o = output_with_timeout(cmd, Duration::from_secs(900))?;
+    ensure!(
+        o.status.success(),
+        "scripts/build-realext {} failed: {}",
+        py.argv[0],
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(out)
+}
+
+/// The line of a hold's longest example's call site.
+fn call_line(h: &Value) -> i64 {
+    h["examples"][0]["python_stack"][0]["line"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// Extensions built with pybind11 (a loop on std::chrono::steady_clock, i.e. through libc
+/// into the vDSO, and a plain arithmetic loop, both -O2 without frame pointers) and Cython
+/// (clock_gettime in a loop): each holding call is named by its own object and function at
+/// its Python line; the calls that release the GIL (gil_scoped_release, `with nogil`) are
+/// clean. A free-threaded build with the GIL off has nothing to flag.
+#[test]
+fn pybind11_and_cython_holds_are_named() {
+    for_each_python(
+        "pybind11_and_cython_holds_are_named",
+        "an interpreter on the host",
+        on_host,
+        |py| {
+            let _g = serial();
+            let dir = build_realext(py)?;
+            let script = py.script_path("check_realext.py")?;
+            let cmd = py.command(&[&script, &dir.to_string_lossy(), "300"]);
+            let r = check(&["--max-hold", "50ms"], cmd, None, &[])?;
+            let j = r.json.as_ref().context("no JSON report")?;
+            if py.free_threaded {
+                ensure!(
+                    r.code() == Some(0) && holds(j).is_empty(),
+                    "GIL disabled: want a clean run, got exit {:?}; stderr:\n{}",
+                    r.code(),
+                    r.stderr
+                );
+                return Ok(());
+            }
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}, want 1; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let want = [
+                ("chrono", "pbext.", "heavy::chrono_loop(long)"),
+                ("crunch", "pbext.", "heavy::crunch(long)"),
+                ("cy_gil", "cyext.", "__pyx_pw_5cyext_1spin_gil"),
+            ];
+            let found = holds(j);
+            ensure!(
+                found.len() == want.len(),
+                "{} findings, want {}; stderr:\n{}",
+                found.len(),
+                want.len(),
+                r.stderr
+            );
+            for (mark, object, symbol) in want {
+                let line = marked_line("check_realext.py", mark)?;
+                let h = found
+                    .iter()
+                    .find(|h| call_line(h) == line)
+                    .with_context(|| {
+                        format!("no finding at line {line} ({mark}); stderr:\n{}", r.stderr)
+                    })?;
+                let obj = base(h["object"].as_str().unwrap_or(""));
+                ensure!(
+                    obj.starts_with(object) && h["symbol"] == symbol && h["class"] == "extension",
+                    "{mark}: named {obj} {}, class {}; want {object}… {symbol}; stderr:\n{}",
+                    h["symbol"],
+                    h["class"],
+                    r.stderr
+                );
+                let ms = h["longest_ms"].as_f64().unwrap_or(0.0);
+                ensure!(
+                    (240.0..=360.0).contains(&ms),
+                    "{mark}: {ms} ms, the call lasts 300"
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+/// A pure-Python pytest suite with heavy garbage-collector pressure and big `sorted`/`sum`/
+/// `str.join` calls: every long hold is CPython's own work, so the check passes, with the
+/// collections in their own section and the builtins as notices. The same run fails with
+/// `--include-interpreter` and with a `--max-gc-pause` below its longest collection.
+#[test]
+fn pure_python_gc_suite_passes() {
+    for_each_python(
+        "pure_python_gc_suite_passes",
+        "an interpreter on the host",
+        on_host,
+        |py| {
+            let _g = serial();
+            let site = pytest_for(py)?;
+            let cmd = || {
+                let mut c = py.command(&[
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "samples/check_gc_suite",
+                ]);
+                c.env("PYTHONPATH", &site);
+                c
+            };
+            // A low limit: the collections and builtins of the suite are well over it.
+            let r = check(&["--max-hold", "20ms"], cmd(), Some(repo_dir()), &[])?;
+            let j = r.json.as_ref().context("no JSON report")?;
+            ensure!(
+                r.code() == Some(0) && j["failures"] == 0,
+                "exit {:?}, want 0; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let gc = j["gc"].as_array().context("no gc section")?;
+            let longest = gc
+                .iter()
+                .filter_map(|g| g["longest_ms"].as_f64())
+                .fold(0.0, f64::max);
+            ensure!(
+                longest >= 20.0,
+                "the suite's full collections take tens of ms; gc section: {gc:?}"
+            );
+            if !py.free_threaded {
+                let notices = j["holds"]
+                    .as_array()
+                    .map(|v| v.iter().filter(|h| h["class"] == "interpreter").count())
+                    .unwrap_or(0);
+                ensure!(
+                    notices > 0,
+                    "sorted() over 600k floats holds the GIL ≥ 20 ms: want a notice; stderr:\n{}",
+                    r.stderr
+                );
+            }
+            if py.minor == 12 && !py.free_threaded {
+                let r = check(
+                    &["--max-hold", "20ms", "--include-interpreter"],
+                    cmd(),
+                    Some(repo_dir()),
+                    &[],
+                )?;
+                ensure!(
+                    r.code() == Some(1),
+                    "--include-interpreter: exit {:?}, want 1; stderr:\n{}",
+                    r.code(),
+                    r.stderr
+                );
+                let r = check(
+                    &["--max-hold", "20ms", "--max-gc-pause", "5ms"],
+                    cmd(),
+                    Some(repo_dir()),
+                    &[],
+                )?;
+                let j = r.json.as_ref().context("no JSON report")?;
+                let failed_gc = j["gc"]
+                    .as_array()
+                    .map(|v| v.iter().filter(|g| g["failed"] == true).count())
+                    .unwrap_or(0);
+                ensure!(
+                    r.code() == Some(1) && failed_gc > 0,
+                    "--max-gc-pause 5ms: exit {:?}, {failed_gc} failed; stderr:\n{}",
+                    r.code(),
+                    r.stderr
+                );
+            }
+            Ok(())
+        },
+    );
+}

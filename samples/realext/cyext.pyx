@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, freethreading_compatible=True
 """A Cython extension with known GIL behaviour, for `gilscope check`'s tests on real
 toolchains (built per interpreter by scripts/build-realext).
 

@@ -1,13 +1,14 @@
 // A pybind11 extension with known GIL behaviour, for `gilscope check`'s tests on real
-// toolchains. Built per interpreter by scripts/build-realext (PBEXT_NAME is the module name).
+// toolchains. Built per interpreter by scripts/build-realext.
 //
 //   chrono_spin(ms)   holds the GIL, looping on std::chrono::steady_clock::now() — each call
 //                     goes through the vDSO's clock_gettime, as real extensions' timing does
 //   crunch(ms)        holds the GIL in a plain arithmetic loop (no library calls)
 //   release_spin(ms)  the same chrono loop inside py::gil_scoped_release
 //
-// PBEXT_MULTI: declares per-interpreter-GIL support (pybind11 >= 3.0); without it the module
-// cannot be imported in an own-GIL sub-interpreter.
+// `pbext` declares per-interpreter-GIL support and that it needs no GIL (pybind11 >= 3.0);
+// `pbext_legacy` declares neither: an own-GIL sub-interpreter refuses it, and importing it
+// re-enables a free-threaded build's GIL.
 #include <pybind11/pybind11.h>
 
 #include <chrono>
@@ -45,16 +46,21 @@ __attribute__((noinline)) std::uint64_t crunch(long ms) {
 
 }  // namespace heavy
 
-#ifdef PBEXT_MULTI
-PYBIND11_MODULE(PBEXT_NAME, m, py::mod_gil_not_used(),
-                py::multiple_interpreters::per_interpreter_gil()) {
-#else
-PYBIND11_MODULE(PBEXT_NAME, m) {
-#endif
+static void define(py::module_ &m) {
     m.def("chrono_spin", [](long ms) { return heavy::chrono_loop(ms); });
     m.def("crunch", [](long ms) { return heavy::crunch(ms); });
     m.def("release_spin", [](long ms) {
         py::gil_scoped_release release;
         return heavy::chrono_loop(ms);
     });
+}
+
+// One shared object, two modules: installed as pbext$SUFFIX and as pbext_legacy$SUFFIX, the
+// import finds PyInit_pbext or PyInit_pbext_legacy by the file's name.
+PYBIND11_MODULE(pbext, m, py::mod_gil_not_used(), py::multiple_interpreters::per_interpreter_gil()) {
+    define(m);
+}
+
+PYBIND11_MODULE(pbext_legacy, m) {
+    define(m);
 }

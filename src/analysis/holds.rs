@@ -7,8 +7,8 @@
 //! a builtin, a ctypes call) that runs without releasing the GIL does.
 //!
 //! Once an episode is older than [`HoldConfig::unwind_after_ns`], the detector asks a
-//! [`NativeProbe`] to capture the thread's native stack, once; when the episode ends (and only
-//! if it was long) the capture is walked and [`attribute`]d: the innermost
+//! [`NativeProbe`] to capture the thread's native stack, once; when the recording ends, the
+//! captures of the long episodes are walked and [`attribute`]d: the innermost
 //! frame outside the C library and the dynamic loader, preferring an extension's frame over the
 //! interpreter's own. An episode attributed to the bytecode loop itself is Python code, not a
 //! finding.
@@ -35,6 +35,28 @@ pub struct NativeFrame {
     pub object: String,
     /// Demangled symbol, when the object has one for the address.
     pub symbol: Option<String>,
+    /// The address as an offset into the object's file (what `addr2line -e OBJECT` and gdb
+    /// take), when the address is in a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_offset: Option<u64>,
+    /// `symbol` is only the nearest exported symbol before the address (a stripped object
+    /// keeps just its `.dynsym`): the code is at or after it, not surely in it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approximate: bool,
+}
+
+impl NativeFrame {
+    /// "heavy::crunch(long)", "~dumps" (nearest exported symbol), or "orjson.so+0x1a2b3"
+    /// (no symbol: the file offset), "0x7f…" outside any file.
+    pub fn label(&self) -> String {
+        let obj = basename(&self.object);
+        match (&self.symbol, self.file_offset) {
+            (Some(s), _) if self.approximate => format!("~{s}"),
+            (Some(s), _) => s.clone(),
+            (None, Some(off)) if !obj.is_empty() => format!("{obj}+{off:#x}"),
+            _ => format!("{:#x}", self.addr),
+        }
+    }
 }
 
 /// Where a native stack says the thread is.
@@ -177,7 +199,14 @@ fn is_ctypes_trampoline(path: &str) -> bool {
 fn native(f: &NativeFrame, interpreter: bool) -> Attribution {
     Attribution::Native {
         object: f.object.clone(),
-        symbol: f.symbol.clone(),
+        // "~dumps": only the nearest exported symbol before the code (a stripped object).
+        symbol: f.symbol.as_ref().map(|s| {
+            if f.approximate {
+                format!("~{s}")
+            } else {
+                s.clone()
+            }
+        }),
         interpreter,
     }
 }
@@ -218,10 +247,17 @@ pub fn attribute(frames: &[NativeFrame], python_binary: &str) -> Attribution {
         }
         // In the extension: its innermost frame that is not the language runtime compiled
         // into it (std::thread::sleep in a Rust extension, std:: algorithms in C++).
-        let own = frames[i..]
-            .iter()
-            .take_while(|g| g.object == f.object)
-            .find(|g| !is_language_runtime(g.symbol.as_deref()))
+        // The innermost named one: a stripped object's unnamed frames are passed for the
+        // first frame with a name (exact, else the nearest exported symbol).
+        let own_frames = || frames[i..].iter().take_while(|g| g.object == f.object);
+        let own = own_frames()
+            .find(|g| {
+                g.symbol.is_some() && !g.approximate && !is_language_runtime(g.symbol.as_deref())
+            })
+            .or_else(|| {
+                own_frames()
+                    .find(|g| g.symbol.is_some() && !is_language_runtime(g.symbol.as_deref()))
+            })
             .unwrap_or(f);
         return native(own, false);
     }
@@ -236,6 +272,9 @@ pub fn attribute(frames: &[NativeFrame], python_binary: &str) -> Attribution {
     }
 }
 
+/// Snapshots a long episode needs at the least (see [`HoldConfig::max_gap_ns`]).
+pub const MIN_EPISODE_SAMPLES: u32 = 3;
+
 /// Thresholds of the detector.
 #[derive(Debug, Clone, Copy)]
 pub struct HoldConfig {
@@ -247,9 +286,11 @@ pub struct HoldConfig {
     /// neighbouring snapshots, but by at most this much (a starved sampler's hole is not
     /// credited as a hold).
     pub period_ns: u64,
-    /// A gap between two snapshots of an episode counts at most this much towards the limit:
-    /// when the sampler is starved (a loaded CI machine), two snapshots far apart that happen
-    /// to see the same instruction are not taken for one long call.
+    /// A gap between two snapshots of an episode counts at most this much towards the limit,
+    /// and a long episode needs at least [`MIN_EPISODE_SAMPLES`] snapshots: when the sampler
+    /// is starved (a loaded CI machine), two or three snapshots far apart that happen to see
+    /// the same instruction of a loop are not taken for one long call. Half the limit: a
+    /// real hold is still found by a sampler that manages one snapshot per quarter limit.
     pub max_gap_ns: u64,
 }
 
@@ -261,7 +302,7 @@ impl HoldConfig {
             // Half the threshold: early enough to catch a call that just passes it.
             unwind_after_ns: (max_hold_ns / 2).max(1),
             period_ns: period_ns.max(1),
-            max_gap_ns: (4 * period_ns).max(4_000_000),
+            max_gap_ns: (4 * period_ns).max(max_hold_ns / 2),
         }
     }
 }
@@ -368,7 +409,8 @@ pub struct HoldDetector {
     python_binary: String,
     open: HashMap<u32, Open>,
     last_snapshot_ns: Option<u64>,
-    found: Vec<Episode>,
+    /// Long episodes, with their captures still to be walked.
+    found: Vec<(Episode, Option<Result<u64, String>>)>,
     /// Open garbage collections, by interpreter.
     open_gc: HashMap<i64, OpenGc>,
     gc_found: Vec<GcPause>,
@@ -548,46 +590,33 @@ impl HoldDetector {
         );
         // What the samples cover (gaps capped), with the same ends: the test for "long".
         let covered = o.covered_ns + duration.saturating_sub(o.last_ns - o.first_ns);
-        if duration.min(covered) < self.cfg.max_hold_ns {
+        if duration.min(covered) < self.cfg.max_hold_ns || o.samples < MIN_EPISODE_SAMPLES {
             if let Some(Ok(token)) = o.native {
                 probe.discard(token);
             }
             return;
         }
-        let (native_stack, attribution) = match o.native {
-            Some(Ok(token)) => match probe.resolve(token) {
-                Ok(frames) => {
-                    let a = attribute(&frames, &self.python_binary);
-                    (frames, a)
-                }
-                Err(reason) => (Vec::new(), Attribution::Unknown { reason }),
-            },
-            Some(Err(reason)) => (Vec::new(), Attribution::Unknown { reason }),
-            None => (
-                Vec::new(),
-                Attribution::Unknown {
+        // Walked at the end, not now: loading object files for the walk takes long in a
+        // debug build, and the sampler must not miss the next hold meanwhile.
+        self.found.push((
+            Episode {
+                pid: self.pid.unwrap_or(0),
+                tid,
+                thread_name: o.thread_name,
+                interpreter: o.key.0,
+                gil_address: o.key.1,
+                first_seen_ns: o.first_ns,
+                last_seen_ns: o.last_ns,
+                duration_ns: duration,
+                python_stack: o.stack,
+                native_stack: Vec::new(),
+                attribution: Attribution::Unknown {
                     reason: "not unwound".into(),
                 },
-            ),
-        };
-        if attribution == Attribution::Python {
-            return;
-        }
-
-        self.found.push(Episode {
-            pid: self.pid.unwrap_or(0),
-            tid,
-            thread_name: o.thread_name,
-            interpreter: o.key.0,
-            gil_address: o.key.1,
-            first_seen_ns: o.first_ns,
-            last_seen_ns: o.last_ns,
-            duration_ns: duration,
-            python_stack: o.stack,
-            native_stack,
-            attribution,
-            gc_share: f64::from(o.gc_samples) / f64::from(o.samples.max(1)),
-        });
+                gc_share: f64::from(o.gc_samples) / f64::from(o.samples.max(1)),
+            },
+            o.native,
+        ));
     }
 
     /// Ends every open episode (the recording stopped) and returns all long ones found.
@@ -605,11 +634,36 @@ impl HoldDetector {
         for (id, g) in open_gc {
             self.close_gc(id, g, None);
         }
-        self.found.sort_by_key(|e| (e.first_seen_ns, e.tid));
+        let mut episodes = Vec::new();
+        for (mut e, native) in std::mem::take(&mut self.found) {
+            let (native_stack, attribution) = match native {
+                Some(Ok(token)) => match probe.resolve(token) {
+                    Ok(frames) => {
+                        let a = attribute(&frames, &self.python_binary);
+                        (frames, a)
+                    }
+                    Err(reason) => (Vec::new(), Attribution::Unknown { reason }),
+                },
+                Some(Err(reason)) => (Vec::new(), Attribution::Unknown { reason }),
+                None => (
+                    Vec::new(),
+                    Attribution::Unknown {
+                        reason: "not unwound".into(),
+                    },
+                ),
+            };
+            if attribution == Attribution::Python {
+                continue;
+            }
+            e.native_stack = native_stack;
+            e.attribution = attribution;
+            episodes.push(e);
+        }
+        episodes.sort_by_key(|e| (e.first_seen_ns, e.tid));
         self.gc_found
             .sort_by_key(|g| (g.first_seen_ns, g.interpreter));
         Found {
-            episodes: self.found,
+            episodes,
             gc_pauses: self.gc_found,
         }
     }

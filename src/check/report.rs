@@ -44,8 +44,8 @@ fn native_text(h: &HoldGroup) -> Option<String> {
         .map(|f| {
             let obj = f.object.rsplit('/').next().unwrap_or(&f.object);
             match &f.symbol {
-                Some(s) => format!("{s} ({obj})"),
-                None => format!("{:#x} ({obj})", f.addr),
+                Some(_) => format!("{} ({obj})", f.label()),
+                None => f.label(),
             }
         })
         .collect();
@@ -518,6 +518,8 @@ mod tests {
                         addr: 0x1234,
                         object: "/w/ext/gilext.cpython-312-x86_64-linux-gnu.so".into(),
                         symbol: Some("gilext_hold_spin".into()),
+                        file_offset: Some(0x1234),
+                        approximate: false,
                     }],
                 }],
             }],

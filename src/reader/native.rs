@@ -8,7 +8,21 @@
 //!
 //! Objects are read through `/proc/PID/map_files/` (so a target in a chroot or container, or
 //! one whose file was replaced on disk, is unwound with its own files), else through
-//! `/proc/PID/root`. Symbols come from `.symtab` and `.dynsym`.
+//! `/proc/PID/root`; the vDSO (`clock_gettime`, `gettimeofday`: what `std::chrono` and
+//! `time.time()` call) has no file and is read as the ELF image it is from the target's
+//! memory. Symbols come from `.symtab` and `.dynsym`; in a stripped object (a wheel), a frame
+//! past every symbol's end is named by the nearest exported symbol before it, marked
+//! approximate; a frame with no symbol at all is given as `object+0xFILE_OFFSET`.
+//!
+//! Code without call-frame information for an address (hand-written assembly, some JIT
+//! stubs) is stepped over with the frame-pointer chain when `rbp` points into the stack.
+//!
+//! Why our own loop over gimli rather than framehop (samply's unwinder): framehop's
+//! `UnwinderX86_64` wants each module's sections up front and caches rules per module; we
+//! unwind a handful of captures per run, after the hold ended, from objects we open lazily
+//! through `/proc/PID/map_files` — the same .eh_frame/.eh_frame_hdr rules either way, and this
+//! loop already covers lld-linked PyO3 objects, `-O2` code without frame pointers, libc,
+//! libstdc++, libm and now the vDSO (tests/check_real.rs checks each).
 //!
 //! Why not libunwind: libunwind 1.6 (Debian 12) finds no unwind information in objects whose
 //! executable segment's address differs from its file offset — what LLVM's lld, Rust's default
@@ -48,6 +62,9 @@ pub fn demangle(name: &str) -> String {
     }
 }
 
+/// The vDSO's name in /proc/PID/maps.
+const VDSO: &str = "[vdso]";
+
 /// One executable mapping of the target.
 #[derive(Debug, Clone)]
 struct Mapping {
@@ -68,7 +85,7 @@ fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
             continue;
         };
         let path = f.nth(2).unwrap_or("").to_string();
-        if !perms.contains('x') || !path.starts_with('/') {
+        if !perms.contains('x') || !(path.starts_with('/') || path == VDSO) {
             continue;
         }
         let Some((a, b)) = range.split_once('-') else {
@@ -102,6 +119,8 @@ struct ObjectInfo {
     segments: Vec<(u64, u64, u64, bool)>,
     /// Function symbols sorted by address: (address, size, name).
     symbols: Vec<(u64, u64, String)>,
+    /// Only the exported symbols are known (no .symtab, no debug file).
+    stripped: bool,
 }
 
 fn section(file: &object::File<'_>, name: &str) -> Option<(u64, std::ops::Range<usize>)> {
@@ -169,8 +188,11 @@ impl ObjectInfo {
             })
             .collect();
         let mut symbols = function_symbols(&file);
+        let mut stripped = false;
         if file.section_by_name(".symtab").is_none() {
-            symbols.extend(debug_file_symbols(&file, pid, path));
+            let debug = debug_file_symbols(&file, pid, path);
+            stripped = debug.is_empty();
+            symbols.extend(debug);
         }
         symbols.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         symbols.dedup_by_key(|s| s.0);
@@ -182,6 +204,7 @@ impl ObjectInfo {
             text_svma,
             segments,
             symbols,
+            stripped,
         })
     }
 
@@ -209,13 +232,22 @@ impl ObjectInfo {
         }
     }
 
-    fn symbol(&self, svma: u64) -> Option<&str> {
+    /// The symbol at `svma`, and whether it is only the nearest one before it (the address
+    /// lies past its end: in a stripped object, code of a local function after an exported
+    /// one).
+    fn symbol(&self, svma: u64) -> Option<(&str, bool)> {
         let i = self
             .symbols
             .partition_point(|s| s.0 <= svma)
             .checked_sub(1)?;
         let (addr, size, name) = &self.symbols[i];
-        (*size == 0 || svma < addr + size).then_some(name.as_str())
+        let inside = *size == 0 || svma < addr + size;
+        // Only inside an executable segment: past the last function lies no code of it.
+        let in_code = self
+            .segments
+            .iter()
+            .any(|(vaddr, _, filesz, exec)| *exec && *vaddr <= svma && svma < vaddr + filesz);
+        (inside || (self.stripped && in_code)).then_some((name.as_str(), !inside))
     }
 }
 
@@ -305,7 +337,21 @@ impl NativeUnwinder {
         if let Some(o) = self.objects.get(&m.path) {
             return o.clone();
         }
-        let data = match self.files.remove(&m.path) {
+        let data = if m.path == VDSO {
+            // No file: the kernel maps a whole ELF image (section headers included).
+            self.mem.read_vec(m.start, (m.end - m.start) as usize).ok()
+        } else {
+            self.read_object_file(m)
+        };
+        let loaded = data
+            .and_then(|data| ObjectInfo::load(data, self.pid, &m.path).ok())
+            .map(Arc::new);
+        self.objects.insert(m.path.clone(), loaded.clone());
+        loaded
+    }
+
+    fn read_object_file(&mut self, m: &Mapping) -> Option<Vec<u8>> {
+        match self.files.remove(&m.path) {
             // Opened when the stack was captured: readable even if the process is gone now.
             Some(mut f) => {
                 let mut d = Vec::new();
@@ -317,12 +363,7 @@ impl NativeUnwinder {
             ]
             .iter()
             .find_map(|p| std::fs::read(p).ok()),
-        };
-        let loaded = data
-            .and_then(|data| ObjectInfo::load(data, self.pid, &m.path).ok())
-            .map(Arc::new);
-        self.objects.insert(m.path.clone(), loaded.clone());
-        loaded
+        }
     }
 
     /// After a capture (the thread runs again): the current maps, and an open file for every
@@ -334,6 +375,11 @@ impl NativeUnwinder {
         };
         for m in &maps {
             if self.objects.contains_key(&m.path) || self.files.contains_key(&m.path) {
+                continue;
+            }
+            if m.path == VDSO {
+                // A few pages, read now: the memory is gone with the process.
+                self.object(m);
                 continue;
             }
             let f = std::fs::File::open(format!(
@@ -528,7 +574,8 @@ impl NativeUnwinder {
             }
         };
         let Ok(row) = row else {
-            return Ok(None); // no call-frame information here (JIT code, hand-written asm)
+            // No call-frame information here (hand-written assembly, a JIT stub).
+            return Ok(self.frame_pointer_step(regs, stack));
         };
         let cfa = match row.cfa() {
             gimli::CfaRule::RegisterAndOffset { register, offset } => {
@@ -568,18 +615,44 @@ impl NativeUnwinder {
         Ok(Some(next))
     }
 
+    /// One frame up through the frame-pointer chain: `[rbp]` is the caller's rbp and
+    /// `[rbp + 8]` the return address, when rbp points into the stack above rsp.
+    fn frame_pointer_step(&self, regs: &Regs, stack: &StackCopy) -> Option<Regs> {
+        let (rbp, rsp) = (regs.0[RBP as usize]?, regs.0[RSP as usize]?);
+        let stack_end = stack.base + stack.data.len() as u64;
+        if rbp < rsp || rbp + 16 > stack_end || rbp % 8 != 0 {
+            return None;
+        }
+        let mut next = Regs::default();
+        for n in [3u16, 12, 13, 14, 15] {
+            next.0[n as usize] = regs.0[n as usize];
+        }
+        next.0[RBP as usize] = stack_word(&self.mem, stack, rbp);
+        next.0[RA as usize] = stack_word(&self.mem, stack, rbp + 8);
+        next.0[RSP as usize] = Some(rbp + 16);
+        Some(next)
+    }
+
     fn symbolicate(&mut self, ip: u64, innermost: bool) -> NativeFrame {
         let lookup = if innermost { ip } else { ip.wrapping_sub(1) };
         let mut frame = NativeFrame {
             addr: ip,
             object: String::new(),
             symbol: None,
+            file_offset: None,
+            approximate: false,
         };
         if let Some(m) = self.mapping(lookup) {
             frame.object = m.path.clone();
+            if m.path != VDSO {
+                frame.file_offset = Some(ip - m.start + m.offset);
+            }
             if let Some(obj) = self.object(&m) {
                 let svma = lookup.wrapping_sub(obj.bias(m.start, m.offset, m.end - m.start));
-                frame.symbol = obj.symbol(svma).map(demangle);
+                if let Some((name, approximate)) = obj.symbol(svma) {
+                    frame.symbol = Some(demangle(name));
+                    frame.approximate = approximate;
+                }
             }
         }
         frame

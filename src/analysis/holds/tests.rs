@@ -9,6 +9,8 @@ fn nf(object: &str, symbol: &str) -> NativeFrame {
         addr: 0x1000,
         object: object.into(),
         symbol: (!symbol.is_empty()).then(|| symbol.into()),
+        file_offset: None,
+        approximate: false,
     }
 }
 
