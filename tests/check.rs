@@ -877,8 +877,10 @@ fn pybind11_and_cython_holds_are_named() {
                     r.stderr
                 );
                 let ms = h["longest_ms"].as_f64().unwrap_or(0.0);
+                // The call lasts 300 ms; a starved sampler's snapshot times stretch or shrink
+                // the estimate by a few periods.
                 ensure!(
-                    (240.0..=360.0).contains(&ms),
+                    (200.0..=400.0).contains(&ms),
                     "{mark}: {ms} ms, the call lasts 300"
                 );
             }

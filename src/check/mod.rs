@@ -54,6 +54,37 @@ pub struct HoldExample {
     pub at_s: f64,
     pub python_stack: Vec<FrameInfo>,
     pub native_stack: Vec<NativeFrame>,
+    /// The pytest test it happened in (`tests/test_x.py::TestY::test_z`), when the Python
+    /// stack runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+}
+
+/// The pytest node id of the test a Python stack (innermost first) is running: the frame that
+/// `_pytest/python.py`'s `pytest_pyfunc_call` called, as `FILE::Class::function`, with FILE
+/// relative to `rootdir` (the directory pytest ran in) when it lies below it. Parametrized
+/// ids (`[1-a]`) are not in the stack and are left out.
+pub fn pytest_node_id(stack: &[FrameInfo], rootdir: Option<&str>) -> Option<String> {
+    let i = stack.iter().position(|f| {
+        f.function.ends_with("pytest_pyfunc_call") && f.file.ends_with("_pytest/python.py")
+    })?;
+    let test = stack.get(i.checked_sub(1)?)?;
+    let file = match rootdir {
+        Some(root) => test
+            .file
+            .strip_prefix(root.trim_end_matches('/'))
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(&test.file),
+        None => &test.file,
+    };
+    // 3.11+ qualified names: "TestY.test_z"; a function defined inside another has
+    // "<locals>" in it and is not a collected test: keep the last part then.
+    let qual = test
+        .function
+        .rsplit("<locals>.")
+        .next()
+        .unwrap_or(&test.function);
+    Some(format!("{file}::{}", qual.replace('.', "::")))
 }
 
 /// Whose code held the GIL.
@@ -75,6 +106,10 @@ pub struct HoldGroup {
     pub class: HoldClass,
     /// The shared object's path ("" when unknown).
     pub object: String,
+    /// The module it is imported as, when the object is an extension module
+    /// (`numpy._core._multiarray_umath`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
     pub symbol: Option<String>,
     /// The frame is in the interpreter itself (a builtin), not an extension.
     pub in_interpreter: bool,
@@ -268,6 +303,7 @@ impl HoldExample {
             at_s: e.first_seen_ns.saturating_sub(t0_ns) as f64 / 1e9,
             python_stack: e.python_stack.clone(),
             native_stack: e.native_stack.clone(),
+            test: None,
         }
     }
 
@@ -281,6 +317,7 @@ impl HoldExample {
             at_s: p.first_seen_ns.saturating_sub(t0_ns) as f64 / 1e9,
             python_stack: p.python_stack.clone(),
             native_stack: Vec::new(),
+            test: None,
         }
     }
 }
@@ -321,6 +358,7 @@ pub fn group_holds(
             .entry((object.clone(), symbol.clone(), import))
             .or_insert_with(|| HoldGroup {
                 class,
+                module: None,
                 object,
                 symbol,
                 in_interpreter: in_interp,
@@ -393,6 +431,30 @@ pub fn summarize_gc(
 pub fn module_name_of(path: &str) -> String {
     let base = path.rsplit('/').next().unwrap_or(path);
     base.split('.').next().unwrap_or(base).to_string()
+}
+
+/// The name an extension file is imported by, dotted as Python spells it: each enclosing
+/// directory that is a regular package (`is_package(dir)`: it has an `__init__.py`) adds a
+/// component — `.../site-packages/optree/_C.cpython-312-x86_64-linux-gnu.so` → `optree._C`,
+/// `.../numpy/_core/_multiarray_umath.cpython-312-…so` → `numpy._core._multiarray_umath`.
+pub fn dotted_module_name(path: &str, is_package: impl Fn(&str) -> bool) -> String {
+    let mut name = module_name_of(path);
+    let mut dir = match path.rsplit_once('/') {
+        Some((d, _)) => d,
+        None => return name,
+    };
+    for _ in 0..32 {
+        if dir.is_empty() || !is_package(dir) {
+            break;
+        }
+        let (parent, component) = dir.rsplit_once('/').unwrap_or(("", dir));
+        if component.is_empty() || !component.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            break;
+        }
+        name = format!("{component}.{name}");
+        dir = parent;
+    }
+    name
 }
 
 /// Whether a mapped file looks like a CPython extension module (by its name).
@@ -600,10 +662,52 @@ mod tests {
     }
 
     #[test]
+    fn pytest_node_ids_from_the_stack() {
+        let f = |function: &str, file: &str| FrameInfo {
+            function: function.into(),
+            file: file.into(),
+            line: 1,
+            interpreter: 0,
+        };
+        let stack = vec![
+            f("helper", "/w/proj/tests/util.py"),
+            f("TestY.test_z", "/w/proj/tests/test_x.py"),
+            f("pytest_pyfunc_call", "/site/_pytest/python.py"),
+            f("_multicall", "/site/pluggy/_callers.py"),
+        ];
+        assert_eq!(
+            pytest_node_id(&stack, Some("/w/proj")).as_deref(),
+            Some("tests/test_x.py::TestY::test_z")
+        );
+        assert_eq!(
+            pytest_node_id(&stack, Some("/elsewhere")).as_deref(),
+            Some("/w/proj/tests/test_x.py::TestY::test_z")
+        );
+        assert_eq!(pytest_node_id(&stack[..1], None), None);
+    }
+
+    #[test]
     fn extension_names() {
         let p = "/site/pkg/_speedups.cpython-313t-x86_64-linux-gnu.so";
         assert!(is_extension_file(p));
         assert_eq!(module_name_of(p), "_speedups");
+        let pkgs = ["/site/numpy", "/site/numpy/_core", "/site/optree"];
+        let is_pkg = |d: &str| pkgs.contains(&d);
+        assert_eq!(
+            dotted_module_name(
+                "/site/numpy/_core/_multiarray_umath.cpython-312-x86_64-linux-gnu.so",
+                is_pkg
+            ),
+            "numpy._core._multiarray_umath"
+        );
+        assert_eq!(
+            dotted_module_name("/site/optree/_C.abi3.so", is_pkg),
+            "optree._C"
+        );
+        assert_eq!(
+            dotted_module_name("/site/top.cpython-312-x86_64-linux-gnu.so", is_pkg),
+            "top"
+        );
         assert!(is_extension_file("/x/mod.abi3.so"));
         assert!(!is_extension_file("/usr/lib/libssl.so.3"));
     }

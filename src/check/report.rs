@@ -15,10 +15,10 @@ fn frame_text(f: &FrameInfo) -> String {
 }
 
 fn hold_headline(h: &HoldGroup, max_ms: f64) -> String {
-    let what = if h.object.is_empty() {
-        "unknown native code".to_string()
-    } else {
-        format!("{} in {}", h.symbol_name(), h.object_name())
+    let what = match (&h.module, h.object.is_empty()) {
+        (_, true) => "unknown native code".to_string(),
+        (Some(m), false) => format!("{} in {m} ({})", h.symbol_name(), h.object_name()),
+        (None, false) => format!("{} in {}", h.symbol_name(), h.object_name()),
     };
     let interps: Vec<String> = h.interpreters.iter().map(|i| i.to_string()).collect();
     format!(
@@ -122,6 +122,9 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
                 "          longest: process {} thread {} ({}), {:.0} ms at +{:.1} s",
                 ex.pid, ex.tid, ex.thread, ex.duration_ms, ex.at_s
             )?;
+            if let Some(t) = &ex.test {
+                writeln!(w, "          in test: {t}")?;
+            }
         }
         if let Some(n) = native_text(h) {
             writeln!(w, "          native: {n}")?;
@@ -262,8 +265,13 @@ pub fn write_junit(w: &mut dyn Write, r: &Report) -> io::Result<()> {
             },
         )?;
         let headline = hold_headline(h, r.max_hold_ms);
+        let what = format!("{}: {}", h.object_name(), h.symbol_name());
         cases.push(Case {
-            name: format!("{}: {}", h.object_name(), h.symbol_name()),
+            // CI UIs list testcases by name: the pytest test it happened in, when known.
+            name: match h.examples.first().and_then(|e| e.test.as_deref()) {
+                Some(t) => format!("{t} ({what})"),
+                None => what,
+            },
             classname: "gilscope.check.gil_hold".into(),
             failure: h.allowed.is_none().then(|| {
                 (
@@ -491,6 +499,7 @@ mod tests {
             processes: Vec::new(),
             holds: vec![HoldGroup {
                 class: HoldClass::Extension,
+                module: Some("gilext".into()),
                 object: "/w/ext/gilext.cpython-312-x86_64-linux-gnu.so".into(),
                 symbol: Some("gilext_hold_spin".into()),
                 in_interpreter: false,
@@ -521,6 +530,7 @@ mod tests {
                         file_offset: Some(0x1234),
                         approximate: false,
                     }],
+                    test: Some("tests/test_x.py::test_native".into()),
                 }],
             }],
             gc: Vec::new(),
@@ -536,7 +546,7 @@ mod tests {
         let mut out = Vec::new();
         write_text(&mut out, &report()).unwrap();
         let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("FAIL    gilext_hold_spin in gilext.cpython-312-x86_64-linux-gnu.so held the GIL (interpreter 0) 2 times for up to 201 ms"), "{s}");
+        assert!(s.contains("FAIL    gilext_hold_spin in gilext (gilext.cpython-312-x86_64-linux-gnu.so) held the GIL (interpreter 0) 2 times for up to 201 ms"), "{s}");
         assert!(
             s.contains("called from: test_<native> (/w/tests/test_x.py:12)"),
             "{s}"

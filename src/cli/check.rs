@@ -173,6 +173,15 @@ impl MapsWatch {
     }
 }
 
+/// The dotted name `path` is imported by in process `pid` (packages seen from its root, so a
+/// chroot or container target is read with its own files).
+fn module_name(pid: u32, path: &str) -> String {
+    check::dotted_module_name(path, |dir| {
+        Path::new(&format!("/proc/{pid}/root{dir}/__init__.py")).is_file()
+            || Path::new(&format!("{dir}/__init__.py")).is_file()
+    })
+}
+
 /// The live source, watched: holds go to the detector, GIL re-enables are noted.
 struct CheckSource {
     inner: LiveSource,
@@ -224,7 +233,7 @@ impl CheckSource {
                         (
                             t,
                             ExtensionModule {
-                                name: check::module_name_of(p),
+                                name: module_name(self.pid, p),
                                 path: p.clone(),
                             },
                         )
@@ -445,7 +454,7 @@ fn subinterp_problems(p: &ProcOutcome, warnings: &mut Vec<String>) -> Vec<Subint
     let mods: Vec<(String, String)> = p
         .extensions
         .iter()
-        .map(|path| (check::module_name_of(path), path.clone()))
+        .map(|path| (module_name(p.run.pid, path), path.clone()))
         .collect();
     let input = match serde_json::to_string(&mods) {
         Ok(s) => s,
@@ -643,6 +652,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
     let mut processes = Vec::new();
     let mut episodes = Vec::new();
     let mut gc_pauses = Vec::new();
+    let mut cwds: BTreeMap<u32, PathBuf> = BTreeMap::new();
     let mut gil_reenabled = Vec::new();
     let mut sub_problems: Option<Vec<SubinterpProblem>> = plan.subinterpreters.then(Vec::new);
     let mut errors = 0usize;
@@ -666,6 +676,9 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
                 }
                 episodes.extend(p.episodes);
                 gc_pauses.extend(p.gc_pauses);
+                if let Some(c) = &p.cwd {
+                    cwds.insert(pid, c.clone());
+                }
                 gil_reenabled.extend(p.reenabled);
                 processes.push(p.run);
             }
@@ -689,6 +702,27 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
             command_status.map_or("an unknown status".to_string(), |s| format!("status {s}"))
         );
     }
+    let mut holds = check::group_holds(
+        &episodes,
+        &plan.allow,
+        &check::GroupOptions {
+            max_hold_ns: (plan.max_hold_ms * 1e6) as u64,
+            include_imports: plan.include_imports,
+            include_interpreter: plan.include_interpreter,
+            t0_ns: t0,
+        },
+    );
+    for h in &mut holds {
+        if let Some(ex) = h.examples.first() {
+            if check::is_extension_file(&h.object) {
+                h.module = Some(module_name(ex.pid, &h.object));
+            }
+        }
+        for ex in &mut h.examples {
+            let root = cwds.get(&ex.pid).and_then(|c| c.to_str());
+            ex.test = check::pytest_node_id(&ex.python_stack, root);
+        }
+    }
     let report = Report {
         command: plan.command.clone(),
         command_status,
@@ -697,16 +731,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
         rate_hz: plan.rate_hz,
         seconds: started.elapsed().as_secs_f64(),
         processes,
-        holds: check::group_holds(
-            &episodes,
-            &plan.allow,
-            &check::GroupOptions {
-                max_hold_ns: (plan.max_hold_ms * 1e6) as u64,
-                include_imports: plan.include_imports,
-                include_interpreter: plan.include_interpreter,
-                t0_ns: t0,
-            },
-        ),
+        holds,
         gc: check::summarize_gc(
             &gc_pauses,
             plan.max_gc_pause_ms.map(|m| (m * 1e6) as u64),
