@@ -138,7 +138,11 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
             writeln!(w, "          {label}: {reason}")?;
         }
     }
-    for g in &r.gc {
+    // Collections under the hold limit are routine: in the JSON only.
+    for g in
+        r.gc.iter()
+            .filter(|g| g.failed || g.longest_ms >= r.max_hold_ms)
+    {
         write_gc(w, g, r.max_gc_pause_ms)?;
     }
     for g in &r.gil_reenabled {
