@@ -551,3 +551,48 @@ fn freethreaded_gil_enabled() {
         },
     );
 }
+
+/// samples/gc_loop.py: `gc.collect()` in a loop (its own gc.callbacks say the collector runs
+/// ≥ 90 % of the time) → the main interpreter reads `gc_collecting: true` in most of 10
+/// dumps; the same sample idle (GC_LOOP_IDLE=1) reads false in every one. Every build,
+/// 3.13+ through the debug offsets, ≤3.12 through the built-in tables.
+#[test]
+fn gc_collecting_flag() {
+    for_each_python(
+        "gc_collecting_flag",
+        "any interpreter",
+        |_| true,
+        |py| {
+            let busy = Target::start(py, "gc_loop.py")?;
+            let ready: serde_json::Value = serde_json::from_str(&busy.ready_line)?;
+            let share = ready["collect_share"].as_f64().unwrap_or(0.0);
+            ensure!(
+                share >= 0.9,
+                "the loop collects only {share:.2} of the time"
+            );
+            let mut collecting = 0;
+            for n in 0..10 {
+                let snap = dump(busy.pid()).with_context(|| format!("dump #{n}"))?;
+                let flag = snap.interpreters[0].gc_collecting;
+                ensure!(flag.is_some(), "no gc_collecting read on {}", py.label());
+                collecting += usize::from(flag == Some(true));
+            }
+            // P(fewer than 6 of 10 | p ≥ 0.9) < 0.2 %: a reading that misses the flag fails here.
+            ensure!(
+                collecting >= 6,
+                "gc_collecting in only {collecting} of 10 dumps"
+            );
+            drop(busy);
+            let idle = Target::start_with_env(py, "gc_loop.py", &[("GC_LOOP_IDLE", "1")])?;
+            for n in 0..5 {
+                let snap = dump(idle.pid()).with_context(|| format!("idle dump #{n}"))?;
+                ensure!(
+                    snap.interpreters[0].gc_collecting == Some(false),
+                    "idle: gc_collecting {:?}",
+                    snap.interpreters[0].gc_collecting
+                );
+            }
+            Ok(())
+        },
+    );
+}
