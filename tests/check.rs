@@ -978,3 +978,41 @@ fn pure_python_gc_suite_passes() {
         },
     );
 }
+
+/// A command that does not exist is one clear error line (exit 2); a command killed by a
+/// signal has the signal named, and its status (128 + N) is check's.
+#[test]
+fn missing_command_and_killing_signal_are_said_plainly() {
+    let out = output_with_timeout(
+        gilscope(&["check", "--", "no-such-command-gilscope"]),
+        CHECK_TIMEOUT,
+    )
+    .expect("gilscope runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(
+        errors.len() == 1 && errors[0].contains("no such command"),
+        "want one error line naming the missing command; stderr:\n{stderr}"
+    );
+    for_each_python(
+        "missing_command_and_killing_signal",
+        "pyenv 3.12 on the host",
+        |py| on_host(py) && py.minor == 12 && !py.free_threaded,
+        |py| {
+            let _g = serial();
+            let cmd = py.command(&[
+                "-c",
+                "import os, signal, time; time.sleep(1.5); os.kill(os.getpid(), signal.SIGKILL)",
+            ]);
+            let r = check(&[], cmd, None, &[])?;
+            ensure!(
+                r.code() == Some(137) && r.stderr.contains("killed by SIGKILL (signal 9)"),
+                "exit {:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            Ok(())
+        },
+    );
+}

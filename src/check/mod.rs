@@ -194,6 +194,9 @@ pub struct Report {
     pub command: Vec<String>,
     /// The command's exit status (128+N for a signal); None when it could not be waited for.
     pub command_status: Option<i32>,
+    /// The signal that killed the command, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_signal: Option<i32>,
     pub ignore_command_status: bool,
     pub max_hold_ms: f64,
     pub rate_hz: f64,
@@ -238,6 +241,31 @@ impl Report {
             EXIT_CLEAN
         }
     }
+}
+
+/// "SIGKILL" for 9, and the other signals a test run meets; "signal N" otherwise.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => return format!("signal {sig}"),
+    };
+    format!("{name} (signal {sig})")
 }
 
 /// Whether the Python stack is inside an import (importlib's frozen bootstrap): loading an
@@ -533,6 +561,7 @@ mod tests {
         let report = Report {
             command: vec!["pytest".into()],
             command_status: Some(0),
+            command_signal: None,
             ignore_command_status: false,
             max_hold_ms: 50.0,
             rate_hz: 1000.0,

@@ -184,10 +184,11 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
         )?;
     }
     let failures = r.failures();
-    let status = match r.command_status {
-        Some(0) => "the command succeeded".to_string(),
-        Some(s) => format!("the command exited with status {s}"),
-        None => "the command's status is unknown".to_string(),
+    let status = match (r.command_status, r.command_signal) {
+        (_, Some(sig)) => format!("the command was killed by {}", super::signal_name(sig)),
+        (Some(0), None) => "the command succeeded".to_string(),
+        (Some(s), None) => format!("the command exited with status {s}"),
+        (None, None) => "the command's status is unknown".to_string(),
     };
     if failures == 0 {
         writeln!(
@@ -496,6 +497,7 @@ mod tests {
         Report {
             command: vec!["python".into(), "-m".into(), "pytest".into()],
             command_status: Some(0),
+            command_signal: None,
             ignore_command_status: false,
             max_hold_ms: 50.0,
             rate_hz: 1000.0,

@@ -641,6 +641,10 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
     done.store(true, Ordering::SeqCst);
     let _ = follower.join();
     let command_status = status.map(cli_record::exit_code_of);
+    let command_signal = status.and_then(|s| {
+        use std::os::unix::process::ExitStatusExt;
+        s.signal()
+    });
 
     // Gather.
     let mut procs: Vec<(u32, Result<ProcOutcome>)> = outcomes
@@ -726,6 +730,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
     let report = Report {
         command: plan.command.clone(),
         command_status,
+        command_signal,
         ignore_command_status: plan.ignore_command_status,
         max_hold_ms: plan.max_hold_ms,
         rate_hz: plan.rate_hz,

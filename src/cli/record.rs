@@ -521,10 +521,15 @@ pub fn spawn(cmd: &[String]) -> Result<Child> {
     let Some((prog, args)) = cmd.split_first() else {
         bail!("no command given after `--`");
     };
-    Command::new(prog)
-        .args(args)
-        .spawn()
-        .with_context(|| format!("cannot run {prog:?}"))
+    Command::new(prog).args(args).spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!(
+                "cannot run {prog:?}: no such command (not a path, and not found in PATH)"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("cannot run {prog:?}"))
+        }
+    })
 }
 
 fn finish_child(
