@@ -1016,3 +1016,37 @@ fn missing_command_and_killing_signal_are_said_plainly() {
         },
     );
 }
+
+/// `python -c 'import …'` lives for a fraction of a second: `--subinterpreters` still sees
+/// every extension it loaded, and names exactly the ones an own-GIL sub-interpreter refuses —
+/// pybind11's legacy declaration and Cython's default — not the module declared
+/// per-interpreter-GIL.
+#[test]
+fn short_process_subinterpreter_refusals() {
+    for_each_python(
+        "short_process_subinterpreter_refusals",
+        "a default-build interpreter ≥ 3.12 on the host",
+        |py| on_host(py) && !py.free_threaded && py.minor >= 12,
+        |py| {
+            let _g = serial();
+            let dir = build_realext(py)?;
+            let cmd = py.command(&["-c", "import pbext_legacy, pbext, cyext"]);
+            let r = check(&["--subinterpreters"], cmd, Some(&dir), &[])?;
+            let j = r.json.as_ref().context("no JSON report")?;
+            let names: BTreeSet<String> = j["subinterpreters"]
+                .as_array()
+                .context("subinterpreters not checked")?
+                .iter()
+                .filter_map(|p| p["module"]["name"].as_str().map(str::to_string))
+                .collect();
+            let want: BTreeSet<String> = ["cyext", "pbext_legacy"].map(String::from).into();
+            ensure!(
+                r.code() == Some(1) && names == want,
+                "exit {:?}, refused {names:?}, want {want:?}; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            Ok(())
+        },
+    );
+}

@@ -24,6 +24,7 @@ use gilscope::check::{self, ExtensionModule, GilReenabled, ProcessRun, Report, S
 use gilscope::model::timeline::{Event, Source, ThreadIdx};
 use gilscope::model::GilState;
 use gilscope::model::Snapshot;
+use gilscope::reader::exit_watch::{ExitWatch, Watch};
 use gilscope::reader::native::NativeUnwinder;
 use gilscope::reader::{Reader, ReaderOptions};
 use gilscope::sampler::{
@@ -144,16 +145,26 @@ pub struct CheckPlan {
 const MAPS_EVERY_FT: Duration = Duration::from_millis(20);
 const MAPS_EVERY: Duration = Duration::from_millis(250);
 
+/// For this long after the first read, the maps are read every MAPS_EVERY_FT.
+const MAPS_FAST_FOR: Duration = Duration::from_secs(2);
+
 /// Extension files loaded by one process, with when each was first seen.
 #[derive(Default)]
 struct MapsWatch {
     first_seen: BTreeMap<String, u64>,
     last_read: Option<Instant>,
+    first_read: Option<Instant>,
 }
 
 impl MapsWatch {
+    /// Time since the first read (zero before it).
+    fn age(&self) -> Duration {
+        self.first_read.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
     fn read(&mut self, pid: u32, now_ns: u64) {
         self.last_read = Some(Instant::now());
+        self.first_read.get_or_insert_with(Instant::now);
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             return;
         };
@@ -185,6 +196,7 @@ fn module_name(pid: u32, path: &str) -> String {
 /// The live source, watched: holds go to the detector, GIL re-enables are noted.
 struct CheckSource {
     inner: LiveSource,
+    exit_watch: Option<Arc<Mutex<ExitWatch>>>,
     detector: HoldDetector,
     probe: Box<dyn NativeProbe>,
     pid: u32,
@@ -252,7 +264,27 @@ impl CheckSource {
 
 impl SnapshotSource for CheckSource {
     fn snapshot(&mut self) -> Result<Snapshot> {
-        let snap = self.inner.snapshot()?;
+        if let Some(w) = &self.exit_watch {
+            let mut w = w
+                .lock()
+                .map_err(|_| anyhow::anyhow!("exit watch poisoned"))?;
+            if w.poll() == Watch::AtExit {
+                // Its last moment: memory still there.
+                self.maps.read(self.pid, now_ns());
+                w.release();
+            }
+        }
+        let snap = match self.inner.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                // Often the process is exiting (its runtime finalizing): the last look at its
+                // maps, so a short-lived process's extensions are all seen.
+                if self.want_extensions || self.free_threaded {
+                    self.maps.read(self.pid, now_ns());
+                }
+                return Err(e);
+            }
+        };
         self.detector.observe(&snap, self.probe.as_mut());
         self.watch_gil_state(&snap);
         if self.inner.exact.is_some() {
@@ -263,7 +295,14 @@ impl SnapshotSource for CheckSource {
                     .map(|t| t.tid),
             );
         }
-        if self.want_extensions && self.maps.due(MAPS_EVERY) {
+        // Often at first (imports happen early, and a short process may be gone in 0.2 s),
+        // then every MAPS_EVERY.
+        let every = if self.maps.age() < MAPS_FAST_FOR {
+            MAPS_EVERY_FT
+        } else {
+            MAPS_EVERY
+        };
+        if self.want_extensions && self.maps.due(every) {
             self.maps.read(self.pid, snap.time_ns);
         }
         Ok(snap)
@@ -343,12 +382,31 @@ fn check_process(
     let minor = reader.layout().minor;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    // The last look at a short-lived process: its main thread stops at its exit, memory
+    // intact, and the maps are read there (extensions for --subinterpreters and the
+    // free-threaded re-enable check).
+    let exit_watch = if plan.subinterpreters || python.free_threaded {
+        match ExitWatch::seize(pid) {
+            Ok(w) => Some(Arc::new(Mutex::new(w))),
+            Err(e) => {
+                eprintln!("gilscope check: process {pid}: cannot watch for its exit: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (probe, native_unavailable): (Box<dyn NativeProbe>, Option<String>) = if !plan.native {
         let why = "--no-native".to_string();
         (Box::new(NoProbe(why.clone())), Some(why))
     } else {
         match NativeUnwinder::new(pid) {
-            Ok(u) => (Box::new(u), None),
+            Ok(mut u) => {
+                if let Some(w) = &exit_watch {
+                    u.set_exit_watch(w.clone());
+                }
+                (Box::new(u), None)
+            }
             Err(e) => {
                 let why = format!("{e:#}");
                 (Box::new(NoProbe(why.clone())), Some(why))
@@ -358,6 +416,7 @@ fn check_process(
     let inner = cli_record::live_source(reader, plan.mode)?;
     let mut source = CheckSource {
         inner,
+        exit_watch,
         detector: HoldDetector::new(HoldConfig::new(
             (plan.max_hold_ms * 1e6) as u64,
             (1e9 / plan.rate_hz) as u64,

@@ -5,6 +5,7 @@
 
 pub mod debug_offsets;
 pub mod error;
+pub mod exit_watch;
 pub mod layout;
 pub mod memory;
 pub mod native;

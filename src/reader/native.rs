@@ -293,6 +293,9 @@ pub struct NativeUnwinder {
     /// Total time threads were stopped, and how many unwinds.
     pub paused: Duration,
     pub count: u64,
+    /// The main thread, when it is seized already (`check` watching for the exit): it is
+    /// stopped through the watch, not seized again.
+    main: Option<Arc<std::sync::Mutex<super::exit_watch::ExitWatch>>>,
 }
 
 impl NativeUnwinder {
@@ -310,7 +313,13 @@ impl NativeUnwinder {
             next_token: 0,
             paused: Duration::ZERO,
             count: 0,
+            main: None,
         })
+    }
+
+    /// The main thread is seized by `watch` (same thread of gilscope): stop it through it.
+    pub fn set_exit_watch(&mut self, watch: Arc<std::sync::Mutex<super::exit_watch::ExitWatch>>) {
+        self.main = Some(watch);
     }
 
     pub fn pid(&self) -> u32 {
@@ -396,6 +405,21 @@ impl NativeUnwinder {
 
     /// Stops `tid` just long enough to read its registers and copy the top of its stack.
     fn stop_and_capture(&mut self, tid: u32) -> Result<(Regs, StackCopy)> {
+        if let Some(watch) = self.main.clone().filter(|_| tid == self.pid) {
+            let t0 = Instant::now();
+            let mut w = watch
+                .lock()
+                .map_err(|_| anyhow!("the exit watch is poisoned"))?;
+            if !w.interrupt() {
+                bail!("thread {tid} is gone");
+            }
+            let captured = self.read_regs_and_stack(tid);
+            w.resume();
+            drop(w);
+            self.paused += t0.elapsed();
+            self.count += 1;
+            return captured;
+        }
         let thread =
             remoteprocess::Thread::new(tid as i32).with_context(|| format!("thread {tid}"))?;
         let t0 = Instant::now();
