@@ -1017,10 +1017,12 @@ fn missing_command_and_killing_signal_are_said_plainly() {
     );
 }
 
-/// `python -c 'import …'` lives for a fraction of a second: `--subinterpreters` still sees
-/// every extension it loaded, and names exactly the ones an own-GIL sub-interpreter refuses —
-/// pybind11's legacy declaration and Cython's default — not the module declared
-/// per-interpreter-GIL.
+/// A process that imports its extensions as its very last act and exits at once:
+/// `--subinterpreters` still sees every extension it loaded (its maps are read at its exit
+/// stop), and names exactly the ones an own-GIL sub-interpreter refuses — pybind11's legacy
+/// declaration and Cython's default — not the module declared per-interpreter-GIL. (The
+/// short sleep first lets gilscope attach: a process gone before that is not seen at all;
+/// docs/ci.md says so.)
 #[test]
 fn short_process_subinterpreter_refusals() {
     for_each_python(
@@ -1030,7 +1032,10 @@ fn short_process_subinterpreter_refusals() {
         |py| {
             let _g = serial();
             let dir = build_realext(py)?;
-            let cmd = py.command(&["-c", "import pbext_legacy, pbext, cyext"]);
+            let cmd = py.command(&[
+                "-c",
+                "import time; time.sleep(1.0); import pbext_legacy, pbext, cyext",
+            ]);
             let r = check(&["--subinterpreters"], cmd, Some(&dir), &[])?;
             let j = r.json.as_ref().context("no JSON report")?;
             let names: BTreeSet<String> = j["subinterpreters"]
