@@ -18,7 +18,7 @@ use super::debug_offsets::DebugOffsets;
 use super::error::{ReadError, ReadErrorKind};
 use super::layout::{HoldsGil, Layout};
 use super::memory::{Bytes, Memory, MemoryExt, ProcessMem};
-use super::procfs::{self, TaskStat};
+use super::procfs::{self, SyscallState, TaskStat};
 use super::runtime;
 use super::stack::{StackLayout, StackReader};
 
@@ -850,16 +850,11 @@ impl Reader {
                 }
             } else if holds {
                 GilState::Held
-            } else if current.gil_requested == Some(true)
-                || (!task.on_cpu() && self.waits_on_gil(*tid, gil_addr))
-            {
-                // 3.15 says so itself; elsewhere the thread sleeps on a futex
-                // inside this GIL's condition variable or mutex.
+            } else if current.gil_requested == Some(true) {
+                // 3.15 says so itself.
                 GilState::Waiting
-            } else if task.on_cpu() {
-                GilState::Released
             } else {
-                GilState::Idle
+                self.not_holding(*tid, task, gil_addr)
             };
 
             // Frames: current thread state first, then the others
@@ -971,17 +966,35 @@ impl Reader {
         }
     }
 
-    /// Is the thread blocked on a futex inside this GIL's wait area?
-    fn waits_on_gil(&self, tid: u32, gil_addr: u64) -> bool {
-        if gil_addr == 0 {
-            return false;
-        }
-        match self.task_files.borrow_mut().blocked_syscall(self.pid, tid) {
-            Some((SYS_FUTEX, addr)) => {
-                let g = &self.layout.gil;
-                addr >= gil_addr + g.wait_begin && addr < gil_addr + g.wait_end
+    /// The state of a thread that does not hold its (enabled) GIL, from what the kernel says
+    /// now (`/proc/PID/task/TID/syscall`, read after the thread's `stat`, so it wins when the
+    /// two disagree):
+    ///
+    /// - asleep on a futex inside this GIL's condition variable or mutex (`take_gil`), or its
+    ///   switch condition (`drop_gil`, asked to drop it and waiting until another thread
+    ///   took it, before going for it again or on without it): waiting;
+    /// - asleep in any other system call: idle;
+    /// - runnable (`running`): released if `stat` said runnable too. A runnable thread may be
+    ///   on a CPU or queued for one, and the kernel shows neither its system call nor its
+    ///   program counter then, so a preempted waiter cannot be told from a thread running C
+    ///   code without the GIL; if `stat` said asleep the thread woke between the two reads
+    ///   (from what, nothing tells): unknown;
+    /// - not runnable and outside a system call (stopped, faulting a page in): unknown;
+    /// - unreadable: from `stat` alone, released when runnable, idle when not.
+    fn not_holding(&self, tid: u32, task: &TaskStat, gil_addr: u64) -> GilState {
+        let g = &self.layout.gil;
+        let in_gil = |addr: u64| {
+            gil_addr != 0 && addr >= gil_addr + g.wait_begin && addr < gil_addr + g.switch_end
+        };
+        match self.task_files.borrow_mut().syscall_state(self.pid, tid) {
+            Some(SyscallState::Blocked { nr, arg0 }) if nr == SYS_FUTEX && in_gil(arg0) => {
+                GilState::Waiting
             }
-            _ => false,
+            Some(SyscallState::Blocked { .. }) => GilState::Idle,
+            Some(SyscallState::Running) if task.on_cpu() => GilState::Released,
+            Some(SyscallState::Running) | Some(SyscallState::Outside { .. }) => GilState::Unknown,
+            None if task.on_cpu() => GilState::Released,
+            None => GilState::Idle,
         }
     }
 }
