@@ -188,16 +188,24 @@ pub const STATES: [GilState; 6] = [
 ];
 
 /// A state interval: consecutive runs of one thread that agree on
-/// interpreter, state and source, merged.
+/// interpreter, state, on-CPU and source, merged. A thread's intervals are what its
+/// totals (`by_state`, `on_cpu`) add up: every view of the model draws them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateInterval {
     pub start_ns: u64,
     pub end_ns: u64,
     pub interpreter: i64,
     pub state: GilState,
+    /// On a CPU: from the run itself (sampled), or from the sampled runs over the same
+    /// time (exact runs).
+    pub on_cpu: bool,
     pub samples: u64,
     pub source: Source,
 }
+
+/// How long sampled on-CPU spans are kept for exact runs still to come (exact runs of a
+/// thread arrive when their interval ends, at most a couple of seconds after the samples).
+const CPU_SPANS_KEPT_NS: u64 = 10_000_000_000;
 
 /// Time and samples spent somewhere.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -258,9 +266,47 @@ pub struct Thread {
     /// first exact run (taken back out when it comes).
     sampled_by_state: BTreeMap<GilState, Totals>,
     sampled_by_interpreter: BTreeMap<i64, Totals>,
+    sampled_on_cpu: Totals,
+    /// On-CPU spans of the sampled runs (merged, in time order, the last
+    /// [`CPU_SPANS_KEPT_NS`]): exact runs take their on-CPU time from them.
+    cpu_spans: Vec<(u64, u64)>,
 }
 
 impl Thread {
+    /// Adds `[start, end)` of run `r` to the totals and the intervals.
+    fn add_piece(&mut self, r: &Run, start: u64, end: u64, on_cpu: bool, samples: u64) {
+        let ns = end.saturating_sub(start);
+        self.by_state.entry(r.state).or_default().add(ns, samples);
+        self.by_interpreter
+            .entry(r.interpreter)
+            .or_default()
+            .add(ns, samples);
+        if on_cpu {
+            self.on_cpu.add(ns, samples);
+        }
+        match self.intervals.last_mut() {
+            Some(last)
+                if last.end_ns == start
+                    && last.interpreter == r.interpreter
+                    && last.state == r.state
+                    && last.on_cpu == on_cpu
+                    && last.source == r.source =>
+            {
+                last.end_ns = end;
+                last.samples = last.samples.saturating_add(samples);
+            }
+            _ => self.intervals.push(StateInterval {
+                start_ns: start,
+                end_ns: end,
+                interpreter: r.interpreter,
+                state: r.state,
+                on_cpu,
+                samples,
+                source: r.source,
+            }),
+        }
+    }
+
     /// All observed time (sum over states).
     pub fn observed(&self) -> Totals {
         let mut t = Totals::default();
@@ -551,6 +597,8 @@ impl Timeline {
                         exact: false,
                         sampled_by_state: BTreeMap::new(),
                         sampled_by_interpreter: BTreeMap::new(),
+                        sampled_on_cpu: Totals::default(),
+                        cpu_spans: Vec::new(),
                     });
                 } else {
                     self.inconsistent_events += 1;
@@ -599,7 +647,8 @@ impl Timeline {
     /// Exact and sampled runs of one thread cover the same time: once a thread
     /// has an exact run, its states come from exact runs only (what sampled
     /// runs said before is taken back), and sampled runs only add stacks (by
-    /// their sampled state) and on-CPU time. Exact runs carry no stacks.
+    /// their sampled state) and the on-CPU spans exact runs are cut by: an exact
+    /// run's time is on a CPU where a sampled run said so. Exact runs carry no stacks.
     fn apply_run(&mut self, r: &Run) {
         self.source_seen(r.source);
         let Some(t) = self.thread_mut(r.thread) else {
@@ -613,6 +662,7 @@ impl Timeline {
                 &mut t.by_interpreter,
                 std::mem::take(&mut t.sampled_by_interpreter),
             );
+            t.on_cpu.sub(std::mem::take(&mut t.sampled_on_cpu));
             t.intervals.retain(|i| i.source == Source::Exact);
         }
         let ns = r.end_ns.saturating_sub(r.start_ns);
@@ -620,13 +670,19 @@ impl Timeline {
         t.last_seen_ns = t.last_seen_ns.max(r.end_ns);
         t.first_seen_ns = t.first_seen_ns.min(r.start_ns);
         if !exact {
-            if r.on_cpu {
-                t.on_cpu.add(ns, samples);
-            }
             t.stacks
                 .entry((r.state, r.interpreter, r.stack))
                 .or_default()
                 .add(ns, samples);
+            if r.on_cpu && r.end_ns > r.start_ns {
+                match t.cpu_spans.last_mut() {
+                    Some(last) if last.1 >= r.start_ns => last.1 = last.1.max(r.end_ns),
+                    _ => t.cpu_spans.push((r.start_ns, r.end_ns)),
+                }
+                let keep_after = r.end_ns.saturating_sub(CPU_SPANS_KEPT_NS);
+                let drop = t.cpu_spans.partition_point(|s| s.1 < keep_after);
+                t.cpu_spans.drain(..drop);
+            }
             if t.exact {
                 return;
             }
@@ -638,30 +694,31 @@ impl Timeline {
                 .entry(r.interpreter)
                 .or_default()
                 .add(ns, samples);
-        }
-        t.by_state.entry(r.state).or_default().add(ns, samples);
-        t.by_interpreter
-            .entry(r.interpreter)
-            .or_default()
-            .add(ns, samples);
-        match t.intervals.last_mut() {
-            Some(last)
-                if last.end_ns == r.start_ns
-                    && last.interpreter == r.interpreter
-                    && last.state == r.state
-                    && last.source == r.source =>
-            {
-                last.end_ns = r.end_ns;
-                last.samples = last.samples.saturating_add(samples);
+            if r.on_cpu {
+                t.sampled_on_cpu.add(ns, samples);
             }
-            _ => t.intervals.push(StateInterval {
-                start_ns: r.start_ns,
-                end_ns: r.end_ns,
-                interpreter: r.interpreter,
-                state: r.state,
-                samples,
-                source: r.source,
-            }),
+            t.add_piece(r, r.start_ns, r.end_ns, r.on_cpu, samples);
+            return;
+        }
+        // Exact: cut at the sampled on-CPU spans.
+        let mut at = r.start_ns;
+        let first = t.cpu_spans.partition_point(|s| s.1 <= r.start_ns);
+        let mut pieces = Vec::new();
+        for &(cs, ce) in t.cpu_spans[first..].iter().take_while(|s| s.0 < r.end_ns) {
+            let (cs, ce) = (cs.max(r.start_ns), ce.min(r.end_ns));
+            if cs > at {
+                pieces.push((at, cs, false));
+            }
+            if ce > cs {
+                pieces.push((cs, ce, true));
+            }
+            at = at.max(ce);
+        }
+        if at < r.end_ns || pieces.is_empty() {
+            pieces.push((at, r.end_ns, false));
+        }
+        for (s, e, on_cpu) in pieces {
+            t.add_piece(r, s, e, on_cpu, 0);
         }
     }
 
