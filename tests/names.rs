@@ -192,7 +192,65 @@ fn record_workload(py: &Python, mode: &str, dir: &std::path::Path) -> Result<(Lo
     );
     let summary: Summary =
         serde_json::from_slice(&out.stdout).context("parsing gilscope summary --json")?;
+    check_thread_limits(&t, summary.threads.len())?;
     Ok((log, summary))
+}
+
+/// `summary` lists the 20 most active threads by default and says how many it left out;
+/// `--all` lists all, `--threads N` N (in --json too, with `threads_left_out`). `all` is
+/// how many there are.
+fn check_thread_limits(trace: &str, all: usize) -> Result<()> {
+    let text = |args: &[&str]| -> Result<String> {
+        let mut a = vec!["summary", trace];
+        a.extend(args);
+        let out = output_with_timeout(gilscope(&a), GILSCOPE_TIMEOUT)?;
+        ensure!(out.status.success(), "gilscope {a:?} failed");
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // Thread rows: the lines between the THREADS header and the next blank line.
+    let rows = |s: &str| -> usize {
+        s.lines()
+            .skip_while(|l| !l.starts_with("Threads ("))
+            .skip(2)
+            .take_while(|l| !l.is_empty())
+            .filter(|l| !l.trim_start().starts_with('…') && !l.trim_start().starts_with('('))
+            .count()
+    };
+    let default = text(&[])?;
+    let left_out = format!("… {} more thread", all.saturating_sub(20));
+    if all > 20 {
+        ensure!(
+            rows(&default) == 20 && default.contains(&left_out),
+            "default summary: {} rows, want 20 and {left_out:?}:\n{default}",
+            rows(&default)
+        );
+    } else {
+        ensure!(
+            rows(&default) == all && !default.contains("left out"),
+            "{default}"
+        );
+    }
+    let every = text(&["--all"])?;
+    ensure!(
+        rows(&every) == all && !every.contains("left out"),
+        "--all: {} rows of {all}",
+        rows(&every)
+    );
+    let five = text(&["--threads", "5"])?;
+    ensure!(
+        rows(&five) == all.min(5),
+        "--threads 5: {} rows",
+        rows(&five)
+    );
+    let json: serde_json::Value = serde_json::from_str(&text(&["--threads", "5", "--json"])?)?;
+    ensure!(
+        json["threads"].as_array().map(Vec::len) == Some(all.min(5))
+            && json["threads_left_out"].as_u64() == Some(all.saturating_sub(5) as u64),
+        "--threads 5 --json: {} threads, threads_left_out {}",
+        json["threads"].as_array().map_or(0, Vec::len),
+        json["threads_left_out"]
+    );
+    Ok(())
 }
 
 /// Every row is a logged thread and carries the name it logged. Rows that carry no

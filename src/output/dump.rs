@@ -94,16 +94,26 @@ pub fn write_text(out: &mut dyn Write, snap: &Snapshot) -> io::Result<()> {
         } else {
             "free".to_string()
         };
-        let ft = g
-            .free_threaded_state
-            .as_deref()
-            .map(|s| format!(", free-threaded GIL {s}"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "Interpreter {} ({kind}, {gil_kind}): {gil_state}, {} switches{ft}",
-            interp.id, g.switch_number
-        )?;
+        if g.enabled {
+            // Free-threaded builds with the GIL switched on: for good, or for now.
+            let ft = g
+                .free_threaded_state
+                .as_deref()
+                .map(|s| format!(", free-threaded GIL {s}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "Interpreter {} ({kind}, {gil_kind}): {gil_state}, {} switches{ft}",
+                interp.id, g.switch_number
+            )?;
+        } else {
+            // No lock at all: no switches to count, nothing more to say.
+            writeln!(
+                out,
+                "Interpreter {} ({kind}, {gil_kind}): {gil_state}",
+                interp.id
+            )?;
+        }
         let threads: Vec<&ThreadInfo> = snap
             .threads
             .iter()
