@@ -566,6 +566,25 @@ mod tests {
         assert_eq!(view_and_summary_agree(&events, r.metadata()), 6);
     }
 
+    /// A real exact-mode recording (tests/golden/outputs/contention-exact-3.12.trace,
+    /// samples/contention.py): the old view said the spinner was on a CPU 74.75 % of the
+    /// time, summary 33.0 %.
+    #[test]
+    fn view_and_summary_agree_on_an_exact_recording() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut r =
+            TraceReader::open(root.join("tests/golden/outputs/contention-exact-3.12.trace"))
+                .expect("fixture trace reads");
+        let mut events = Vec::new();
+        while let Some(e) = r.next_event().expect("reads") {
+            events.push(e);
+        }
+        assert!(events.iter().any(
+            |e| matches!(e, Event::Run(r) if r.source == gilscope::model::timeline::Source::Exact)
+        ));
+        assert_eq!(view_and_summary_agree(&events, r.metadata()), 4);
+    }
+
     /// Exact runs with the sampled runs beside them: states from the exact runs, on-CPU
     /// time from the sampled runs over the same time (the view once took it from the exact
     /// runs' own flags: 4.6 % on CPU where summary said 0.11 %).
