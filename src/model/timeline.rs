@@ -270,9 +270,101 @@ pub struct Thread {
     /// On-CPU spans of the sampled runs (merged, in time order, the last
     /// [`CPU_SPANS_KEPT_NS`]): exact runs take their on-CPU time from them.
     cpu_spans: Vec<(u64, u64)>,
+    /// The sampled runs of the last [`CPU_SPANS_KEPT_NS`] (start, end, state, interpreter,
+    /// stack, samples): an exact run moves their stack time over its span to its own state.
+    stack_log: Vec<(u64, u64, GilState, i64, StackId, u32)>,
+}
+
+/// `samples` of a run of `run_ns` that fall in `part_ns` of it.
+fn samples_in(samples: u32, part_ns: u64, run_ns: u64) -> u64 {
+    if run_ns == 0 {
+        return 0;
+    }
+    (u128::from(samples) * u128::from(part_ns) / u128::from(run_ns)) as u64
 }
 
 impl Thread {
+    /// A sampled run's stack time: under the state of the exact intervals already over it
+    /// (exact threads), the rest under its own state (moved when an exact run covers it).
+    fn add_sampled_stack(&mut self, r: &Run) {
+        let run_ns = r.end_ns.saturating_sub(r.start_ns);
+        let mut left = run_ns;
+        let mut left_samples = u64::from(r.samples);
+        if self.exact {
+            let first = self.intervals.partition_point(|i| i.end_ns <= r.start_ns);
+            for i in self.intervals[first..]
+                .iter()
+                .take_while(|i| i.start_ns < r.end_ns)
+            {
+                let o = i
+                    .end_ns
+                    .min(r.end_ns)
+                    .saturating_sub(i.start_ns.max(r.start_ns));
+                let n = samples_in(r.samples, o, run_ns).min(left_samples);
+                self.stacks
+                    .entry((i.state, r.interpreter, r.stack))
+                    .or_default()
+                    .add(o, n);
+                left = left.saturating_sub(o);
+                left_samples -= n;
+            }
+        }
+        if left > 0 || left_samples > 0 {
+            self.stacks
+                .entry((r.state, r.interpreter, r.stack))
+                .or_default()
+                .add(left, left_samples);
+        }
+        if run_ns > 0 {
+            self.stack_log.push((
+                r.start_ns,
+                r.end_ns,
+                r.state,
+                r.interpreter,
+                r.stack,
+                r.samples,
+            ));
+            let keep_after = r.end_ns.saturating_sub(CPU_SPANS_KEPT_NS);
+            let drop = self.stack_log.partition_point(|l| l.1 < keep_after);
+            self.stack_log.drain(..drop);
+        }
+    }
+
+    /// Exact run `r` came: the stack time sampled runs put under their own state over its
+    /// span moves to its state (exact runs of a thread never overlap, so no time moves
+    /// twice).
+    fn relabel_stacks(&mut self, r: &Run) {
+        let first = self.stack_log.partition_point(|l| l.1 <= r.start_ns);
+        for &(s, e, state, interp, stack, samples) in self.stack_log[first..]
+            .iter()
+            .take_while(|l| l.0 < r.end_ns)
+        {
+            if state == r.state {
+                continue;
+            }
+            let o = e.min(r.end_ns).saturating_sub(s.max(r.start_ns));
+            if o == 0 {
+                continue;
+            }
+            let n = samples_in(samples, o, e - s);
+            let Some(from) = self.stacks.get_mut(&(state, interp, stack)) else {
+                continue;
+            };
+            let moved = Totals {
+                ns: o.min(from.ns),
+                samples: n.min(from.samples),
+            };
+            from.sub(moved);
+            if from.ns == 0 && from.samples == 0 {
+                self.stacks.remove(&(state, interp, stack));
+            }
+            self.stacks
+                .entry((r.state, interp, stack))
+                .or_default()
+                .add(moved.ns, moved.samples);
+        }
+    }
+
     /// Adds `[start, end)` of run `r` to the totals and the intervals.
     fn add_piece(&mut self, r: &Run, start: u64, end: u64, on_cpu: bool, samples: u64) {
         let ns = end.saturating_sub(start);
@@ -599,6 +691,7 @@ impl Timeline {
                         sampled_by_interpreter: BTreeMap::new(),
                         sampled_on_cpu: Totals::default(),
                         cpu_spans: Vec::new(),
+                        stack_log: Vec::new(),
                     });
                 } else {
                     self.inconsistent_events += 1;
@@ -670,10 +763,7 @@ impl Timeline {
         t.last_seen_ns = t.last_seen_ns.max(r.end_ns);
         t.first_seen_ns = t.first_seen_ns.min(r.start_ns);
         if !exact {
-            t.stacks
-                .entry((r.state, r.interpreter, r.stack))
-                .or_default()
-                .add(ns, samples);
+            t.add_sampled_stack(r);
             if r.on_cpu && r.end_ns > r.start_ns {
                 match t.cpu_spans.last_mut() {
                     Some(last) if last.1 >= r.start_ns => last.1 = last.1.max(r.end_ns),
@@ -700,6 +790,7 @@ impl Timeline {
             t.add_piece(r, r.start_ns, r.end_ns, r.on_cpu, samples);
             return;
         }
+        t.relabel_stacks(r);
         // Exact: cut at the sampled on-CPU spans.
         let mut at = r.start_ns;
         let first = t.cpu_spans.partition_point(|s| s.1 <= r.start_ns);
@@ -891,9 +982,30 @@ mod tests {
                 (81, 120, GilState::Held, Source::Exact),
             ]
         );
-        // Stacks and on-CPU time from the sampled runs, by sampled state.
-        assert_eq!(th.stacks[&(GilState::Held, 0, 3)].ns, 70);
-        assert_eq!(th.stacks[&(GilState::Waiting, 0, 4)].ns, 50);
+        // Stacks from the sampled runs, under the exact state at their time (whether
+        // the exact run came before or after the sampled one).
+        assert_eq!(th.stacks[&(GilState::Held, 0, 3)].ns, 37 + 20);
+        assert_eq!(th.stacks[&(GilState::Waiting, 0, 3)].ns, 13);
+        assert_eq!(th.stacks[&(GilState::Waiting, 0, 4)].ns, 31);
+        assert_eq!(th.stacks[&(GilState::Held, 0, 4)].ns, 19);
+        let stack_ns: u64 = th.stacks.values().map(|t| t.ns).sum();
+        assert_eq!(stack_ns, 120);
+        for st in [GilState::Held, GilState::Waiting] {
+            let by_stack: u64 = th
+                .stacks
+                .iter()
+                .filter(|((s, _, _), _)| *s == st)
+                .map(|(_, t)| t.ns)
+                .sum();
+            assert_eq!(
+                by_stack,
+                th.state(st).ns,
+                "{st:?}: stacks add up to the state"
+            );
+        }
+        let samples: u64 = th.stacks.values().map(|t| t.samples).sum();
+        // 5 + 5 + 2 samples; a moved part carries its share, rounded down.
+        assert!((9..=12).contains(&samples), "{samples}");
         assert!(!th.stacks.contains_key(&(GilState::Held, 0, 0)));
         assert_eq!(th.on_cpu.ns, 120);
         let other = &t.threads[1];
