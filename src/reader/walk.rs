@@ -71,6 +71,8 @@ pub struct Reader {
     name_misses: HashMap<NameKey, NameMiss>,
     /// When each interpreter's `threading._active` was last read.
     names_read_at: HashMap<u64, std::time::Instant>,
+    /// What `/proc/PID/task/TID/syscall` said, read right after the stat of this reading.
+    syscalls: procfs::Syscalls,
     /// `/proc/PID/task/*` files kept open between samples.
     task_files: std::cell::RefCell<procfs::TaskFiles>,
 }
@@ -230,6 +232,7 @@ impl Reader {
             names: HashMap::new(),
             name_misses: HashMap::new(),
             names_read_at: HashMap::new(),
+            syscalls: HashMap::new(),
             task_files: Default::default(),
         };
         reader.validate().map_err(|e| {
@@ -526,8 +529,13 @@ impl Reader {
         let mut unsettled: Vec<u64> = Vec::new();
         for attempt in 0..=self.opts.max_retries {
             let time_ns = monotonic_ns();
-            let tasks = match self.task_files.get_mut().tasks(self.pid) {
-                Ok(t) => t,
+            // Each thread's system call right after its stat, so that the two agree (read
+            // after the memory walk, a thread stat saw asleep had often woken by then).
+            let tasks = match self.task_files.get_mut().tasks_with_syscalls(self.pid) {
+                Ok((t, syscalls)) => {
+                    self.syscalls = syscalls;
+                    t
+                }
                 Err(e) => {
                     runtime::check_process(self.pid)?;
                     return Err(e);
@@ -966,9 +974,9 @@ impl Reader {
         }
     }
 
-    /// The state of a thread that does not hold its (enabled) GIL, from what the kernel says
-    /// now (`/proc/PID/task/TID/syscall`, read after the thread's `stat`, so it wins when the
-    /// two disagree):
+    /// The state of a thread that does not hold its (enabled) GIL, from what the kernel said
+    /// at the start of the reading (`/proc/PID/task/TID/syscall`, read right after the
+    /// thread's `stat`; when the two disagree the later one wins):
     ///
     /// - asleep on a futex inside this GIL's condition variable or mutex (`take_gil`), or its
     ///   switch condition (`drop_gil`, asked to drop it and waiting until another thread
@@ -978,7 +986,7 @@ impl Reader {
     ///   on a CPU or queued for one, and the kernel shows neither its system call nor its
     ///   program counter then, so a preempted waiter cannot be told from a thread running C
     ///   code without the GIL; if `stat` said asleep the thread woke between the two reads
-    ///   (from what, nothing tells): unknown;
+    ///   (microseconds apart; from what, nothing tells): unknown;
     /// - not runnable and outside a system call (stopped, faulting a page in): unknown;
     /// - unreadable: from `stat` alone, released when runnable, idle when not.
     fn not_holding(&self, tid: u32, task: &TaskStat, gil_addr: u64) -> GilState {
@@ -986,7 +994,11 @@ impl Reader {
         let in_gil = |addr: u64| {
             gil_addr != 0 && addr >= gil_addr + g.wait_begin && addr < gil_addr + g.switch_end
         };
-        match self.task_files.borrow_mut().syscall_state(self.pid, tid) {
+        let now = match self.syscalls.get(&tid) {
+            Some(read) => *read,
+            None => self.task_files.borrow_mut().syscall_state(self.pid, tid),
+        };
+        match now {
             Some(SyscallState::Blocked { nr, arg0 }) if nr == SYS_FUTEX && in_gil(arg0) => {
                 GilState::Waiting
             }
