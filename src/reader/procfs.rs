@@ -123,10 +123,7 @@ impl TaskFiles {
 
     /// [`TaskFiles::tasks`], and what each thread's `syscall` file says, read right after
     /// its `stat` (microseconds apart, so the two describe the same moment).
-    pub fn tasks_with_syscalls(
-        &mut self,
-        pid: u32,
-    ) -> Result<(Vec<TaskStat>, Syscalls)> {
+    pub fn tasks_with_syscalls(&mut self, pid: u32) -> Result<(Vec<TaskStat>, Syscalls)> {
         let mut syscalls = HashMap::new();
         let tasks = self.tasks_inner(pid, Some(&mut syscalls))?;
         Ok((tasks, syscalls))
