@@ -556,6 +556,53 @@ impl Timeline {
         }
     }
 
+    /// Sampled run `r` as the model sees it: for a thread with exact runs, cut at its exact
+    /// intervals and each piece given their state and on-CPU time (what no exact interval
+    /// covers keeps the sampled state); for other threads `r` itself. Samples are shared
+    /// out in proportion (rounded down, the rest to the last piece). Streaming exports
+    /// use it to show the states `summary` counts.
+    pub fn as_modelled(&self, r: &Run) -> Vec<Run> {
+        let Some(t) = self.threads.get(r.thread as usize) else {
+            return vec![r.clone()];
+        };
+        if !t.exact || r.source == Source::Exact || r.end_ns <= r.start_ns {
+            return vec![r.clone()];
+        }
+        let run_ns = r.end_ns - r.start_ns;
+        let mut out: Vec<Run> = Vec::new();
+        let mut at = r.start_ns;
+        let piece = |s: u64, e: u64, state: GilState, on_cpu: bool| Run {
+            start_ns: s,
+            end_ns: e,
+            samples: samples_in(r.samples, e - s, run_ns) as u32,
+            state,
+            on_cpu,
+            ..r.clone()
+        };
+        let first = t.intervals.partition_point(|i| i.end_ns <= r.start_ns);
+        for i in t.intervals[first..]
+            .iter()
+            .take_while(|i| i.start_ns < r.end_ns)
+        {
+            let (s, e) = (i.start_ns.max(r.start_ns), i.end_ns.min(r.end_ns));
+            if s > at {
+                out.push(piece(at, s, r.state, r.on_cpu));
+            }
+            if e > s {
+                out.push(piece(s, e, i.state, i.on_cpu));
+            }
+            at = at.max(e);
+        }
+        if at < r.end_ns {
+            out.push(piece(at, r.end_ns, r.state, r.on_cpu));
+        }
+        let given: u32 = out.iter().map(|p| p.samples).sum();
+        if let Some(last) = out.last_mut() {
+            last.samples += r.samples.saturating_sub(given);
+        }
+        out
+    }
+
     /// Drops state intervals that ended before `t_ns`, so a live session
     /// keeps bounded memory; totals and stacks stay cumulative.
     pub fn trim_intervals_before(&mut self, t_ns: u64) {
@@ -1011,6 +1058,54 @@ mod tests {
         let other = &t.threads[1];
         assert!(!other.exact);
         assert_eq!(other.state(GilState::Idle).ns, 100);
+    }
+
+    #[test]
+    fn sampled_runs_as_modelled_take_the_exact_states() {
+        let exact = |start: u64, end: u64, state: GilState| {
+            Event::Run(Run {
+                thread: 0,
+                start_ns: start,
+                end_ns: end,
+                samples: 0,
+                interpreter: 0,
+                state,
+                on_cpu: false,
+                stack: 0,
+                source: Source::Exact,
+            })
+        };
+        let events = vec![
+            start(0, 100, 1),
+            start(1, 200, 1),
+            run(0, 0, 50, GilState::Held, 3),
+            run(1, 0, 100, GilState::Idle, 0),
+            exact(10, 37, GilState::Held),
+            exact(37, 81, GilState::Waiting),
+        ];
+        let t = Timeline::from_events(&events);
+        let Event::Run(sampled) = &events[2] else {
+            unreachable!()
+        };
+        let pieces: Vec<_> = t
+            .as_modelled(sampled)
+            .iter()
+            .map(|p| (p.start_ns, p.end_ns, p.state, p.samples, p.stack))
+            .collect();
+        // Before the first exact interval the sampled state stays; 5 samples shared out.
+        assert_eq!(
+            pieces,
+            vec![
+                (0, 10, GilState::Held, 1, 3),
+                (10, 37, GilState::Held, 2, 3),
+                (37, 50, GilState::Waiting, 2, 3),
+            ]
+        );
+        // A thread without exact runs: as it is.
+        let Event::Run(other) = &events[3] else {
+            unreachable!()
+        };
+        assert_eq!(t.as_modelled(other), vec![other.clone()]);
     }
 
     #[test]
