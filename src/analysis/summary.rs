@@ -58,6 +58,41 @@ pub struct Summary {
     pub interpreters: Vec<InterpreterSummary>,
     pub gils: Vec<GilSummary>,
     pub threads: Vec<ThreadSummary>,
+    /// Threads not listed in `threads` ([`Summary::keep_most_active`]); 0 when all are.
+    pub threads_left_out: usize,
+}
+
+impl Summary {
+    /// Keeps the `n` most active threads (most seconds holding, waiting for, running
+    /// without or attached to a GIL: not idle) in `threads`, in their usual order, and
+    /// counts the others in `threads_left_out`. Ties go to the lower (interpreter, TID).
+    pub fn keep_most_active(&mut self, n: usize) {
+        if self.threads.len() <= n {
+            return;
+        }
+        let mut ranked: Vec<(u64, usize)> = self
+            .threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.active_ns, i))
+            .collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut keep: Vec<usize> = ranked.iter().take(n).map(|&(_, i)| i).collect();
+        keep.sort_unstable();
+        let before = self.threads.len();
+        let mut all = std::mem::take(&mut self.threads).into_iter().enumerate();
+        let mut kept = Vec::with_capacity(n);
+        for i in keep {
+            for (j, t) in all.by_ref() {
+                if j == i {
+                    kept.push(t);
+                    break;
+                }
+            }
+        }
+        self.threads_left_out += before - kept.len();
+        self.threads = kept;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -171,6 +206,10 @@ pub struct ThreadSummary {
     pub observed_s: f64,
     pub first_seen_s: f64,
     pub ended_s: Option<f64>,
+    /// Nanoseconds held, waiting, released or attached (not idle, not unknown): what
+    /// [`Summary::keep_most_active`] ranks by.
+    #[serde(skip)]
+    pub active_ns: u64,
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -253,6 +292,15 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
                 observed_s: secs(obs.ns),
                 first_seen_s: rel(t.first_seen_ns),
                 ended_s: t.ended_ns.map(rel),
+                active_ns: [
+                    GilState::Held,
+                    GilState::Waiting,
+                    GilState::Released,
+                    GilState::Attached,
+                ]
+                .iter()
+                .map(|&s| t.state(s).ns)
+                .sum(),
             }
         })
         .collect();
@@ -380,6 +428,7 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
         interpreters,
         gils,
         threads,
+        threads_left_out: 0,
     }
 }
 
@@ -475,6 +524,25 @@ mod tests {
                 switch_number: 5,
             }),
         ]
+    }
+
+    #[test]
+    fn most_active_threads_kept_in_row_order() {
+        let tl = Timeline::from_events(&events());
+        let meta = Metadata::default();
+        let mut s = summarize(&meta, &tl, &SummaryOptions::default());
+        assert_eq!(s.threads_left_out, 0);
+        let all = s.clone();
+        s.keep_most_active(5);
+        assert_eq!(s, all, "nothing to leave out");
+        // t10 was active (waiting, then held) all its 70 ns, t20 30 of 70.
+        s.keep_most_active(1);
+        assert_eq!(s.threads.iter().map(|t| t.tid).collect::<Vec<_>>(), [10]);
+        assert_eq!(s.threads_left_out, 1);
+        let mut s = all.clone();
+        s.keep_most_active(0);
+        assert!(s.threads.is_empty());
+        assert_eq!(s.threads_left_out, 2);
     }
 
     #[test]

@@ -92,16 +92,41 @@ fn write_gc(w: &mut dyn Write, g: &GcSummary, max_gc_pause_ms: Option<f64>) -> i
     )
 }
 
+/// "at 1000 Hz", or the rate achieved when a process fell behind the one asked (the same
+/// figure as the falling-behind warning): "sampled at 639 Hz (asked 1000 Hz)", "sampled at
+/// 378–639 Hz (asked 1000 Hz)" for several processes.
+fn rate_words(r: &Report) -> String {
+    let sampled: Vec<f64> = r
+        .processes
+        .iter()
+        .filter(|p| p.samples > 0)
+        .map(|p| p.achieved_hz)
+        .collect();
+    let behind = sampled
+        .iter()
+        .any(|&a| crate::sampler::behind_message(r.rate_hz, a).is_some());
+    if !behind {
+        return format!("at {:.0} Hz", r.rate_hz);
+    }
+    let lo = sampled.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = sampled.iter().copied().fold(0.0, f64::max);
+    if format!("{lo:.0}") == format!("{hi:.0}") {
+        format!("sampled at {lo:.0} Hz (asked {:.0} Hz)", r.rate_hz)
+    } else {
+        format!("sampled at {lo:.0}–{hi:.0} Hz (asked {:.0} Hz)", r.rate_hz)
+    }
+}
+
 /// The human summary (for stderr).
 pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
     let nproc = r.processes.len();
     writeln!(
         w,
-        "gilscope check: {} Python process{} recorded for {:.1} s at {:.0} Hz; GIL hold limit {:.0} ms",
+        "gilscope check: {} Python process{} recorded for {:.1} s {}; GIL hold limit {:.0} ms",
         nproc,
         if nproc == 1 { "" } else { "es" },
         r.seconds,
-        r.rate_hz,
+        rate_words(r),
         r.max_hold_ms
     )?;
     for h in &r.holds {
@@ -558,6 +583,44 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("FAILED — 1 finding"), "{s}");
+    }
+
+    #[test]
+    fn the_header_states_the_rate_achieved() {
+        let run = |achieved_hz: f64| crate::check::ProcessRun {
+            pid: 10,
+            python: "3.12.1".into(),
+            free_threaded: false,
+            samples: 100,
+            achieved_hz,
+            seconds: 2.5,
+            unwinds: 0,
+            paused_ms: 0.0,
+            native_unavailable: None,
+            trace: None,
+        };
+        let header = |runs: Vec<crate::check::ProcessRun>| {
+            let mut r = report();
+            r.processes = runs;
+            let mut out = Vec::new();
+            write_text(&mut out, &r).unwrap();
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert!(header(vec![run(995.0)]).contains("recorded for 2.5 s at 1000 Hz;"));
+        let h = header(vec![run(900.0)]);
+        assert!(
+            h.contains("recorded for 2.5 s sampled at 900 Hz (asked 1000 Hz);")
+                && !h.contains("at 1000 Hz"),
+            "{h}"
+        );
+        assert!(
+            header(vec![run(378.2), run(639.0)]).contains("sampled at 378–639 Hz (asked 1000 Hz)")
+        );
     }
 
     #[test]

@@ -17,14 +17,33 @@ pub struct SummaryArgs {
     /// Hottest stacks listed per GIL.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// List the N most active threads (most time not idle); a line says how many were left
+    /// out. Default: 20 in the text output, all in --json.
+    #[arg(long, value_name = "N", conflicts_with = "all")]
+    threads: Option<usize>,
+    /// List every thread.
+    #[arg(long)]
+    all: bool,
 }
+
+/// Threads the text output lists by default.
+const DEFAULT_THREADS: usize = 20;
 
 pub fn run(args: &SummaryArgs) -> Result<u8> {
     let replay = gilscope::trace::replay(&args.file)?;
     let opts = gilscope::analysis::summary::SummaryOptions {
         top_stacks: args.top,
     };
-    let summary = gilscope::analysis::summary::summarize_replay(&replay, &opts);
+    let mut summary = gilscope::analysis::summary::summarize_replay(&replay, &opts);
+    let limit = match (args.threads, args.all, args.json) {
+        (_, true, _) => None,
+        (Some(n), _, _) => Some(n),
+        (None, _, true) => None,
+        (None, _, false) => Some(DEFAULT_THREADS),
+    };
+    if let Some(n) = limit {
+        summary.keep_most_active(n);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {

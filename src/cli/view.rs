@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use gilscope::model::timeline::{Event, GilIdx, Source, ThreadIdx, Timeline};
+use gilscope::model::timeline::{Event, GilIdx, Timeline};
 use gilscope::model::{GilState, Snapshot};
 use gilscope::reader::{Reader, ReaderOptions};
 use gilscope::trace::{Metadata, SnapshotEncoder, TraceReader, TraceWriter};
@@ -70,57 +70,53 @@ const HOT_STACKS: usize = 5;
 
 /// Builds a [`ViewModel`] from model events, incrementally (a file is
 /// streamed through it; a live session feeds it as it samples).
+///
+/// Everything it shows comes from the [`Timeline`]: a thread's lane is the model's state
+/// intervals (exact ones for a thread with exact runs, with their on-CPU time from the
+/// sampled runs), so the view's shares are the model's, as `summary` prints them.
 #[derive(Default)]
 pub struct ViewBuilder {
     timeline: Timeline,
-    lanes: HashMap<ThreadIdx, Lane>,
     gil_tracks: HashMap<GilIdx, GilTrack>,
-    /// Lanes drawn from exact runs (exact mode): sampled runs no longer go there.
-    exact_lanes: std::collections::HashSet<ThreadIdx>,
+}
+
+/// A thread's lane: its model intervals.
+pub fn lane_of(thread: &gilscope::model::timeline::Thread) -> Lane {
+    Lane::from_segments(
+        thread
+            .intervals
+            .iter()
+            .map(|i| Segment::new(i.start_ns, i.end_ns, lane_state(i.state)).with_on_cpu(i.on_cpu)),
+    )
 }
 
 impl ViewBuilder {
     pub fn apply(&mut self, e: &Event) {
         self.timeline.apply(e);
-        match e {
-            Event::Run(r) => {
-                // One source per lane, as in the model: a thread's first exact run replaces
-                // the sampled segments drawn so far.
-                let lane = self.lanes.entry(r.thread).or_default();
-                if r.source == Source::Exact {
-                    if self.exact_lanes.insert(r.thread) {
-                        *lane = Lane::default();
-                    }
-                } else if self.exact_lanes.contains(&r.thread) {
-                    return;
-                }
-                lane.push(
-                    Segment::new(r.start_ns, r.end_ns, lane_state(r.state)).with_on_cpu(r.on_cpu),
-                );
-            }
-            Event::GilRun(g) => {
-                let lock = if !g.enabled {
-                    GilLock::Disabled
-                } else if g.locked {
-                    GilLock::Busy
-                } else {
-                    GilLock::Free
-                };
-                self.gil_tracks
-                    .entry(g.gil)
-                    .or_default()
-                    .push(GilSegment::new(g.start_ns, g.end_ns, lock));
-            }
-            _ => {}
+        if let Event::GilRun(g) = e {
+            let lock = if !g.enabled {
+                GilLock::Disabled
+            } else if g.locked {
+                GilLock::Busy
+            } else {
+                GilLock::Free
+            };
+            self.gil_tracks
+                .entry(g.gil)
+                .or_default()
+                .push(GilSegment::new(g.start_ns, g.end_ns, lock));
         }
+    }
+
+    /// The model fed so far.
+    #[cfg(test)]
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// Drops lane data older than `t_ns` (bounded memory in live sessions).
     pub fn trim_before(&mut self, t_ns: u64) {
         self.timeline.trim_intervals_before(t_ns);
-        for l in self.lanes.values_mut() {
-            l.trim_before(t_ns);
-        }
         for g in self.gil_tracks.values_mut() {
             g.trim_before(t_ns);
         }
@@ -209,7 +205,7 @@ impl ViewBuilder {
                 } else {
                     t.name.clone()
                 },
-                lane: self.lanes.get(&t.idx).cloned().unwrap_or_default(),
+                lane: lane_of(t),
                 hot_stacks_held: self.hot_stacks(t, GilState::Held),
                 hot_stacks_waiting: self.hot_stacks(t, GilState::Waiting),
             });
@@ -512,5 +508,145 @@ mod tests {
                 "{name} changed; if intended, rerun with GILSCOPE_BLESS=1"
             );
         }
+    }
+
+    /// Every share of every thread over the whole trace, as the view shows it (from its
+    /// lane) and as `summary` computes it, for events `events`.
+    fn view_and_summary_agree(events: &[Event], meta: &gilscope::trace::Metadata) -> usize {
+        use gilscope::analysis::summary::{summarize, SummaryOptions};
+        let mut b = ViewBuilder::default();
+        for e in events {
+            b.apply(e);
+        }
+        let vm = b.view("t", false);
+        let s = summarize(meta, b.timeline(), &SummaryOptions::default());
+        let mut compared = 0;
+        for t in &s.threads {
+            let (_, th) = vm
+                .threads()
+                .find(|(_, v)| v.key.tid == t.tid && v.key.start_ticks == t.start_ticks)
+                .unwrap_or_else(|| panic!("thread {} not in the view", t.tid));
+            let times = th.lane.times(vm.time_range.start_ns, vm.time_range.end_ns);
+            let pairs = [
+                ("held", times.pct(LaneState::Held), t.held_pct),
+                (
+                    "waiting",
+                    times.pct(LaneState::Waiting),
+                    t.waiting_pct.unwrap_or(0.0),
+                ),
+                ("released", times.pct(LaneState::Released), t.released_pct),
+                ("idle", times.pct(LaneState::Idle), t.idle_pct),
+                ("attached", times.pct(LaneState::Attached), t.attached_pct),
+                ("unknown", times.pct(LaneState::Unknown), t.unknown_pct),
+                ("on CPU", times.on_cpu_pct(), t.on_cpu_pct),
+            ];
+            for (what, view, summary) in pairs {
+                // summary rounds to 2 decimals.
+                assert!(
+                    (view - summary).abs() <= 0.005 + 1e-9,
+                    "thread {} {what}: view {view:.4} %, summary {summary:.2} %",
+                    t.tid
+                );
+            }
+            compared += 1;
+        }
+        compared
+    }
+
+    /// A sampled recording (tests/golden/outputs/threads-3.12.trace).
+    #[test]
+    fn view_and_summary_agree_on_a_sampled_trace() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut r = TraceReader::open(root.join("tests/golden/outputs/threads-3.12.trace"))
+            .expect("fixture trace reads");
+        let mut events = Vec::new();
+        while let Some(e) = r.next_event().expect("reads") {
+            events.push(e);
+        }
+        assert_eq!(view_and_summary_agree(&events, r.metadata()), 6);
+    }
+
+    /// A real exact-mode recording (tests/golden/outputs/contention-exact-3.12.trace,
+    /// samples/contention.py): the old view said the spinner was on a CPU 74.75 % of the
+    /// time, summary 33.0 %.
+    #[test]
+    fn view_and_summary_agree_on_an_exact_recording() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut r =
+            TraceReader::open(root.join("tests/golden/outputs/contention-exact-3.12.trace"))
+                .expect("fixture trace reads");
+        let mut events = Vec::new();
+        while let Some(e) = r.next_event().expect("reads") {
+            events.push(e);
+        }
+        assert!(events.iter().any(
+            |e| matches!(e, Event::Run(r) if r.source == gilscope::model::timeline::Source::Exact)
+        ));
+        assert_eq!(view_and_summary_agree(&events, r.metadata()), 4);
+    }
+
+    /// Exact runs with the sampled runs beside them: states from the exact runs, on-CPU
+    /// time from the sampled runs over the same time (the view once took it from the exact
+    /// runs' own flags: 4.6 % on CPU where summary said 0.11 %).
+    #[test]
+    fn view_and_summary_agree_on_an_exact_trace() {
+        use gilscope::model::timeline::{Run, Source};
+        let run = |start: u64, end: u64, state: GilState, on_cpu: bool, source: Source| {
+            Event::Run(Run {
+                thread: 0,
+                start_ns: start,
+                end_ns: end,
+                samples: u32::from(source == Source::Sampled),
+                interpreter: 0,
+                state,
+                on_cpu,
+                stack: 0,
+                source,
+            })
+        };
+        let (s, x) = (Source::Sampled, Source::Exact);
+        let events = vec![
+            Event::Gil {
+                gil: 0,
+                address: 0x1000,
+            },
+            Event::Interpreter {
+                time_ns: 0,
+                id: 0,
+                main: true,
+                own_gil: true,
+                gil: 0,
+                address: 0x2000,
+            },
+            Event::ThreadStart {
+                time_ns: 0,
+                thread: 0,
+                tid: 7,
+                start_ticks: 1,
+                name: "worker".into(),
+                os_name: "python".into(),
+            },
+            // Sampled: on a CPU 0-30 and 60-70 (written before the exact runs).
+            run(0, 30, GilState::Held, true, s),
+            run(30, 60, GilState::Idle, false, s),
+            run(60, 70, GilState::Released, true, s),
+            run(70, 100, GilState::Idle, false, s),
+            // Exact, each claiming to be on a CPU throughout.
+            run(0, 20, GilState::Held, true, x),
+            run(20, 65, GilState::Waiting, true, x),
+            run(65, 100, GilState::Idle, true, x),
+        ];
+        assert_eq!(
+            view_and_summary_agree(&events, &gilscope::trace::Metadata::default()),
+            1
+        );
+        let mut tl = Timeline::default();
+        for e in &events {
+            tl.apply(e);
+        }
+        let t = &tl.threads[0];
+        assert_eq!(t.on_cpu.ns, 40, "on CPU where the samples said so");
+        assert_eq!(t.state(GilState::Waiting).ns, 45);
+        assert_eq!(t.observed().ns, 100);
     }
 }

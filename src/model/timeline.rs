@@ -188,16 +188,24 @@ pub const STATES: [GilState; 6] = [
 ];
 
 /// A state interval: consecutive runs of one thread that agree on
-/// interpreter, state and source, merged.
+/// interpreter, state, on-CPU and source, merged. A thread's intervals are what its
+/// totals (`by_state`, `on_cpu`) add up: every view of the model draws them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateInterval {
     pub start_ns: u64,
     pub end_ns: u64,
     pub interpreter: i64,
     pub state: GilState,
+    /// On a CPU: from the run itself (sampled), or from the sampled runs over the same
+    /// time (exact runs).
+    pub on_cpu: bool,
     pub samples: u64,
     pub source: Source,
 }
+
+/// How long sampled on-CPU spans are kept for exact runs still to come (exact runs of a
+/// thread arrive when their interval ends, at most a couple of seconds after the samples).
+const CPU_SPANS_KEPT_NS: u64 = 10_000_000_000;
 
 /// Time and samples spent somewhere.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -258,9 +266,139 @@ pub struct Thread {
     /// first exact run (taken back out when it comes).
     sampled_by_state: BTreeMap<GilState, Totals>,
     sampled_by_interpreter: BTreeMap<i64, Totals>,
+    sampled_on_cpu: Totals,
+    /// On-CPU spans of the sampled runs (merged, in time order, the last
+    /// [`CPU_SPANS_KEPT_NS`]): exact runs take their on-CPU time from them.
+    cpu_spans: Vec<(u64, u64)>,
+    /// The sampled runs of the last [`CPU_SPANS_KEPT_NS`] (start, end, state, interpreter,
+    /// stack, samples): an exact run moves their stack time over its span to its own state.
+    stack_log: Vec<(u64, u64, GilState, i64, StackId, u32)>,
+}
+
+/// `samples` of a run of `run_ns` that fall in `part_ns` of it.
+fn samples_in(samples: u32, part_ns: u64, run_ns: u64) -> u64 {
+    if run_ns == 0 {
+        return 0;
+    }
+    (u128::from(samples) * u128::from(part_ns) / u128::from(run_ns)) as u64
 }
 
 impl Thread {
+    /// A sampled run's stack time: under the state of the exact intervals already over it
+    /// (exact threads), the rest under its own state (moved when an exact run covers it).
+    fn add_sampled_stack(&mut self, r: &Run) {
+        let run_ns = r.end_ns.saturating_sub(r.start_ns);
+        let mut left = run_ns;
+        let mut left_samples = u64::from(r.samples);
+        if self.exact {
+            let first = self.intervals.partition_point(|i| i.end_ns <= r.start_ns);
+            for i in self.intervals[first..]
+                .iter()
+                .take_while(|i| i.start_ns < r.end_ns)
+            {
+                let o = i
+                    .end_ns
+                    .min(r.end_ns)
+                    .saturating_sub(i.start_ns.max(r.start_ns));
+                let n = samples_in(r.samples, o, run_ns).min(left_samples);
+                self.stacks
+                    .entry((i.state, r.interpreter, r.stack))
+                    .or_default()
+                    .add(o, n);
+                left = left.saturating_sub(o);
+                left_samples -= n;
+            }
+        }
+        if left > 0 || left_samples > 0 {
+            self.stacks
+                .entry((r.state, r.interpreter, r.stack))
+                .or_default()
+                .add(left, left_samples);
+        }
+        if run_ns > 0 {
+            self.stack_log.push((
+                r.start_ns,
+                r.end_ns,
+                r.state,
+                r.interpreter,
+                r.stack,
+                r.samples,
+            ));
+            let keep_after = r.end_ns.saturating_sub(CPU_SPANS_KEPT_NS);
+            let drop = self.stack_log.partition_point(|l| l.1 < keep_after);
+            self.stack_log.drain(..drop);
+        }
+    }
+
+    /// Exact run `r` came: the stack time sampled runs put under their own state over its
+    /// span moves to its state (exact runs of a thread never overlap, so no time moves
+    /// twice).
+    fn relabel_stacks(&mut self, r: &Run) {
+        let first = self.stack_log.partition_point(|l| l.1 <= r.start_ns);
+        for &(s, e, state, interp, stack, samples) in self.stack_log[first..]
+            .iter()
+            .take_while(|l| l.0 < r.end_ns)
+        {
+            if state == r.state {
+                continue;
+            }
+            let o = e.min(r.end_ns).saturating_sub(s.max(r.start_ns));
+            if o == 0 {
+                continue;
+            }
+            let n = samples_in(samples, o, e - s);
+            let Some(from) = self.stacks.get_mut(&(state, interp, stack)) else {
+                continue;
+            };
+            let moved = Totals {
+                ns: o.min(from.ns),
+                samples: n.min(from.samples),
+            };
+            from.sub(moved);
+            if from.ns == 0 && from.samples == 0 {
+                self.stacks.remove(&(state, interp, stack));
+            }
+            self.stacks
+                .entry((r.state, interp, stack))
+                .or_default()
+                .add(moved.ns, moved.samples);
+        }
+    }
+
+    /// Adds `[start, end)` of run `r` to the totals and the intervals.
+    fn add_piece(&mut self, r: &Run, start: u64, end: u64, on_cpu: bool, samples: u64) {
+        let ns = end.saturating_sub(start);
+        self.by_state.entry(r.state).or_default().add(ns, samples);
+        self.by_interpreter
+            .entry(r.interpreter)
+            .or_default()
+            .add(ns, samples);
+        if on_cpu {
+            self.on_cpu.add(ns, samples);
+        }
+        match self.intervals.last_mut() {
+            Some(last)
+                if last.end_ns == start
+                    && last.interpreter == r.interpreter
+                    && last.state == r.state
+                    && last.on_cpu == on_cpu
+                    && last.source == r.source =>
+            {
+                last.end_ns = end;
+                last.samples = last.samples.saturating_add(samples);
+            }
+            _ => self.intervals.push(StateInterval {
+                start_ns: start,
+                end_ns: end,
+                interpreter: r.interpreter,
+                state: r.state,
+                on_cpu,
+                samples,
+                source: r.source,
+            }),
+        }
+    }
+
     /// All observed time (sum over states).
     pub fn observed(&self) -> Totals {
         let mut t = Totals::default();
@@ -418,6 +556,53 @@ impl Timeline {
         }
     }
 
+    /// Sampled run `r` as the model sees it: for a thread with exact runs, cut at its exact
+    /// intervals and each piece given their state and on-CPU time (what no exact interval
+    /// covers keeps the sampled state); for other threads `r` itself. Samples are shared
+    /// out in proportion (rounded down, the rest to the last piece). Streaming exports
+    /// use it to show the states `summary` counts.
+    pub fn as_modelled(&self, r: &Run) -> Vec<Run> {
+        let Some(t) = self.threads.get(r.thread as usize) else {
+            return vec![r.clone()];
+        };
+        if !t.exact || r.source == Source::Exact || r.end_ns <= r.start_ns {
+            return vec![r.clone()];
+        }
+        let run_ns = r.end_ns - r.start_ns;
+        let mut out: Vec<Run> = Vec::new();
+        let mut at = r.start_ns;
+        let piece = |s: u64, e: u64, state: GilState, on_cpu: bool| Run {
+            start_ns: s,
+            end_ns: e,
+            samples: samples_in(r.samples, e - s, run_ns) as u32,
+            state,
+            on_cpu,
+            ..r.clone()
+        };
+        let first = t.intervals.partition_point(|i| i.end_ns <= r.start_ns);
+        for i in t.intervals[first..]
+            .iter()
+            .take_while(|i| i.start_ns < r.end_ns)
+        {
+            let (s, e) = (i.start_ns.max(r.start_ns), i.end_ns.min(r.end_ns));
+            if s > at {
+                out.push(piece(at, s, r.state, r.on_cpu));
+            }
+            if e > s {
+                out.push(piece(s, e, i.state, i.on_cpu));
+            }
+            at = at.max(e);
+        }
+        if at < r.end_ns {
+            out.push(piece(at, r.end_ns, r.state, r.on_cpu));
+        }
+        let given: u32 = out.iter().map(|p| p.samples).sum();
+        if let Some(last) = out.last_mut() {
+            last.samples += r.samples.saturating_sub(given);
+        }
+        out
+    }
+
     /// Drops state intervals that ended before `t_ns`, so a live session
     /// keeps bounded memory; totals and stacks stay cumulative.
     pub fn trim_intervals_before(&mut self, t_ns: u64) {
@@ -551,6 +736,9 @@ impl Timeline {
                         exact: false,
                         sampled_by_state: BTreeMap::new(),
                         sampled_by_interpreter: BTreeMap::new(),
+                        sampled_on_cpu: Totals::default(),
+                        cpu_spans: Vec::new(),
+                        stack_log: Vec::new(),
                     });
                 } else {
                     self.inconsistent_events += 1;
@@ -599,7 +787,8 @@ impl Timeline {
     /// Exact and sampled runs of one thread cover the same time: once a thread
     /// has an exact run, its states come from exact runs only (what sampled
     /// runs said before is taken back), and sampled runs only add stacks (by
-    /// their sampled state) and on-CPU time. Exact runs carry no stacks.
+    /// their sampled state) and the on-CPU spans exact runs are cut by: an exact
+    /// run's time is on a CPU where a sampled run said so. Exact runs carry no stacks.
     fn apply_run(&mut self, r: &Run) {
         self.source_seen(r.source);
         let Some(t) = self.thread_mut(r.thread) else {
@@ -613,6 +802,7 @@ impl Timeline {
                 &mut t.by_interpreter,
                 std::mem::take(&mut t.sampled_by_interpreter),
             );
+            t.on_cpu.sub(std::mem::take(&mut t.sampled_on_cpu));
             t.intervals.retain(|i| i.source == Source::Exact);
         }
         let ns = r.end_ns.saturating_sub(r.start_ns);
@@ -620,13 +810,16 @@ impl Timeline {
         t.last_seen_ns = t.last_seen_ns.max(r.end_ns);
         t.first_seen_ns = t.first_seen_ns.min(r.start_ns);
         if !exact {
-            if r.on_cpu {
-                t.on_cpu.add(ns, samples);
+            t.add_sampled_stack(r);
+            if r.on_cpu && r.end_ns > r.start_ns {
+                match t.cpu_spans.last_mut() {
+                    Some(last) if last.1 >= r.start_ns => last.1 = last.1.max(r.end_ns),
+                    _ => t.cpu_spans.push((r.start_ns, r.end_ns)),
+                }
+                let keep_after = r.end_ns.saturating_sub(CPU_SPANS_KEPT_NS);
+                let drop = t.cpu_spans.partition_point(|s| s.1 < keep_after);
+                t.cpu_spans.drain(..drop);
             }
-            t.stacks
-                .entry((r.state, r.interpreter, r.stack))
-                .or_default()
-                .add(ns, samples);
             if t.exact {
                 return;
             }
@@ -638,30 +831,32 @@ impl Timeline {
                 .entry(r.interpreter)
                 .or_default()
                 .add(ns, samples);
-        }
-        t.by_state.entry(r.state).or_default().add(ns, samples);
-        t.by_interpreter
-            .entry(r.interpreter)
-            .or_default()
-            .add(ns, samples);
-        match t.intervals.last_mut() {
-            Some(last)
-                if last.end_ns == r.start_ns
-                    && last.interpreter == r.interpreter
-                    && last.state == r.state
-                    && last.source == r.source =>
-            {
-                last.end_ns = r.end_ns;
-                last.samples = last.samples.saturating_add(samples);
+            if r.on_cpu {
+                t.sampled_on_cpu.add(ns, samples);
             }
-            _ => t.intervals.push(StateInterval {
-                start_ns: r.start_ns,
-                end_ns: r.end_ns,
-                interpreter: r.interpreter,
-                state: r.state,
-                samples,
-                source: r.source,
-            }),
+            t.add_piece(r, r.start_ns, r.end_ns, r.on_cpu, samples);
+            return;
+        }
+        t.relabel_stacks(r);
+        // Exact: cut at the sampled on-CPU spans.
+        let mut at = r.start_ns;
+        let first = t.cpu_spans.partition_point(|s| s.1 <= r.start_ns);
+        let mut pieces = Vec::new();
+        for &(cs, ce) in t.cpu_spans[first..].iter().take_while(|s| s.0 < r.end_ns) {
+            let (cs, ce) = (cs.max(r.start_ns), ce.min(r.end_ns));
+            if cs > at {
+                pieces.push((at, cs, false));
+            }
+            if ce > cs {
+                pieces.push((cs, ce, true));
+            }
+            at = at.max(ce);
+        }
+        if at < r.end_ns || pieces.is_empty() {
+            pieces.push((at, r.end_ns, false));
+        }
+        for (s, e, on_cpu) in pieces {
+            t.add_piece(r, s, e, on_cpu, 0);
         }
     }
 
@@ -834,14 +1029,83 @@ mod tests {
                 (81, 120, GilState::Held, Source::Exact),
             ]
         );
-        // Stacks and on-CPU time from the sampled runs, by sampled state.
-        assert_eq!(th.stacks[&(GilState::Held, 0, 3)].ns, 70);
-        assert_eq!(th.stacks[&(GilState::Waiting, 0, 4)].ns, 50);
+        // Stacks from the sampled runs, under the exact state at their time (whether
+        // the exact run came before or after the sampled one).
+        assert_eq!(th.stacks[&(GilState::Held, 0, 3)].ns, 37 + 20);
+        assert_eq!(th.stacks[&(GilState::Waiting, 0, 3)].ns, 13);
+        assert_eq!(th.stacks[&(GilState::Waiting, 0, 4)].ns, 31);
+        assert_eq!(th.stacks[&(GilState::Held, 0, 4)].ns, 19);
+        let stack_ns: u64 = th.stacks.values().map(|t| t.ns).sum();
+        assert_eq!(stack_ns, 120);
+        for st in [GilState::Held, GilState::Waiting] {
+            let by_stack: u64 = th
+                .stacks
+                .iter()
+                .filter(|((s, _, _), _)| *s == st)
+                .map(|(_, t)| t.ns)
+                .sum();
+            assert_eq!(
+                by_stack,
+                th.state(st).ns,
+                "{st:?}: stacks add up to the state"
+            );
+        }
+        let samples: u64 = th.stacks.values().map(|t| t.samples).sum();
+        // 5 + 5 + 2 samples; a moved part carries its share, rounded down.
+        assert!((9..=12).contains(&samples), "{samples}");
         assert!(!th.stacks.contains_key(&(GilState::Held, 0, 0)));
         assert_eq!(th.on_cpu.ns, 120);
         let other = &t.threads[1];
         assert!(!other.exact);
         assert_eq!(other.state(GilState::Idle).ns, 100);
+    }
+
+    #[test]
+    fn sampled_runs_as_modelled_take_the_exact_states() {
+        let exact = |start: u64, end: u64, state: GilState| {
+            Event::Run(Run {
+                thread: 0,
+                start_ns: start,
+                end_ns: end,
+                samples: 0,
+                interpreter: 0,
+                state,
+                on_cpu: false,
+                stack: 0,
+                source: Source::Exact,
+            })
+        };
+        let events = vec![
+            start(0, 100, 1),
+            start(1, 200, 1),
+            run(0, 0, 50, GilState::Held, 3),
+            run(1, 0, 100, GilState::Idle, 0),
+            exact(10, 37, GilState::Held),
+            exact(37, 81, GilState::Waiting),
+        ];
+        let t = Timeline::from_events(&events);
+        let Event::Run(sampled) = &events[2] else {
+            unreachable!()
+        };
+        let pieces: Vec<_> = t
+            .as_modelled(sampled)
+            .iter()
+            .map(|p| (p.start_ns, p.end_ns, p.state, p.samples, p.stack))
+            .collect();
+        // Before the first exact interval the sampled state stays; 5 samples shared out.
+        assert_eq!(
+            pieces,
+            vec![
+                (0, 10, GilState::Held, 1, 3),
+                (10, 37, GilState::Held, 2, 3),
+                (37, 50, GilState::Waiting, 2, 3),
+            ]
+        );
+        // A thread without exact runs: as it is.
+        let Event::Run(other) = &events[3] else {
+            unreachable!()
+        };
+        assert_eq!(t.as_modelled(other), vec![other.clone()]);
     }
 
     #[test]

@@ -94,16 +94,26 @@ pub fn write_text(out: &mut dyn Write, snap: &Snapshot) -> io::Result<()> {
         } else {
             "free".to_string()
         };
-        let ft = g
-            .free_threaded_state
-            .as_deref()
-            .map(|s| format!(", free-threaded GIL {s}"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "Interpreter {} ({kind}, {gil_kind}): {gil_state}, {} switches{ft}",
-            interp.id, g.switch_number
-        )?;
+        if g.enabled {
+            // Free-threaded builds with the GIL switched on: for good, or for now.
+            let ft = g
+                .free_threaded_state
+                .as_deref()
+                .map(|s| format!(", free-threaded GIL {s}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "Interpreter {} ({kind}, {gil_kind}): {gil_state}, {} switches{ft}",
+                interp.id, g.switch_number
+            )?;
+        } else {
+            // No lock at all: no switches to count, nothing more to say.
+            writeln!(
+                out,
+                "Interpreter {} ({kind}, {gil_kind}): {gil_state}",
+                interp.id
+            )?;
+        }
         let threads: Vec<&ThreadInfo> = snap
             .threads
             .iter()
@@ -136,4 +146,51 @@ pub fn write_text(out: &mut dyn Write, snap: &Snapshot) -> io::Result<()> {
         writeln!(out, "\nwarning: {w}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A free-threaded 3.13t process with its GIL disabled (a real `dump --json`, trimmed).
+    const FT_DISABLED: &str = r#"{"pid": 6840, "time_ns": 1,
+      "python": {"version": "3.13.15", "version_hex": 51187696, "free_threaded": true,
+                 "binary": "/x/libpython3.13t.so.1.0", "runtime_found_by": "symbol",
+                 "offsets_from": "debug_offsets"},
+      "interpreters": [{"id": 0, "main": true, "own_gil": true,
+        "gil": {"enabled": false, "locked": false, "holder_tid": null, "switch_number": 1,
+                "address": 4096, "free_threaded_state": "disabled"},
+        "address": 8192}],
+      "threads": [{"tid": 6840, "start_ticks": 5, "name": "MainThread", "os_name": "python3.13t",
+        "interpreter": 0, "holds_gil": false, "gil_state": "idle", "on_cpu": false,
+        "frames": [], "thread_states": [{"interpreter": 0, "address": 12288, "current": true}],
+        "interpreter_evidence": "only"}],
+      "retries": 0}"#;
+
+    #[test]
+    fn a_disabled_gil_is_said_once() {
+        let mut snap: Snapshot = serde_json::from_str(FT_DISABLED).expect("snapshot JSON");
+        let text = |snap: &Snapshot| {
+            let mut out = Vec::new();
+            write_text(&mut out, snap).expect("writes");
+            String::from_utf8(out).expect("utf-8")
+        };
+        let s = text(&snap);
+        assert!(
+            s.lines()
+                .any(|l| l == "Interpreter 0 (main, own GIL): GIL disabled"),
+            "{s}"
+        );
+        assert_eq!(s.matches("disabled").count(), 1, "{s}");
+        // Switched on (PYTHON_GIL=1): switches and how it was enabled are worth saying.
+        snap.interpreters[0].gil.enabled = true;
+        snap.interpreters[0].gil.free_threaded_state = Some("permanent".into());
+        let s = text(&snap);
+        assert!(
+            s.contains(
+                "Interpreter 0 (main, own GIL): free, 1 switches, free-threaded GIL permanent"
+            ),
+            "{s}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::model::snapshot::GilState;
 use crate::model::timeline::{Event, Frame, FrameId, Source, StackId, ThreadIdx, STATES};
-use crate::trace::{TraceError, TraceReader};
+use crate::trace::TraceReader;
 
 /// Label of the frame standing for a run with no Python stack (native code,
 /// or a recording made with `--no-stacks`).
@@ -401,8 +401,61 @@ pub fn fold_file(path: &Path, opts: &FoldOptions) -> Result<Folded> {
     fold_reader(reader, opts)
 }
 
+/// Fold a trace through the model ([`crate::trace::replay_reader`] → [`fold_timeline`]), so
+/// a flame graph weighs stacks exactly as `summary` and `view` count states: on an
+/// exact-mode trace by the exact state at each moment.
 pub fn fold_reader<R: Read>(reader: TraceReader<R>, opts: &FoldOptions) -> Result<Folded> {
-    Ok(fold::<_, TraceError>(reader, opts)?)
+    let replay = crate::trace::replay_reader(reader)?;
+    Ok(fold_timeline(&replay.timeline, opts))
+}
+
+/// Fold the stacks of a model: every thread's time (or samples) per (GIL state,
+/// interpreter, stack), filtered by `opts`. A thread is selected by its TID or its last
+/// name.
+pub fn fold_timeline(tl: &crate::model::timeline::Timeline, opts: &FoldOptions) -> Folded {
+    let mut out = Folded::default();
+    for t in &tl.threads {
+        let selected = match &opts.thread {
+            None => true,
+            Some(ThreadSelector::Tid(tid)) => t.tid == *tid,
+            Some(ThreadSelector::Name(n)) => &t.name == n,
+        };
+        for (&(state, interp, stack), tot) in &t.stacks {
+            out.runs_seen += 1;
+            if !selected
+                || !opts.state.matches(state)
+                || opts.interpreter.is_some_and(|i| i != interp)
+            {
+                continue;
+            }
+            out.runs += 1;
+            let w = match opts.weight {
+                Weight::Time => tot.ns,
+                Weight::Samples => tot.samples,
+            };
+            if w == 0 {
+                continue;
+            }
+            let mut parts: Vec<String> = Vec::new();
+            if opts.thread_roots {
+                parts.push(sanitize(&format!("thread {} ({})", t.name, t.tid)));
+            }
+            if matches!(opts.state, StateFilter::All) {
+                parts.push(format!("[{}]", state.as_str()));
+            }
+            let frames = tl.stack_frames(stack);
+            if frames.is_empty() {
+                parts.push(NO_FRAMES.to_string());
+            }
+            for f in frames.into_iter().rev() {
+                parts.push(frame_label(f, opts.no_lines, opts.annotate_interpreter));
+            }
+            let v = out.stacks.entry(parts.join(";")).or_insert(0);
+            *v = v.saturating_add(w);
+            out.total = out.total.saturating_add(w);
+        }
+    }
+    out
 }
 
 /// Print folded stacks, one `stack weight` line each, sorted.
@@ -586,5 +639,41 @@ mod tests {
         };
         assert_eq!(fold(events(), &opts).unwrap().total, 21);
         assert!("bogus".parse::<StateFilter>().is_err());
+    }
+
+    /// A flame graph weighs each thread's stacks by the model's state: on a real exact-mode
+    /// recording (tests/golden/outputs/contention-exact-3.12.trace) each thread's held
+    /// stacks add up to the held time `summary` reports, for every state.
+    #[test]
+    fn flame_weights_are_the_models_states_on_an_exact_trace() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/outputs/contention-exact-3.12.trace");
+        let replay = crate::trace::replay(&path).expect("fixture reads");
+        let tl = &replay.timeline;
+        assert!(tl.threads.iter().any(|t| t.exact));
+        for state in crate::model::timeline::STATES {
+            let opts = FoldOptions {
+                state: StateFilter::One(state),
+                thread_roots: true,
+                ..FoldOptions::default()
+            };
+            let folded = fold_file(&path, &opts).expect("folds");
+            for t in &tl.threads {
+                let root = format!("thread {} ({})", t.name, t.tid);
+                let flame: u64 = folded
+                    .stacks
+                    .iter()
+                    .filter(|(k, _)| k.split(';').next() == Some(root.as_str()))
+                    .map(|(_, w)| *w)
+                    .sum();
+                assert_eq!(
+                    flame,
+                    t.state(state).ns,
+                    "{} {state:?}: flame graph {flame} ns, model {} ns",
+                    t.name,
+                    t.state(state).ns
+                );
+            }
+        }
     }
 }

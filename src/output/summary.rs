@@ -79,6 +79,9 @@ fn count(n: u64) -> String {
     out
 }
 
+/// Thread names in the thread table are cut (in the middle) to this many characters.
+const NAME_WIDTH: usize = 24;
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -242,8 +245,9 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         let at = rows[0].len() - 2;
         rows[0].insert(at, "UNKNOWN".into());
     }
-    for t in &s.threads {
-        let mut name = truncate(&t.name, 24);
+    let names: Vec<&str> = s.threads.iter().map(|t| t.name.as_str()).collect();
+    let names = gilscope_ui::shorten_distinct(&names, NAME_WIDTH);
+    for (t, mut name) in s.threads.iter().zip(names) {
         if t.ended_s.is_some() {
             name.push_str(" (ended)");
         }
@@ -280,6 +284,15 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     }
     align.extend([R, R]);
     table(out, "  ", &align, &rows)?;
+    if s.threads_left_out > 0 {
+        writeln!(
+            out,
+            "  … {} more thread{} left out: the {} most active are shown (--threads N, --all)",
+            count(s.threads_left_out as u64),
+            if s.threads_left_out == 1 { "" } else { "s" },
+            s.threads.len()
+        )?;
+    }
     if !s.waiting_known {
         writeln!(
             out,

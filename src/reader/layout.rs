@@ -92,6 +92,9 @@ pub struct GilOffsets {
     /// a futex address in `[wait_begin, wait_end)` means "waiting for the GIL".
     pub wait_begin: u64,
     pub wait_end: u64,
+    /// `switch_cond` and `switch_mutex` follow, up to `switch_end`: a thread asked to drop
+    /// the GIL sleeps there in `drop_gil` until another thread has taken it.
+    pub switch_end: u64,
     /// Bytes to read to cover `enabled`..`switch_number`.
     pub read_size: u64,
 }
@@ -119,6 +122,7 @@ fn default_gil() -> GilOffsets {
         switch_number: 24,
         wait_begin: 32,
         wait_end: 120,
+        switch_end: 208,
         read_size: 32,
     }
 }
@@ -289,6 +293,7 @@ impl Layout {
         // cond, mutex follow switch_number; switch_cond after them (48 + 40).
         let wait_begin = switch_number + 8;
         let wait_end = wait_begin + 48 + 40;
+        let switch_end = wait_end + 48 + 40;
         let enabled = if ft {
             Some(d.need("interpreter_state.gil_runtime_state_enabled")?)
         } else {
@@ -388,6 +393,7 @@ impl Layout {
             switch_number,
             wait_begin,
             wait_end,
+            switch_end,
             read_size: switch_number + 8,
         };
         Ok(Layout {

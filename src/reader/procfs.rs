@@ -118,6 +118,22 @@ impl TaskFiles {
 
     /// Every thread of `pid`, with its stat (as [`tasks`]).
     pub fn tasks(&mut self, pid: u32) -> Result<Vec<TaskStat>> {
+        self.tasks_inner(pid, None)
+    }
+
+    /// [`TaskFiles::tasks`], and what each thread's `syscall` file says, read right after
+    /// its `stat` (microseconds apart, so the two describe the same moment).
+    pub fn tasks_with_syscalls(&mut self, pid: u32) -> Result<(Vec<TaskStat>, Syscalls)> {
+        let mut syscalls = HashMap::new();
+        let tasks = self.tasks_inner(pid, Some(&mut syscalls))?;
+        Ok((tasks, syscalls))
+    }
+
+    fn tasks_inner(
+        &mut self,
+        pid: u32,
+        mut syscalls: Option<&mut Syscalls>,
+    ) -> Result<Vec<TaskStat>> {
         let dir = format!("/proc/{pid}/task");
         let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))?;
         let mut out = Vec::new();
@@ -141,6 +157,9 @@ impl TaskFiles {
                 continue; // exited meanwhile
             }
             if let Some(st) = parse_stat(&String::from_utf8_lossy(&self.buf)) {
+                if let Some(map) = syscalls.as_deref_mut() {
+                    map.insert(tid, self.syscall_state(pid, tid));
+                }
                 out.push(st);
             }
         }
@@ -151,6 +170,18 @@ impl TaskFiles {
         self.syscall
             .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
         Ok(out)
+    }
+
+    /// What `/proc/PID/task/TID/syscall` says now (None: unreadable, or the thread is gone).
+    pub fn syscall_state(&mut self, pid: u32, tid: u32) -> Option<SyscallState> {
+        Self::read_cached(
+            &mut self.syscall,
+            || format!("/proc/{pid}/task/{tid}/syscall"),
+            tid,
+            &mut self.buf,
+        )
+        .ok()?;
+        parse_syscall_state(&String::from_utf8_lossy(&self.buf))
     }
 
     /// As [`blocked_syscall`], through a kept handle.
@@ -164,6 +195,41 @@ impl TaskFiles {
         .ok()?;
         parse_syscall(&String::from_utf8_lossy(&self.buf))
     }
+}
+
+/// Per TID, what its `syscall` file said (None: unreadable).
+pub type Syscalls = HashMap<u32, Option<SyscallState>>;
+
+/// What `/proc/PID/task/TID/syscall` says about a thread at the moment it is read.
+///
+/// The kernel answers only for a thread that is not runnable: a runnable thread (on a CPU or
+/// waiting in the run queue for one, as a preempted thread is) always reads `running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallState {
+    /// Runnable: running, or queued for a CPU.
+    Running,
+    /// Asleep inside system call `nr` with first argument `arg0`.
+    Blocked { nr: i64, arg0: u64 },
+    /// Not runnable and not in a system call (stopped, faulting a page in): the user-space
+    /// stack pointer and program counter.
+    Outside { sp: u64, pc: u64 },
+}
+
+pub fn parse_syscall_state(text: &str) -> Option<SyscallState> {
+    let mut it = text.split_whitespace();
+    let first = it.next()?;
+    if first == "running" {
+        return Some(SyscallState::Running);
+    }
+    let nr: i64 = first.parse().ok()?;
+    let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
+    if nr == -1 {
+        let sp = hex(it.next()?)?;
+        let pc = hex(it.next()?)?;
+        return Some(SyscallState::Outside { sp, pc });
+    }
+    let arg0 = hex(it.next()?)?;
+    Some(SyscallState::Blocked { nr, arg0 })
 }
 
 /// The system call a thread is blocked in: `(number, first argument)`, from
@@ -205,6 +271,25 @@ mod tests {
             Some((202, 0x7f00001234))
         );
         assert_eq!(parse_syscall("running"), None);
+        assert_eq!(
+            parse_syscall_state("202 0x7f00001234 0x189 0x0 0x0 0x0 0x0 0x7ffc 0x7f00"),
+            Some(SyscallState::Blocked {
+                nr: 202,
+                arg0: 0x7f00001234
+            })
+        );
+        assert_eq!(
+            parse_syscall_state("running\n"),
+            Some(SyscallState::Running)
+        );
+        assert_eq!(
+            parse_syscall_state("-1 0x7ffd1000 0x7f0000abcd\n"),
+            Some(SyscallState::Outside {
+                sp: 0x7ffd1000,
+                pc: 0x7f0000abcd
+            })
+        );
+        assert_eq!(parse_syscall_state(""), None);
     }
 
     #[test]

@@ -83,6 +83,15 @@ struct CodeInfo {
     shim: bool,
 }
 
+/// One entry of `threading._active`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadingName {
+    /// `Thread._name`.
+    pub name: String,
+    /// `Thread._native_id`: the kernel TID of the thread the object belongs to.
+    pub native_id: Option<u64>,
+}
+
 /// Walks frame chains and reads thread names; bounded caches inside.
 #[derive(Debug)]
 pub struct StackReader {
@@ -362,15 +371,18 @@ impl StackReader {
     }
 
     /// `threading` thread names of the interpreter at `interp`: thread ident
-    /// (`PyThreadState.thread_id`, the pthread_t) → `Thread._name`, from
-    /// `sys.modules["threading"]._active`. Empty when `threading` is not
+    /// (`PyThreadState.thread_id`, the pthread_t) → `Thread._name` and `Thread._native_id`,
+    /// from `sys.modules["threading"]._active`. Empty when `threading` is not
     /// imported (or the interpreter has no modules yet). Threads whose name
     /// cannot be read are left out.
+    ///
+    /// Idents are pthread_t values, which the C library reuses as soon as a thread is gone:
+    /// callers match an entry to a thread by its `native_id` (the kernel TID) too.
     pub fn threading_names(
         &mut self,
         mem: &dyn Memory,
         interp: u64,
-    ) -> Result<HashMap<u64, String>> {
+    ) -> Result<HashMap<u64, ThreadingName>> {
         let l = &self.layout;
         check_ptr(interp, "interpreter state")?;
         let mut names = HashMap::new();
@@ -411,7 +423,14 @@ impl StackReader {
                     continue;
                 }
                 if let Ok(name) = objects::read_str(l, mem, name) {
-                    names.insert(ident, name);
+                    // `_native_id` is None until the thread has started (and on platforms
+                    // without native ids); anything but an int is left as unknown.
+                    let native_id = objects::lookup(l, mem, &attrs, "_native_id")
+                        .filter(|&v| {
+                            objects::has_type_flag(l, mem, v, objects::TPFLAGS_LONG_SUBCLASS)
+                        })
+                        .and_then(|v| objects::read_u64_long(l, mem, v).ok());
+                    names.insert(ident, ThreadingName { name, native_id });
                 }
             }
         }

@@ -18,7 +18,7 @@ use super::debug_offsets::DebugOffsets;
 use super::error::{ReadError, ReadErrorKind};
 use super::layout::{HoldsGil, Layout};
 use super::memory::{Bytes, Memory, MemoryExt, ProcessMem};
-use super::procfs::{self, TaskStat};
+use super::procfs::{self, SyscallState, TaskStat};
 use super::runtime;
 use super::stack::{StackLayout, StackReader};
 
@@ -64,19 +64,46 @@ pub struct Reader {
     opts: ReaderOptions,
     /// ≤3.10: offset of `tid` inside glibc's `struct pthread`.
     pthread_tid_offset: Option<u64>,
-    /// `threading` names per interpreter address, refreshed when a thread
-    /// ident is missing from them.
-    names: HashMap<u64, HashMap<u64, String>>,
-    /// Per interpreter: thread idents its `threading` did not know at the last look (threads
-    /// that entered it from another interpreter), and when that look was. They are looked
-    /// for again at most every [`NAME_MISS_RETRY`], not at every sample.
-    name_misses: HashMap<u64, (HashSet<u64>, std::time::Instant)>,
+    /// `threading` names of the live threads (see [`Reader::thread_names`]).
+    names: HashMap<NameKey, String>,
+    /// Threads an interpreter's `threading` did not know at the last look (not registered
+    /// yet, or threads that entered it from another interpreter), and when to look again.
+    name_misses: HashMap<NameKey, NameMiss>,
+    /// When each interpreter's `threading._active` was last read.
+    names_read_at: HashMap<u64, std::time::Instant>,
+    /// What `/proc/PID/task/TID/syscall` said, read right after the stat of this reading.
+    syscalls: procfs::Syscalls,
     /// `/proc/PID/task/*` files kept open between samples.
     task_files: std::cell::RefCell<procfs::TaskFiles>,
 }
 
-/// How often thread idents unknown to an interpreter's `threading` are looked for again.
+/// A thread unknown to an interpreter's `threading` is looked for again at every reading for
+/// [`NAME_MISS_EAGER`] after it was first missed (a new thread registers in `threading._active`
+/// only once it has run a little Python: on a busy GIL that can take a switch interval or
+/// more), then every [`NAME_MISS_RETRY`] (threads that entered from another interpreter, C
+/// threads).
+const NAME_MISS_EAGER: std::time::Duration = std::time::Duration::from_millis(250);
 const NAME_MISS_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often an interpreter's `threading._active` is read again anyway (renamed threads).
+const NAME_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whose name a cached `threading` name is: a thread state's interpreter and ident, and the
+/// OS thread (TID + start time, which no later thread shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct NameKey {
+    interp: u64,
+    ident: u64,
+    tid: u32,
+    start_ticks: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NameMiss {
+    /// Look again at the first reading from then on.
+    next: std::time::Instant,
+    /// When the thread was first missed.
+    since: std::time::Instant,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GilWord {
@@ -206,6 +233,8 @@ impl Reader {
             pthread_tid_offset: None,
             names: HashMap::new(),
             name_misses: HashMap::new(),
+            names_read_at: HashMap::new(),
+            syscalls: HashMap::new(),
             task_files: Default::default(),
         };
         reader.validate().map_err(|e| {
@@ -507,8 +536,13 @@ impl Reader {
         let mut unsettled: Vec<u64> = Vec::new();
         for attempt in 0..=self.opts.max_retries {
             let time_ns = monotonic_ns();
-            let tasks = match self.task_files.get_mut().tasks(self.pid) {
-                Ok(t) => t,
+            // Each thread's system call right after its stat, so that the two agree (read
+            // after the memory walk, a thread stat saw asleep had often woken by then).
+            let tasks = match self.task_files.get_mut().tasks_with_syscalls(self.pid) {
+                Ok((t, syscalls)) => {
+                    self.syscalls = syscalls;
+                    t
+                }
                 Err(e) => {
                     runtime::check_process(self.pid)?;
                     return Err(e);
@@ -590,56 +624,104 @@ impl Reader {
         out
     }
 
-    fn thread_names(&mut self, raw: &RawReading) -> HashMap<u64, String> {
+    /// The `threading` name of every thread of the reading: TID → name.
+    ///
+    /// Names are cached per (interpreter, ident, TID, start time): a pthread ident and even a
+    /// TID are reused once their thread is gone, the pair of TID and start time is not. An
+    /// interpreter's `threading._active` is read again when one of its threads has no cached
+    /// name (see [`NAME_MISS_EAGER`] for how often) and at least every
+    /// [`NAME_REFRESH`] (renamed threads). An entry whose `Thread._native_id` names another
+    /// TID belongs to an earlier thread with the same ident and is not used. Entries of
+    /// threads that are gone are dropped.
+    fn thread_names(
+        &mut self,
+        raw: &RawReading,
+        tasks: &HashMap<u32, &TaskStat>,
+    ) -> HashMap<u32, String> {
         let mut out = HashMap::new();
         if !self.opts.thread_names {
             return out;
         }
+        let now = std::time::Instant::now();
+        let keys: Vec<(NameKey, &RawTstate)> = raw
+            .tstates
+            .iter()
+            .filter_map(|t| {
+                let task = tasks.get(&t.tid)?;
+                Some((
+                    NameKey {
+                        interp: t.interp_addr,
+                        ident: t.thread_id,
+                        tid: t.tid,
+                        start_ticks: task.start_ticks,
+                    },
+                    t,
+                ))
+            })
+            .collect();
         for i in &raw.interps {
-            let wanted: Vec<u64> = raw
-                .tstates
-                .iter()
-                .filter(|t| t.interp_addr == i.addr)
-                .map(|t| t.thread_id)
-                .collect();
-            let cached = self.names.get(&i.addr);
-            let misses = self.name_misses.get(&i.addr);
-            let retry_misses = misses.is_some_and(|(_, at)| at.elapsed() >= NAME_MISS_RETRY);
-            let stale = cached.is_none_or(|c| {
-                wanted.iter().any(|id| {
-                    !c.contains_key(id)
-                        && (retry_misses || !misses.is_some_and(|(m, _)| m.contains(id)))
-                })
+            let mine = || keys.iter().filter(|(k, _)| k.interp == i.addr);
+            let refresh_due = self
+                .names_read_at
+                .get(&i.addr)
+                .is_none_or(|at| now.duration_since(*at) >= NAME_REFRESH);
+            let missing = mine().any(|(k, _)| {
+                !self.names.contains_key(k) && self.name_misses.get(k).is_none_or(|m| now >= m.next)
             });
-            if stale {
-                if let Some(stacks) = self.stacks.as_mut() {
-                    if let Ok(n) = stacks.threading_names(&self.mem, i.addr) {
-                        let missing: HashSet<u64> = wanted
-                            .iter()
-                            .copied()
-                            .filter(|id| !n.contains_key(id))
-                            .collect();
-                        self.name_misses
-                            .insert(i.addr, (missing, std::time::Instant::now()));
-                        self.names.insert(i.addr, n);
+            if !(missing || (refresh_due && mine().next().is_some())) {
+                continue;
+            }
+            let Some(stacks) = self.stacks.as_mut() else {
+                continue;
+            };
+            let Ok(active) = stacks.threading_names(&self.mem, i.addr) else {
+                continue;
+            };
+            self.names_read_at.insert(i.addr, now);
+            for (k, _) in mine() {
+                let found = active
+                    .get(&k.ident)
+                    .filter(|e| e.native_id.is_none_or(|n| n == u64::from(k.tid)));
+                match found {
+                    Some(e) => {
+                        self.name_misses.remove(k);
+                        self.names.insert(*k, e.name.clone());
+                    }
+                    // An ending thread leaves `_active` before its thread state goes: it
+                    // keeps the name it had.
+                    None if self.names.contains_key(k) => {}
+                    None => {
+                        // Not in `_active` under this thread: a thread that has not
+                        // registered yet, or is not a `threading` thread of this interpreter.
+                        let since = self.name_misses.get(k).map_or(now, |m| m.since);
+                        let next = if now.duration_since(since) < NAME_MISS_EAGER {
+                            now
+                        } else {
+                            now + NAME_MISS_RETRY
+                        };
+                        self.name_misses.insert(*k, NameMiss { next, since });
                     }
                 }
             }
         }
         // Names from the main interpreter win (that is where `threading`
         // started the thread); sub-interpreters fill in the rest.
-        let mut interps: Vec<&RawInterp> = raw.interps.iter().collect();
-        interps.sort_by_key(|i| std::cmp::Reverse(i.id));
-        for i in interps {
-            if let Some(n) = self.names.get(&i.addr) {
-                for (k, v) in n {
-                    out.insert(*k, v.clone());
-                }
+        let mut ordered: Vec<&(NameKey, &RawTstate)> = keys.iter().collect();
+        let id_of: HashMap<u64, i64> = raw.interps.iter().map(|i| (i.addr, i.id)).collect();
+        ordered.sort_by_key(|(k, _)| {
+            std::cmp::Reverse(id_of.get(&k.interp).copied().unwrap_or(i64::MAX))
+        });
+        for (k, _) in ordered {
+            if let Some(n) = self.names.get(k) {
+                out.insert(k.tid, n.clone());
             }
         }
-        let live: HashSet<u64> = raw.interps.iter().map(|i| i.addr).collect();
+        // Forget threads (and interpreters) that are gone.
+        let live: HashSet<NameKey> = keys.iter().map(|(k, _)| *k).collect();
         self.names.retain(|k, _| live.contains(k));
         self.name_misses.retain(|k, _| live.contains(k));
+        let interps: HashSet<u64> = raw.interps.iter().map(|i| i.addr).collect();
+        self.names_read_at.retain(|k, _| interps.contains(k));
         out
     }
 
@@ -727,7 +809,7 @@ impl Reader {
                 "{dangling} thread state(s) name no live thread (exited, or not yet bound); not shown"
             ));
         }
-        let names = self.thread_names(raw);
+        let names = self.thread_names(raw, &task_by_tid);
 
         let mut threads = Vec::new();
         for (tid, states) in &by_tid {
@@ -783,16 +865,11 @@ impl Reader {
                 }
             } else if holds {
                 GilState::Held
-            } else if current.gil_requested == Some(true)
-                || (!task.on_cpu() && self.waits_on_gil(*tid, gil_addr))
-            {
-                // 3.15 says so itself; elsewhere the thread sleeps on a futex
-                // inside this GIL's condition variable or mutex.
+            } else if current.gil_requested == Some(true) {
+                // 3.15 says so itself.
                 GilState::Waiting
-            } else if task.on_cpu() {
-                GilState::Released
             } else {
-                GilState::Idle
+                self.not_holding(*tid, task, gil_addr)
             };
 
             // Frames: current thread state first, then the others
@@ -820,10 +897,7 @@ impl Reader {
                     }));
                 }
             }
-            let name = states
-                .iter()
-                .find_map(|t| names.get(&t.thread_id).cloned())
-                .unwrap_or_else(|| task.comm.clone());
+            let name = names.get(tid).cloned().unwrap_or_else(|| task.comm.clone());
             threads.push(ThreadInfo {
                 tid: *tid,
                 start_ticks: task.start_ticks,
@@ -908,17 +982,39 @@ impl Reader {
         }
     }
 
-    /// Is the thread blocked on a futex inside this GIL's wait area?
-    fn waits_on_gil(&self, tid: u32, gil_addr: u64) -> bool {
-        if gil_addr == 0 {
-            return false;
-        }
-        match self.task_files.borrow_mut().blocked_syscall(self.pid, tid) {
-            Some((SYS_FUTEX, addr)) => {
-                let g = &self.layout.gil;
-                addr >= gil_addr + g.wait_begin && addr < gil_addr + g.wait_end
+    /// The state of a thread that does not hold its (enabled) GIL, from what the kernel said
+    /// at the start of the reading (`/proc/PID/task/TID/syscall`, read right after the
+    /// thread's `stat`; when the two disagree the later one wins):
+    ///
+    /// - asleep on a futex inside this GIL's condition variable or mutex (`take_gil`), or its
+    ///   switch condition (`drop_gil`, asked to drop it and waiting until another thread
+    ///   took it, before going for it again or on without it): waiting;
+    /// - asleep in any other system call: idle;
+    /// - runnable (`running`): released if `stat` said runnable too. A runnable thread may be
+    ///   on a CPU or queued for one, and the kernel shows neither its system call nor its
+    ///   program counter then, so a preempted waiter cannot be told from a thread running C
+    ///   code without the GIL; if `stat` said asleep the thread woke between the two reads
+    ///   (microseconds apart; from what, nothing tells): unknown;
+    /// - not runnable and outside a system call (stopped, faulting a page in): unknown;
+    /// - unreadable: from `stat` alone, released when runnable, idle when not.
+    fn not_holding(&self, tid: u32, task: &TaskStat, gil_addr: u64) -> GilState {
+        let g = &self.layout.gil;
+        let in_gil = |addr: u64| {
+            gil_addr != 0 && addr >= gil_addr + g.wait_begin && addr < gil_addr + g.switch_end
+        };
+        let now = match self.syscalls.get(&tid) {
+            Some(read) => *read,
+            None => self.task_files.borrow_mut().syscall_state(self.pid, tid),
+        };
+        match now {
+            Some(SyscallState::Blocked { nr, arg0 }) if nr == SYS_FUTEX && in_gil(arg0) => {
+                GilState::Waiting
             }
-            _ => false,
+            Some(SyscallState::Blocked { .. }) => GilState::Idle,
+            Some(SyscallState::Running) if task.on_cpu() => GilState::Released,
+            Some(SyscallState::Running) | Some(SyscallState::Outside { .. }) => GilState::Unknown,
+            None if task.on_cpu() => GilState::Released,
+            None => GilState::Idle,
         }
     }
 }

@@ -629,22 +629,10 @@ fn thread_label(th: &ThreadView, selected: bool, w: usize) -> String {
     format!("{marker}{}", ellipsize_middle(&name, room))
 }
 
-/// `s` cut to `w` columns with `…` in the middle (keeps distinguishing
-/// suffixes such as `worker-17`).
+/// `s` cut to `w` columns with `…` in the middle ([`crate::text::shorten_middle`], as in
+/// gilscope's text outputs), padded to `w`.
 fn ellipsize_middle(s: &str, w: usize) -> String {
-    let n = s.chars().count();
-    if n <= w {
-        return format!("{s:<w$}");
-    }
-    if w < 3 {
-        return s.chars().take(w).collect();
-    }
-    let tail = (w - 1) / 2;
-    let head = w - 1 - tail;
-    let mut out: String = s.chars().take(head).collect();
-    out.push('…');
-    out.extend(s.chars().skip(n - tail));
-    out
+    format!("{:<w$}", crate::text::shorten_middle(s, w))
 }
 
 /// `s` cut to `w` columns, ending in `…` if cut.

@@ -21,6 +21,7 @@ mod app;
 mod draw;
 pub mod fixtures;
 mod run;
+pub mod text;
 mod theme;
 pub mod timefmt;
 mod track;
@@ -28,6 +29,7 @@ mod view;
 
 pub use app::{Action, App, Input, Key, Mouse, MouseKind, Options, SortBy, Window};
 pub use run::{restore_terminal, run, run_in_terminal, ViewSource, LIVE_TICK};
+pub use text::{shorten_distinct, shorten_middle};
 pub use theme::{glyph, Theme};
 pub use view::{
     GilLock, GilSegment, GilTimes, GilTrack, GilView, HotStack, InterpView, Lane, LaneState,

@@ -95,13 +95,17 @@ pub fn export_file(trace: &Path, format: Format, out: &Path, opts: &FoldOptions)
             let folded = flame::fold_file(trace, opts)?;
             flame::write_collapsed(&mut w, &folded)?;
         }
+        // Both stream the file's events; the model (a first pass) gives the states of
+        // threads with exact runs, so they show the states summary counts.
         Format::Perfetto => {
+            let model = crate::trace::replay(trace)?.timeline;
             let reader = crate::trace::TraceReader::open(trace)?;
-            perfetto::write(reader, &name, &mut w)?;
+            perfetto::write(reader, &name, Some(&model), &mut w)?;
         }
         Format::Speedscope => {
+            let model = crate::trace::replay(trace)?.timeline;
             let reader = crate::trace::TraceReader::open(trace)?;
-            speedscope::write(reader, &name, opts, &mut w)?;
+            speedscope::write(reader, &name, opts, Some(&model), &mut w)?;
         }
         Format::TimelineSvg => timeline_svg::write_file(trace, &name, &mut w)?,
     }

@@ -24,7 +24,7 @@ use anyhow::Result;
 
 use super::{json_str, micros};
 use crate::model::snapshot::GilState;
-use crate::model::timeline::{Event, GilIdx, GilRun, Run, Source, ThreadIdx, STATES};
+use crate::model::timeline::{Event, GilIdx, GilRun, Run, Source, ThreadIdx, Timeline, STATES};
 use crate::output::flame::{Symbols, NO_FRAMES};
 use crate::trace::TraceReader;
 
@@ -344,7 +344,15 @@ impl Exporter<'_> {
 
 /// Write the whole trace as Chrome trace-event JSON. `name` (the trace's
 /// file name) goes into `otherData`.
-pub fn write<R: Read>(mut reader: TraceReader<R>, name: &str, out: &mut dyn Write) -> Result<()> {
+///
+/// With `model` (the same trace replayed), the state slices of a thread with exact runs
+/// show the model's (exact) states ([`Timeline::as_modelled`]).
+pub fn write<R: Read>(
+    mut reader: TraceReader<R>,
+    name: &str,
+    model: Option<&Timeline>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let meta = reader.metadata().clone();
     out.write_all(b"{\"displayTimeUnit\":\"ms\",\"traceEvents\":[")?;
     let mut ex = Exporter {
@@ -372,7 +380,14 @@ pub fn write<R: Read>(mut reader: TraceReader<R>, name: &str, out: &mut dyn Writ
                 first_time = false;
             }
         }
-        ex.event(&e)?;
+        match (&e, model) {
+            (Event::Run(r), Some(tl)) => {
+                for piece in tl.as_modelled(r) {
+                    ex.event(&Event::Run(piece))?;
+                }
+            }
+            _ => ex.event(&e)?,
+        }
     }
     let threads: Vec<ThreadIdx> = ex.tracks.keys().copied().collect();
     for t in threads {

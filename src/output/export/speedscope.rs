@@ -20,7 +20,7 @@ use anyhow::Result;
 
 use super::json_str;
 use crate::model::snapshot::GilState;
-use crate::model::timeline::{Event, Source, StackId, ThreadIdx, STATES};
+use crate::model::timeline::{Event, Source, StackId, ThreadIdx, Timeline, STATES};
 use crate::output::flame::{FoldOptions, StateFilter, Symbols, Weight, NO_FRAMES};
 use crate::trace::TraceReader;
 
@@ -52,10 +52,14 @@ impl Profile {
 }
 
 /// Write the trace in speedscope's format.
+///
+/// With `model` (the same trace replayed), the runs of a thread with exact runs carry the
+/// model's (exact) states ([`Timeline::as_modelled`]), so `--state` filters by them.
 pub fn write<R: Read>(
     mut reader: TraceReader<R>,
     name: &str,
     opts: &FoldOptions,
+    model: Option<&Timeline>,
     out: &mut dyn Write,
 ) -> Result<()> {
     let base_meta = reader.metadata().clock.start_ns;
@@ -64,51 +68,57 @@ pub fn write<R: Read>(
     let mut profiles: BTreeMap<ThreadIdx, Profile> = BTreeMap::new();
     while let Some(e) = reader.next_event()? {
         syms.observe(&e);
-        let Event::Run(r) = &e else {
+        let Event::Run(run) = &e else {
             continue;
         };
-        if r.source == Source::Exact {
+        if run.source == Source::Exact {
             continue; // exact runs carry no stacks (the sampled runs have them)
         }
-        let base = *base.get_or_insert(r.start_ns);
-        if opts
-            .thread
-            .as_ref()
-            .is_some_and(|sel| !syms.thread_matches(r.thread, sel))
-        {
-            continue;
-        }
-        let p = profiles.entry(r.thread).or_default();
-        let start = r.start_ns.saturating_sub(base);
-        let end = r.end_ns.saturating_sub(base);
-        let keep =
-            opts.state.matches(r.state) && opts.interpreter.is_none_or(|i| i == r.interpreter);
-        let key = if keep {
-            let state = matches!(opts.state, StateFilter::All).then_some(r.state);
-            Key::Stack(state, r.stack)
-        } else {
-            Key::Gap
+        let pieces = match model {
+            Some(tl) => tl.as_modelled(run),
+            None => vec![run.clone()],
         };
-        match opts.weight {
-            Weight::Time => {
-                if p.start.is_none() {
-                    p.start = Some(start);
-                } else if start > p.end {
-                    p.push(Key::Gap, start - p.end);
+        for r in &pieces {
+            let base = *base.get_or_insert(r.start_ns);
+            if opts
+                .thread
+                .as_ref()
+                .is_some_and(|sel| !syms.thread_matches(r.thread, sel))
+            {
+                continue;
+            }
+            let p = profiles.entry(r.thread).or_default();
+            let start = r.start_ns.saturating_sub(base);
+            let end = r.end_ns.saturating_sub(base);
+            let keep =
+                opts.state.matches(r.state) && opts.interpreter.is_none_or(|i| i == r.interpreter);
+            let key = if keep {
+                let state = matches!(opts.state, StateFilter::All).then_some(r.state);
+                Key::Stack(state, r.stack)
+            } else {
+                Key::Gap
+            };
+            match opts.weight {
+                Weight::Time => {
+                    if p.start.is_none() {
+                        p.start = Some(start);
+                    } else if start > p.end {
+                        p.push(Key::Gap, start - p.end);
+                    }
+                    let from = start.max(p.end);
+                    if end > from {
+                        p.push(key, end - from);
+                    }
                 }
-                let from = start.max(p.end);
-                if end > from {
-                    p.push(key, end - from);
+                Weight::Samples => {
+                    p.start.get_or_insert(0);
+                    if key != Key::Gap {
+                        p.push(key, u64::from(r.samples));
+                    }
                 }
             }
-            Weight::Samples => {
-                p.start.get_or_insert(0);
-                if key != Key::Gap {
-                    p.push(key, u64::from(r.samples));
-                }
-            }
+            p.end = p.end.max(end);
         }
-        p.end = p.end.max(end);
     }
 
     // Frame indices: our frames (id - 1), then the state roots, then "no frames".

@@ -127,10 +127,12 @@ pub fn write_file(trace: &Path, name: &str, out: &mut dyn Write) -> Result<()> {
             let class = STATES.iter().position(|s| *s == iv.state).unwrap_or(5);
             scale.add(&mut cols, iv.start_ns, iv.end_ns, class);
         }
-        let mut label = format!("{} ({})", t.name, t.tid);
-        if label.chars().count() > 28 {
-            label = label.chars().take(27).collect::<String>() + "…";
-        }
+        // At most 28 characters; the name is cut in the middle, the TID kept.
+        let tid = format!(" ({})", t.tid);
+        let label = format!(
+            "{}{tid}",
+            gilscope_ui::shorten_middle(&t.name, 28usize.saturating_sub(tid.len()))
+        );
         lanes.push(Lane { label, cols });
     }
     let height = TOP + LANE_STEP * lanes.len() as u64 + 40;

@@ -3,7 +3,7 @@
 
 use super::layout::{ManagedDict, StackLayout};
 use super::objects::{self, TPFLAGS_HEAPTYPE, TPFLAGS_INLINE_VALUES, TPFLAGS_MANAGED_DICT};
-use super::{RawFrame, StackReader};
+use super::{RawFrame, StackReader, ThreadingName};
 use crate::reader::debug_offsets::{DebugOffsets, Header, COOKIE};
 use crate::reader::memory::LocalMem;
 
@@ -575,6 +575,7 @@ fn threading_names_for(l: StackLayout, store: &str) {
     let k_other = f.str("_other");
     let k_name = f.str("_name");
     let k_ident = f.str("_ident");
+    let k_native = f.str("_native_id");
 
     // Thread class and instances.
     let (flags, basicsize, dictoffset) = match store {
@@ -588,7 +589,7 @@ fn threading_names_for(l: StackLayout, store: &str) {
         _ => unreachable!(),
     };
     let thread_type = f.typ("Thread", flags, basicsize, dictoffset);
-    let shared = f.keys(&[(k_ident, 0), (k_name, 0)], 2);
+    let shared = f.keys(&[(k_ident, 0), (k_name, 0), (k_native, 0)], 2);
     put_mem(&mut f, thread_type + o.ht_cached_keys, shared);
 
     let mut active = Vec::new();
@@ -597,17 +598,32 @@ fn threading_names_for(l: StackLayout, store: &str) {
         let ident = 0x7f00_0000_0000u64 + 0x100_0000 * i as u64;
         let name_obj = f.str(name);
         let ident_obj = f.int(ident);
+        let native_obj = f.int(1000 + i as u64);
         let thread = match (store, l.obj.managed, i) {
             ("dictoffset", _, _) => {
-                let d = f.dict(&[(k_ident, ident_obj), (k_name, name_obj)], true);
+                let d = f.dict(
+                    &[
+                        (k_ident, ident_obj),
+                        (k_name, name_obj),
+                        (k_native, native_obj),
+                    ],
+                    true,
+                );
                 f.object(thread_type, 32, |b| put(b, 16, d))
             }
             // 3.11 managed dict: values pointer at -32 (or a real dict at -24).
             ("managed", ManagedDict::V311, _) => {
-                let vals = f.values_block(&[ident_obj, name_obj]);
+                let vals = f.values_block(&[ident_obj, name_obj, native_obj]);
                 let v = f.alloc(vals);
                 let d = if i == 2 {
-                    f.dict(&[(k_ident, ident_obj), (k_name, name_obj)], true)
+                    f.dict(
+                        &[
+                            (k_ident, ident_obj),
+                            (k_name, name_obj),
+                            (k_native, native_obj),
+                        ],
+                        true,
+                    )
                 } else {
                     0
                 };
@@ -619,10 +635,17 @@ fn threading_names_for(l: StackLayout, store: &str) {
             }
             // 3.12: tagged word at -24: values - 1, or a dict.
             ("managed", ManagedDict::V312, _) => {
-                let vals = f.values_block(&[ident_obj, name_obj]);
+                let vals = f.values_block(&[ident_obj, name_obj, native_obj]);
                 let v = f.alloc(vals);
                 let word = if i == 2 {
-                    f.dict(&[(k_ident, ident_obj), (k_name, name_obj)], true)
+                    f.dict(
+                        &[
+                            (k_ident, ident_obj),
+                            (k_name, name_obj),
+                            (k_native, native_obj),
+                        ],
+                        true,
+                    )
                 } else {
                     v - 1
                 };
@@ -633,7 +656,7 @@ fn threading_names_for(l: StackLayout, store: &str) {
             }
             // 3.13+: dict pointer at -24 (NULL), values inline after the header.
             ("inline", _, _) => {
-                let vals = f.values_block(&[ident_obj, name_obj]);
+                let vals = f.values_block(&[ident_obj, name_obj, native_obj]);
                 let mut b = vec![0u8; 48 + vals.len()];
                 put(&mut b, 32 + o.ob_type, thread_type);
                 b[48..].copy_from_slice(&vals);
@@ -642,7 +665,13 @@ fn threading_names_for(l: StackLayout, store: &str) {
             _ => unreachable!(),
         };
         active.push((ident_obj, thread));
-        want.insert(ident, name.to_string());
+        want.insert(
+            ident,
+            ThreadingName {
+                name: name.to_string(),
+                native_id: Some(1000 + i as u64),
+            },
+        );
     }
     let active_dict = f.dict(&active, false);
     let other = f.dict(&[], true);
