@@ -25,6 +25,7 @@ pub mod text;
 mod theme;
 pub mod timefmt;
 mod track;
+pub use track::{Span, Track};
 mod view;
 
 pub use app::{Action, App, Input, Key, Mouse, MouseKind, Options, SortBy, Window};

@@ -8,7 +8,8 @@
 /// Spans per checkpoint.
 const BLOCK: usize = 16;
 
-pub(crate) trait Span<const N: usize>: Copy {
+/// A span of time of a [`Track`] (a thread's state segment, a GIL's lock segment).
+pub trait Span<const N: usize>: Copy {
     fn start(&self) -> u64;
     fn end(&self) -> u64;
     fn set_start(&mut self, t: u64);
@@ -19,8 +20,10 @@ pub(crate) trait Span<const N: usize>: Copy {
     fn same_kind(&self, next: &Self) -> bool;
 }
 
+/// One timeline of spans: a thread's lane ([`crate::Lane`]) and a GIL's track
+/// ([`crate::GilTrack`]) are both this, with their own span type.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Track<S, const N: usize> {
+pub struct Track<S, const N: usize> {
     spans: Vec<S>,
     /// `cum[k]` = totals over `spans[..k * BLOCK]`. `cum[0]` is zero. A
     /// checkpoint is only made once the span after it exists, so the last span
@@ -42,9 +45,14 @@ impl<S: Span<N>, const N: usize> Default for Track<S, N> {
 }
 
 impl<S: Span<N>, const N: usize> Track<S, N> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Sorts by start, drops empty spans, clips overlaps (an earlier span wins)
     /// and merges touching spans of the same kind.
-    pub fn from_spans(mut spans: Vec<S>) -> Self {
+    pub fn from_segments(spans: impl IntoIterator<Item = S>) -> Self {
+        let mut spans: Vec<S> = spans.into_iter().collect();
         spans.sort_by_key(|s| s.start());
         let mut t = Track::default();
         t.spans.reserve(spans.len());
@@ -85,8 +93,17 @@ impl<S: Span<N>, const N: usize> Track<S, N> {
         self.spans.push(s);
     }
 
-    pub fn spans(&self) -> &[S] {
+    pub fn segments(&self) -> &[S] {
         &self.spans
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Start of the first and end of the last span.
+    pub fn extent(&self) -> Option<(u64, u64)> {
+        Some((self.spans.first()?.start(), self.spans.last()?.end()))
     }
 
     /// Drops everything before `t` (spans ending at or before `t` go, a span
@@ -209,7 +226,7 @@ impl<S: Span<N>, const N: usize> Track<S, N> {
 
     /// Calls `f(col, totals)` for each of `cols` equal cells covering
     /// `[a, b)`, walking the spans once.
-    pub fn cells(&self, a: u64, b: u64, cols: usize, mut f: impl FnMut(usize, &[u64; N])) {
+    pub fn cells_with(&self, a: u64, b: u64, cols: usize, mut f: impl FnMut(usize, &[u64; N])) {
         if cols == 0 || b <= a {
             return;
         }
@@ -303,7 +320,7 @@ mod tests {
     #[test]
     fn sums_match_naive() {
         let spans = sample();
-        let tr = Track::from_spans(spans.clone());
+        let tr = Track::from_segments(spans.clone());
         let end = spans.last().unwrap().1 + 10;
         for (a, b) in [
             (0, end),
@@ -325,12 +342,12 @@ mod tests {
     #[test]
     fn cells_match_sum() {
         let spans = sample();
-        let tr = Track::from_spans(spans.clone());
+        let tr = Track::from_segments(spans.clone());
         let end = spans.last().unwrap().1 + 10;
         for cols in [1, 7, 60, 500, 20000] {
             for (a, b) in [(0, end), (123, 456), (50, 52)] {
                 let mut seen = vec![[0u64; 3]; cols];
-                tr.cells(a, b, cols, |c, t| seen[c] = *t);
+                tr.cells_with(a, b, cols, |c, t| seen[c] = *t);
                 let w = (b - a) as u128;
                 for (c, got) in seen.iter().enumerate() {
                     let t0 = a + (w * c as u128 / cols as u128) as u64;
@@ -354,12 +371,12 @@ mod tests {
         tr.push(Sp(15, 30, 1)); // overlap clipped
         tr.push(Sp(40, 40, 2)); // empty
         tr.push(Sp(40, 50, 2));
-        assert_eq!(tr.spans(), &[Sp(0, 20, 0), Sp(20, 30, 1), Sp(40, 50, 2)]);
+        assert_eq!(tr.segments(), &[Sp(0, 20, 0), Sp(20, 30, 1), Sp(40, 50, 2)]);
         tr.trim_before(25);
-        assert_eq!(tr.spans(), &[Sp(25, 30, 1), Sp(40, 50, 2)]);
+        assert_eq!(tr.segments(), &[Sp(25, 30, 1), Sp(40, 50, 2)]);
         assert_eq!(tr.sum(0, 100), [0, 5, 10]);
-        let mut big = Track::from_spans(sample());
-        let all = big.spans().to_vec();
+        let mut big = Track::from_segments(sample());
+        let all = big.segments().to_vec();
         big.trim_before(4000);
         assert_eq!(big.sum(0, u64::MAX), naive(&all, 4000, u64::MAX));
     }

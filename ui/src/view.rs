@@ -183,68 +183,27 @@ fn pct(part: u64, whole: u64) -> f64 {
 ///
 /// Gaps between segments mean "not observed" (thread not alive yet, or a
 /// failed sample) and are drawn blank.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lane {
-    track: Track<Segment, LANE_CATS>,
-}
+pub type Lane = Track<Segment, LANE_CATS>;
 
-impl Lane {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sorts, drops empty segments, clips overlaps and merges neighbours in
-    /// the same state.
-    pub fn from_segments(segments: impl IntoIterator<Item = Segment>) -> Self {
-        Lane {
-            track: Track::from_spans(segments.into_iter().collect()),
-        }
-    }
-
-    /// Appends a segment (live sources). The part before the lane's current
-    /// end is cut off; a segment continuing the last one in the same state
-    /// extends it.
-    pub fn push(&mut self, seg: Segment) {
-        self.track.push(seg);
-    }
-
-    pub fn segments(&self) -> &[Segment] {
-        self.track.spans()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.track.spans().is_empty()
-    }
-
-    /// Start of the first and end of the last segment.
-    pub fn extent(&self) -> Option<(u64, u64)> {
-        let s = self.track.spans();
-        Some((s.first()?.start_ns, s.last()?.end_ns))
-    }
-
+impl Track<Segment, LANE_CATS> {
     /// The state at the lane's end (the "now" of a live view).
     pub fn last_state(&self) -> Option<LaneState> {
-        self.track.spans().last().map(|s| s.state)
+        self.segments().last().map(|s| s.state)
     }
 
     /// Time per state within `[from_ns, to_ns)`.
     pub fn times(&self, from_ns: u64, to_ns: u64) -> StateTimes {
-        StateTimes::from_cats(&self.track.sum(from_ns, to_ns))
+        StateTimes::from_cats(&self.sum(from_ns, to_ns))
     }
 
     /// For each of `cols` equal cells covering `[from_ns, to_ns)`, the state
     /// drawn there (`None` where nothing was observed).
     pub fn cells(&self, from_ns: u64, to_ns: u64, cols: usize) -> Vec<Option<LaneState>> {
         let mut out = vec![None; cols];
-        self.track.cells(from_ns, to_ns, cols, |c, t| {
+        self.cells_with(from_ns, to_ns, cols, |c, t| {
             out[c] = StateTimes::from_cats(t).dominant();
         });
         out
-    }
-
-    /// Forgets everything before `t_ns` (bounded memory for live sessions).
-    pub fn trim_before(&mut self, t_ns: u64) {
-        self.track.trim_before(t_ns);
     }
 }
 
@@ -327,45 +286,20 @@ impl GilTimes {
 }
 
 /// One GIL's busy/free timeline, indexed like [`Lane`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GilTrack {
-    track: Track<GilSegment, 3>,
-}
+pub type GilTrack = Track<GilSegment, 3>;
 
-impl GilTrack {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn from_segments(segments: impl IntoIterator<Item = GilSegment>) -> Self {
-        GilTrack {
-            track: Track::from_spans(segments.into_iter().collect()),
-        }
-    }
-
-    pub fn push(&mut self, seg: GilSegment) {
-        self.track.push(seg);
-    }
-
-    pub fn segments(&self) -> &[GilSegment] {
-        self.track.spans()
-    }
-
+impl Track<GilSegment, 3> {
     pub fn times(&self, from_ns: u64, to_ns: u64) -> GilTimes {
-        GilTimes::from_cats(&self.track.sum(from_ns, to_ns))
+        GilTimes::from_cats(&self.sum(from_ns, to_ns))
     }
 
     /// Per-cell times, `None` where nothing was observed.
     pub fn cells(&self, from_ns: u64, to_ns: u64, cols: usize) -> Vec<Option<GilTimes>> {
         let mut out = vec![None; cols];
-        self.track.cells(from_ns, to_ns, cols, |c, t| {
+        self.cells_with(from_ns, to_ns, cols, |c, t| {
             out[c] = Some(GilTimes::from_cats(t));
         });
         out
-    }
-
-    pub fn trim_before(&mut self, t_ns: u64) {
-        self.track.trim_before(t_ns);
     }
 }
 
