@@ -56,7 +56,7 @@ fn run_to_file(name: &str, args: &[&str]) -> String {
 
 fn check_golden(name: &str, got: &str) {
     let p = golden_dir().join(name);
-    if std::env::var_os("GILSCOPE_BLESS").is_some() {
+    if std::env::var_os("GILSCOPE_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&p, got).unwrap();
     }
     let want = std::fs::read_to_string(&p).unwrap_or_default();

@@ -159,8 +159,9 @@ fn auto_falls_back_and_exact_fails_without_symbols() {
     // Debian 12's own /usr/bin/python3.11 (stripped), when its -dbg is not installed.
     let host = Path::new("/usr/bin/python3.11");
     if !host.exists() || Path::new("/usr/share/doc/python3.11-dbg").exists() {
-        println!(
-            "auto_falls_back_and_exact_fails_without_symbols: SKIPPED: no stripped host python3.11"
+        skip(
+            "auto_falls_back_and_exact_fails_without_symbols",
+            "no stripped host python3.11 without its -dbg package",
         );
         return;
     }

@@ -88,7 +88,7 @@ fn view_in_tmux_shows_the_holder_and_answers_keys() {
     // One interpreter is enough here: the mapping is version-independent and
     // the per-version recording is covered by tests/record.rs.
     let Some(py) = ps.list.iter().find(|p| p.minor == 12 || p.minor == 11) else {
-        println!("SKIPPED: no CPython 3.11/3.12 available");
+        skip("view_in_tmux", "no CPython 3.11/3.12 available");
         return;
     };
     let r = (|| -> Result<()> {
