@@ -25,6 +25,8 @@ use super::{parse_rate, parse_secs};
 use gilscope::output;
 
 #[derive(Args)]
+// Neither a PID nor a command is bad usage: clap says so, exit code 2 (docs/cli.md).
+#[command(group(clap::ArgGroup::new("what").required(true).args(["pid", "command"])))]
 pub struct RecordArgs {
     /// Record this running process.
     #[arg(long, short, conflicts_with = "command")]

@@ -234,6 +234,8 @@ struct Recording<'a> {
     samples: u64,
     errors: u64,
     last_error: Option<String>,
+    /// The kind of the last failed sample's error, when it has one (its exit code).
+    last_error_kind: Option<crate::reader::ReadErrorKind>,
     missed: u64,
     tick: u64,
     last_sample_ns: Option<u64>,
@@ -270,6 +272,7 @@ impl<'a> Recording<'a> {
             samples: 0,
             errors: 0,
             last_error: None,
+            last_error_kind: None,
             missed: 0,
             tick: 0,
             last_sample_ns: None,
@@ -346,6 +349,7 @@ impl<'a> Recording<'a> {
                         })?;
                     }
                     self.last_error = Some(msg);
+                    self.last_error_kind = crate::reader::classify(&e);
                     Ok(None)
                 }
             },
@@ -448,10 +452,16 @@ impl<'a> Recording<'a> {
                 (None, None, EndReason::TargetExited) => "the target exited".to_owned(),
                 (None, None, _) => "stopped before the first sample".to_owned(),
             };
-            return Err(anyhow!(
+            let msg = format!(
                 "no sample was recorded ({why}); {} not written",
                 path.display()
-            ));
+            );
+            // Every sample failed the same way: exit with that failure's code (e.g. 7, no
+            // consistent reading), as `dump` would.
+            return Err(match (&self.fatal, self.last_error_kind) {
+                (None, Some(kind)) => crate::reader::ReadError::new(kind, msg).into(),
+                _ => anyhow!(msg),
+            });
         };
         let end_ns = self.last_sample_ns.map(|t| {
             let full = t.saturating_add(self.period);
