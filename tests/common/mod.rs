@@ -634,6 +634,11 @@ impl Target {
         }
     }
 
+    /// Close the sample's stdin: it exits (status 0) at EOF (samples/sample_support.py).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
     pub fn kill(&mut self) {
         self.stdin.take();
         if self.child.try_wait().ok().flatten().is_none() {
