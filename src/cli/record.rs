@@ -578,7 +578,8 @@ fn finish_child(
 /// when another thread of gilscope has stopped the child's main thread with ptrace (`check`'s
 /// native stacks, `--blocking`), `try_wait` could take that stop for itself, leaving the
 /// tracer waiting for ever and the stopped child looking exited. `waitid(WEXITED | WNOWAIT)`
-/// looks at exits only; the exit is then reaped with `wait`.
+/// peeks without consuming; only when what it saw is an exit (the kernel reports a traced
+/// child's stops to the tracer's whole process, whatever the flags) is it reaped with `wait`.
 pub fn try_wait_exited(child: &mut Child) -> Result<Option<std::process::ExitStatus>> {
     // SAFETY: a zeroed siginfo_t is valid for waitid to fill; the pid is our own child's.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -600,6 +601,14 @@ pub fn try_wait_exited(child: &mut Child) -> Result<Option<std::process::ExitSta
     }
     // SAFETY: waitid filled `info`; si_pid is 0 when no child has exited.
     if unsafe { info.si_pid() } == 0 {
+        return Ok(None);
+    }
+    // A traced child's ptrace stop is reported to every thread of the tracer's process, even
+    // to waitid(WEXITED): only an exit may go on to `wait`, which would consume a stop.
+    if !matches!(
+        info.si_code,
+        libc::CLD_EXITED | libc::CLD_KILLED | libc::CLD_DUMPED
+    ) {
         return Ok(None);
     }
     child.wait().map(Some).context("waiting for the command")
