@@ -795,15 +795,44 @@ mod tests {
         assert!(covered >= 1_500_000_000, "{covered}");
     }
 
+    /// SIGTERM and SIGINT set the stop flag. In a child process (this test binary run again
+    /// for this test only): the flag is process-wide and the handlers stay installed, so
+    /// raising them here would stop every recording of the tests running alongside.
     #[test]
     fn stop_handler_sets_the_flag() {
-        let flag = install_stop_handler();
-        assert!(!flag.load(Ordering::SeqCst));
-        // SAFETY: raising a signal we handle, in this thread.
-        unsafe { libc::raise(libc::SIGTERM) };
-        assert!(flag.load(Ordering::SeqCst));
-        // Put the default back for the rest of the test binary.
-        unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+        const CHILD: &str = "GILSCOPE_TEST_STOP_HANDLER_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let flag = install_stop_handler();
+            assert!(!flag.load(Ordering::SeqCst));
+            for sig in [libc::SIGTERM, libc::SIGINT] {
+                flag.store(false, Ordering::SeqCst);
+                // SAFETY: raising a signal we handle, in this thread, in a process of our own.
+                unsafe { libc::raise(sig) };
+                assert!(
+                    flag.load(Ordering::SeqCst),
+                    "signal {sig} did not set the flag"
+                );
+            }
+            println!("STOP-HANDLER-CHILD-OK");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sampler::tests::stop_handler_sets_the_flag",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("STOP-HANDLER-CHILD-OK"),
+            "{}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
