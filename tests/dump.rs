@@ -417,8 +417,10 @@ fn check_shared_gil(snap: &Snapshot, ready: &Ready) -> Result<()> {
 // --------------------------------------------------------------------- samples/freethreaded.py
 
 /// samples/freethreaded.py on a free-threaded build with PYTHON_GIL=0: the GIL is disabled
-/// (`free_threaded_state` "disabled"), nobody holds it, and in most of 10 dumps both spinners
-/// are "attached" and on CPU at the same time.
+/// (`free_threaded_state` "disabled"), nobody holds it in any dump, and both spinners are seen
+/// "attached" and on CPU at the same time. That last is an instant state (the machine may run
+/// other work on its cores): the dumps go on until one shows it, at most 100 (each dump is
+/// checked in full).
 #[test]
 fn freethreaded_gil_disabled() {
     for_each_python(
@@ -442,7 +444,9 @@ fn freethreaded_gil_disabled() {
             );
             let mut both_running = 0;
             let mut last = String::new();
-            for n in 0..10 {
+            let mut dumps = 0;
+            for n in 0..100 {
+                dumps = n + 1;
                 let snap = dump(target.pid()).with_context(|| format!("dump #{n}"))?;
                 let r = (|| -> Result<bool> {
                     check_invariants(&snap)?;
@@ -470,12 +474,16 @@ fn freethreaded_gil_disabled() {
                     both_running += 1;
                 }
                 last = describe(&snap);
+                if both_running > 0 && n >= 9 {
+                    break;
+                }
                 thread::sleep(Duration::from_millis(30));
             }
             ensure!(
-            both_running >= 6,
-            "both spinners attached and on CPU in only {both_running} of 10 dumps; last:\n{last}"
-        );
+                both_running > 0,
+                "both spinners never attached and on CPU at once in {dumps} dumps; last:\n{last}"
+            );
+            println!("freethreaded_gil_disabled: both running in {both_running} of {dumps} dumps");
             Ok(())
         },
     );
