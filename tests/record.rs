@@ -1315,3 +1315,101 @@ fn target_exits_during_recording() {
         },
     );
 }
+
+/// samples/threads.py recorded for 1.5 s with `--blocking` (the target paused for each
+/// sample) and with `--no-stacks`: the same truths (the holder holds the GIL throughout, the
+/// idle thread never does); with stacks the hottest one is the holder's `hold_gil`, without
+/// no stack has a frame; after `--blocking` no thread of the target is left stopped.
+#[test]
+fn record_blocking_and_no_stacks() {
+    let _serial = serial();
+    for_each_python(
+        "record_blocking_and_no_stacks",
+        "any CPython 3.9+",
+        |_| true,
+        |py| {
+            let dir = Scratch::new("opts", py)?;
+            let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
+            let ready = &target.ready;
+            let holder = ready.role("holder")?;
+            let idle = ready.role("idle")?;
+            let pid = target.pid();
+            let mut lines = Vec::new();
+            for opt in ["--blocking", "--no-stacks"] {
+                let trace = dir.path(&format!("{opt}.trace"));
+                let o = trace.to_string_lossy().into_owned();
+                let p = pid.to_string();
+                let args = [
+                    "record",
+                    "--mode",
+                    "sampling",
+                    opt,
+                    "--pid",
+                    &p,
+                    "-o",
+                    &o,
+                    "--rate",
+                    "200",
+                    "--duration",
+                    "1.5",
+                ];
+                let out = output_with_timeout(gilscope(&args), GILSCOPE_TIMEOUT)?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                ensure!(out.status.success(), "{opt}: exit {}: {stderr}", out.status);
+                check_sampling_line(&stderr)?;
+                let (s, text) = summarize(&trace)?;
+                let r = (|| -> Result<String> {
+                    check_basics(&s, ready)?;
+                    let h = s.thread(holder.native_id)?;
+                    let i = s.thread(idle.native_id)?;
+                    ensure!(h.held_pct > 95.0, "{opt}: holder {}", h.shares());
+                    ensure!(i.held_pct == 0.0, "{opt}: idle thread {}", i.shares());
+                    let stacks: Vec<&SummaryStack> =
+                        s.gils.iter().flat_map(|g| &g.hot_stacks).collect();
+                    if opt == "--no-stacks" {
+                        // Held time is still there, under "(no Python frames)".
+                        ensure!(
+                            stacks.iter().all(|st| st.frames.is_empty()),
+                            "{opt}: hot stacks with frames: {:?}",
+                            stacks.iter().map(|st| st.frames.len()).collect::<Vec<_>>()
+                        );
+                    } else {
+                        let top = stacks
+                            .first()
+                            .and_then(|st| st.frames.first())
+                            .map(|f| base_name(&f.function).to_string());
+                        ensure!(
+                            top.as_deref() == holder.function.as_deref(),
+                            "{opt}: hottest held stack starts {top:?}, want {:?}",
+                            holder.function
+                        );
+                        for t in &ready.threads {
+                            let st = fs::read_to_string(format!(
+                                "/proc/{pid}/task/{}/stat",
+                                t.native_id
+                            ))
+                            .unwrap_or_default();
+                            let state = st
+                                .rfind(')')
+                                .and_then(|i| st[i + 1..].split_whitespace().next());
+                            ensure!(
+                                !matches!(state, Some("t" | "T")),
+                                "{opt}: thread {} ({}) left stopped: {state:?}",
+                                t.native_id,
+                                t.role
+                            );
+                        }
+                    }
+                    Ok(format!("{opt}: {}; holder {}", s.headline(), h.shares()))
+                })();
+                lines.push(with_summary(&text, r)?);
+            }
+            println!(
+                "record_blocking_and_no_stacks [{}]: {}",
+                py.name,
+                lines.join("\n  ")
+            );
+            Ok(())
+        },
+    );
+}
