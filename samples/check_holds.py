@@ -35,8 +35,9 @@ interpreter runs with PYTHON_GIL=1 / -X gil=1; then nothing holds a GIL.
 
 Waiting for the profiler: with GILSCOPE_TEST_ATTACHED=PATH (tests/check.rs passes the trace
 file it asked `gilscope check --trace` for, whose header is written with check's first
-sample of this process) it waits until PATH is non-empty (at most 60 s, else exit 3); without
-it, it sleeps GILEXT_ATTACH_S seconds (default 1.0), for runs by hand.
+sample of this process and its first chunk within a second after; PATH.PID.EXT when this
+process is a descendant of check's command) it waits until that file has grown past its header (at most 60 s, else exit 3); without it, it sleeps GILEXT_ATTACH_S
+seconds (default 1.0), for runs by hand.
 
 stdout: one final line `check_holds: done` (nothing else). Errors: traceback on stderr,
 exit status 1; bad arguments or no GILEXT_DIR exit with status 2.
@@ -67,11 +68,20 @@ def wait_for_profiler():
     if not path:
         time.sleep(ATTACH_S)
         return
+    # gilscope check records the command into PATH, a descendant of it into PATH.PID.EXT.
+    base, ext = os.path.splitext(path)
+    paths = [path, "%s.%d%s" % (base, os.getpid(), ext)]
     start = time.time()
-    while not (os.path.exists(path) and os.path.getsize(path) > 0):
+    first = 0
+    # The header comes with check's first sample, the first chunk within a second after it.
+    while not first or os.path.getsize(path) <= first:
         if time.time() - start > 60:
-            sys.stderr.write("check_holds.py: no first sample in %s within 60 s\n" % path)
+            sys.stderr.write("check_holds.py: no first chunk in %s within 60 s\n" % paths)
             sys.exit(3)
+        if not first:
+            for p in paths:
+                if os.path.exists(p) and os.path.getsize(p) > 0:
+                    path, first = p, os.path.getsize(p)
         time.sleep(0.005)
 
 

@@ -96,8 +96,9 @@ impl Checked {
     }
 }
 
-/// Python for a `-c` workload: `_wait_attached()` returns once `gilscope check` has taken its
-/// first sample of this process (see [`check`]); run by hand, it sleeps 1 s instead.
+/// Python for a `-c` workload: `_wait_attached()` returns once `gilscope check` has sampled
+/// this process for a while: its trace has the header (first sample) and then grew (first
+/// chunk flushed, within a second) (see [`check`]); run by hand, it sleeps 1 s instead.
 const WAIT_ATTACHED: &str = r#"
 def _wait_attached():
     import os, time
@@ -105,20 +106,32 @@ def _wait_attached():
     if not p:
         time.sleep(1.0)
         return
+    # The command is recorded into TRACE, a descendant of it into TRACE.PID.EXT: this
+    # process's is whichever gilscope writes.
+    base, ext = os.path.splitext(p)
+    paths = [p, "%s.%d%s" % (base, os.getpid(), ext)]
     t = time.time()
-    while not (os.path.exists(p) and os.path.getsize(p) > 0):
+    first = 0
+    # The header comes with the first sample, the first chunk within a second after it: wait
+    # for that flush, so that sampling runs steadily when the first call starts.
+    while not first or os.path.getsize(p) <= first:
         if time.time() - t > 60:
-            raise SystemExit("gilscope check never took its first sample (%s)" % p)
+            raise SystemExit("gilscope check never flushed its first chunk (%s)" % paths)
+        if not first:
+            for q in paths:
+                if os.path.exists(q) and os.path.getsize(q) > 0:
+                    p, first = q, os.path.getsize(q)
         time.sleep(0.005)
 "#;
 
 /// `gilscope check --json J ARGS -- COMMAND` in `cwd` with `env`.
 ///
 /// The command learns when it is being recorded: `check` writes the trace's header with its
-/// first sample of the command, so the test asks for a trace (`--trace`, unless `args` has one)
-/// and passes its path, as the command sees it, in `GILSCOPE_TEST_ATTACHED`.
-/// samples/check_holds.py and the [`WAIT_ATTACHED`] snippet wait for that file before their
-/// first call: nothing is missed however long gilscope takes to attach.
+/// first sample of the command and its first chunk within a second, so the test asks for a
+/// trace (`--trace`, unless `args` has one) and passes its path, as the command sees it, in
+/// `GILSCOPE_TEST_ATTACHED`. samples/check_holds.py and the [`WAIT_ATTACHED`] snippet wait for
+/// that first flush before their first call: nothing is missed however long gilscope takes to
+/// attach.
 fn check(
     args: &[&str],
     command: Command,

@@ -358,7 +358,17 @@ pub fn for_each_python(
     body: impl Fn(&Python) -> Result<()>,
 ) {
     let all = pythons();
-    let selected: Vec<&Python> = all.list.iter().filter(|p| applies(p)).collect();
+    // GILSCOPE_TEST_PYTHONS=name,name…: only those (to repeat a test quickly by hand).
+    let only: Option<Vec<String>> = std::env::var("GILSCOPE_TEST_PYTHONS")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let selected: Vec<&Python> = all
+        .list
+        .iter()
+        .filter(|p| applies(p))
+        .filter(|p| only.as_ref().is_none_or(|o| o.contains(&p.name)))
+        .collect();
     if selected.is_empty() {
         skip(
             test,
