@@ -314,11 +314,14 @@ fn probes_are_removed_on_every_way_out() {
             let stderr = || std::fs::read_to_string(&err_path).unwrap_or_default();
             let mut patched = 0;
             if way != "error" {
-                // A real signal that the probes are in place: int3 in the target's text.
+                // Real signals that the probes are in place (int3 in the target's text) and
+                // that recording has begun (the trace's header comes with the first sample: a
+                // recording stopped before it fails, as it should).
                 let deadline = std::time::Instant::now() + READY_TIMEOUT;
                 loop {
                     let d = text_diffs(pid, &lib)?;
-                    if !d.is_empty() {
+                    let sampled = std::fs::metadata(&out).is_ok_and(|m| m.len() > 0);
+                    if !d.is_empty() && sampled {
                         ensure!(
                             d.iter().all(|&(_, b)| b == 0xCC),
                             "{way}: the text differs by other than int3: {d:x?}"
