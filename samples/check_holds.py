@@ -8,8 +8,7 @@ put first on sys.path). CALLS is an optional comma-separated subset of the names
 any order (they always run in the order of the table); default: all six.
 
 Timeline (main thread only, no other Python threads):
-  import gilext, sleep GILEXT_ATTACH_S seconds (default 1.0: time for the profiler to
-  attach), then each selected call,
+  import gilext, wait for the profiler (below), then each selected call,
   each followed by 0.1 s of time.sleep (GIL released), then exit 0.
 
 Ground truth, per call (MS milliseconds each; the native frame is the named symbol in the
@@ -34,6 +33,12 @@ before the 0.3 s sleep take a few ms).
 On a free-threaded build the GIL is disabled (gilext declares Py_MOD_GIL_NOT_USED) unless the
 interpreter runs with PYTHON_GIL=1 / -X gil=1; then nothing holds a GIL.
 
+Waiting for the profiler: with GILSCOPE_TEST_ATTACHED=PATH (tests/check.rs passes the trace
+file it asked `gilscope check --trace` for, whose header is written with check's first
+sample of this process and its first chunk within a second after; PATH.PID.EXT when this
+process is a descendant of check's command) it waits until that file has grown past its header (at most 60 s, else exit 3); without it, it sleeps GILEXT_ATTACH_S
+seconds (default 1.0), for runs by hand.
+
 stdout: one final line `check_holds: done` (nothing else). Errors: traceback on stderr,
 exit status 1; bad arguments or no GILEXT_DIR exit with status 2.
 """
@@ -46,9 +51,7 @@ import time
 from gilext_support import import_gilext
 
 CALLS = ("hold_spin", "release_spin", "hold_sleep", "release_sleep", "pydll", "cdll")
-# Time for the profiler to attach before the first call (a debug build of gilscope on a
-# loaded CI machine needs more than the 0.3 s a release build does; exact mode adds the
-# uprobe setup, up to 2 s).
+# Without GILSCOPE_TEST_ATTACHED (a run by hand): time for the profiler to attach.
 ATTACH_S = float(os.environ.get("GILEXT_ATTACH_S") or 1.0)
 GAP_S = 0.1
 
@@ -58,6 +61,28 @@ def c_spin(lib_class, path):
     fn.argtypes = [ctypes.c_uint64]
     fn.restype = None
     return fn
+
+
+def wait_for_profiler():
+    path = os.environ.get("GILSCOPE_TEST_ATTACHED")
+    if not path:
+        time.sleep(ATTACH_S)
+        return
+    # gilscope check records the command into PATH, a descendant of it into PATH.PID.EXT.
+    base, ext = os.path.splitext(path)
+    paths = [path, "%s.%d%s" % (base, os.getpid(), ext)]
+    start = time.time()
+    first = 0
+    # The header comes with check's first sample, the first chunk within a second after it.
+    while not first or os.path.getsize(path) <= first:
+        if time.time() - start > 60:
+            sys.stderr.write("check_holds.py: no first chunk in %s within 60 s\n" % paths)
+            sys.exit(3)
+        if not first:
+            for p in paths:
+                if os.path.exists(p) and os.path.getsize(p) > 0:
+                    path, first = p, os.path.getsize(p)
+        time.sleep(0.005)
 
 
 def main():
@@ -77,7 +102,7 @@ def main():
 
     pydll_spin = c_spin(ctypes.PyDLL, gilext.__file__)  # the GIL stays held during the call
     cdll_spin = c_spin(ctypes.CDLL, gilext.__file__)  # the GIL is released during the call
-    time.sleep(ATTACH_S)
+    wait_for_profiler()
     if "hold_spin" in wanted:
         gilext.hold_spin(ms)  # LINE:hold_spin
         time.sleep(GAP_S)

@@ -45,6 +45,131 @@ fn threads_gil_holder_and_names() {
     );
 }
 
+/// `gilscope dump ARGS --pid PID` (text or JSON, per ARGS); must exit 0.
+fn dump_with(pid: u32, args: &[&str]) -> Result<String> {
+    let pid_s = pid.to_string();
+    let mut all = vec!["dump", "--pid", &pid_s];
+    all.extend_from_slice(args);
+    let out = output_with_timeout(gilscope(&all), GILSCOPE_TIMEOUT)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && !stderr.contains("panicked"),
+        "gilscope {} failed ({}): {stderr}",
+        all.join(" "),
+        out.status
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// samples/threads.py read by `dump` in its text form (docs/cli.md): the process line, the
+/// interpreter held by the holder, one line per thread with its name, the holder's "HOLDS the
+/// GIL" and its innermost frame at the sample's line. With `--no-stacks`: the same states and no
+/// frame at all (JSON: no frames). With `--blocking`: the same truths (JSON, in full), and the
+/// target runs on afterwards (not left stopped).
+#[test]
+fn threads_text_no_stacks_and_blocking() {
+    for_each_python(
+        "threads_text_no_stacks_and_blocking",
+        "any CPython 3.9+",
+        |_| true,
+        |py| {
+            let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
+            let ready = &target.ready;
+            let pid = target.pid();
+            let holder = ready.role("holder")?;
+            let text = dump_with(pid, &[])?;
+            let r = (|| -> Result<()> {
+                let mut lines = text.lines();
+                let first = lines.next().unwrap_or_default();
+                let build = if ready.free_threaded {
+                    " free-threaded"
+                } else {
+                    ""
+                };
+                ensure!(
+                    first.starts_with(&format!("Process {pid}: Python {}{build} (", ready.version)),
+                    "first line {first:?}"
+                );
+                let held_by = format!(
+                    "Interpreter 0 (main, own GIL): held by {} \"{}\"",
+                    holder.native_id, holder.name
+                );
+                ensure!(text.contains(&held_by), "no line {held_by:?}");
+                for rt in &ready.threads {
+                    let head = format!("  Thread {} \"{}\"", rt.native_id, rt.name);
+                    let i = text
+                        .lines()
+                        .position(|l| l.starts_with(&head))
+                        .with_context(|| format!("no line starting {head:?}"))?;
+                    let line = text.lines().nth(i).unwrap_or_default();
+                    ensure!(
+                        line.contains("HOLDS the GIL") == (rt.native_id == holder.native_id),
+                        "{line:?}: HOLDS the GIL on the holder and no one else"
+                    );
+                    if let (Some(f), true) = (&rt.function, rt.native_id == holder.native_id) {
+                        let frame = text.lines().nth(i + 1).unwrap_or_default().trim();
+                        let want = format!("{f} (");
+                        ensure!(
+                            frame.starts_with(&want),
+                            "holder's innermost frame {frame:?}, want {want}…"
+                        );
+                        if let Some(l) = rt.line {
+                            ensure!(frame.ends_with(&format!(":{l})")), "{frame:?}: line {l}");
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            r.with_context(|| format!("dump text:\n{text}"))?;
+
+            let bare = dump_with(pid, &["--no-stacks"])?;
+            let r = (|| -> Result<()> {
+                ensure!(bare.contains("HOLDS the GIL"), "no holder");
+                let frames = bare
+                    .lines()
+                    .filter(|l| l.starts_with("      ") && l.trim() != "(no Python frames)")
+                    .count();
+                ensure!(frames == 0, "{frames} frame lines with --no-stacks");
+                let json = dump_with(pid, &["--no-stacks", "--json"])?;
+                let snap: Snapshot = serde_json::from_str(&json)?;
+                check_invariants(&snap)?;
+                check_against_ready(&snap, ready)?;
+                ensure!(
+                    snap.threads.iter().all(|t| t.frames.is_empty()),
+                    "frames in a --no-stacks snapshot"
+                );
+                ensure!(
+                    snap.thread(holder.native_id).is_some_and(|t| t.holds_gil),
+                    "the holder does not hold the GIL"
+                );
+                Ok(())
+            })();
+            r.with_context(|| format!("dump --no-stacks:\n{bare}"))?;
+
+            let json = dump_with(pid, &["--blocking", "--json"])?;
+            let snap: Snapshot = serde_json::from_str(&json)?;
+            with_snapshot(&snap, check_threads_sample(&snap, ready))?;
+            for t in &ready.threads {
+                let state =
+                    std::fs::read_to_string(format!("/proc/{pid}/task/{}/stat", t.native_id))
+                        .ok()
+                        .and_then(|s| {
+                            s.rfind(')').and_then(|i| {
+                                s[i + 1..].split_whitespace().next().map(str::to_owned)
+                            })
+                        });
+                ensure!(
+                    !matches!(state.as_deref(), Some("t" | "T")),
+                    "thread {} ({}) left stopped after --blocking: {state:?}",
+                    t.native_id,
+                    t.role
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
 fn check_threads_sample(snap: &Snapshot, ready: &Ready) -> Result<()> {
     check_invariants(snap)?;
     check_against_ready(snap, ready)?;
@@ -417,8 +542,10 @@ fn check_shared_gil(snap: &Snapshot, ready: &Ready) -> Result<()> {
 // --------------------------------------------------------------------- samples/freethreaded.py
 
 /// samples/freethreaded.py on a free-threaded build with PYTHON_GIL=0: the GIL is disabled
-/// (`free_threaded_state` "disabled"), nobody holds it, and in most of 10 dumps both spinners
-/// are "attached" and on CPU at the same time.
+/// (`free_threaded_state` "disabled"), nobody holds it in any dump, and both spinners are seen
+/// "attached" and on CPU at the same time. That last is an instant state (the machine may run
+/// other work on its cores): the dumps go on until one shows it, at most 100 (each dump is
+/// checked in full).
 #[test]
 fn freethreaded_gil_disabled() {
     for_each_python(
@@ -442,7 +569,9 @@ fn freethreaded_gil_disabled() {
             );
             let mut both_running = 0;
             let mut last = String::new();
-            for n in 0..10 {
+            let mut dumps = 0;
+            for n in 0..100 {
+                dumps = n + 1;
                 let snap = dump(target.pid()).with_context(|| format!("dump #{n}"))?;
                 let r = (|| -> Result<bool> {
                     check_invariants(&snap)?;
@@ -470,12 +599,16 @@ fn freethreaded_gil_disabled() {
                     both_running += 1;
                 }
                 last = describe(&snap);
+                if both_running > 0 && n >= 9 {
+                    break;
+                }
                 thread::sleep(Duration::from_millis(30));
             }
             ensure!(
-            both_running >= 6,
-            "both spinners attached and on CPU in only {both_running} of 10 dumps; last:\n{last}"
-        );
+                both_running > 0,
+                "both spinners never attached and on CPU at once in {dumps} dumps; last:\n{last}"
+            );
+            println!("freethreaded_gil_disabled: both running in {both_running} of {dumps} dumps");
             Ok(())
         },
     );

@@ -434,21 +434,9 @@ fn file_byte(path: &Path, off: u64) -> Result<u8> {
     Ok(b[0])
 }
 
-/// tracefs's list of uprobes (mounting tracefs if needed).
-fn uprobe_events() -> Result<String> {
-    let path = Path::new("/sys/kernel/tracing/uprobe_events");
-    if !path.exists() {
-        let st = Command::new("mount")
-            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
-            .status()?;
-        ensure!(
-            st.success(),
-            "could not mount tracefs at /sys/kernel/tracing"
-        );
-    }
-    Ok(std::fs::read_to_string(path)?)
-}
-
+/// What probes leave in the target is an int3 (0xCC) over the first byte of each probed
+/// instruction. Probes opened through the perf uprobe PMU never appear in tracefs's
+/// `uprobe_events`, so the target's own text, read from `/proc/PID/mem`, is what is compared.
 const INT3: u8 = 0xcc;
 
 /// A plain-symbol build (pyenv) to test cleanup on; the newest available.
@@ -466,7 +454,7 @@ fn probes_are_removed_when_dropped_and_when_the_owner_is_killed() {
         return;
     }
     let Some(py) = cleanup_python() else {
-        println!("probes_are_removed: SKIPPED: no pyenv CPython 3.11+");
+        common::skip("probes_are_removed", "no pyenv CPython 3.11+");
         return;
     };
     let result = (|| -> Result<()> {
@@ -484,7 +472,6 @@ fn probes_are_removed_when_dropped_and_when_the_owner_is_killed() {
         let original = file_byte(&plan.probe_path, take.file_offset)?;
         ensure!(original != INT3, "the file itself has int3 at take_gil?");
         let _lock = probe_lock();
-        let events_before = uprobe_events()?;
         let fds_before = open_perf_fds();
 
         // 1. Drop of the probe set.
@@ -504,7 +491,6 @@ fn probes_are_removed_when_dropped_and_when_the_owner_is_killed() {
             target_byte(pid, addr)? == original,
             "take_gil still patched after drop"
         );
-        ensure!(uprobe_events()? == events_before, "uprobe_events changed");
         println!("probes_are_removed: drop: {n} perf fds closed, take_gil byte restored ({original:#04x})");
 
         // 2. SIGKILL of a process that holds probes.
@@ -540,7 +526,6 @@ fn probes_are_removed_when_dropped_and_when_the_owner_is_killed() {
             target_byte(pid, addr)? == original,
             "take_gil still patched after the probe owner was killed"
         );
-        ensure!(uprobe_events()? == events_before, "uprobe_events changed");
         println!("probes_are_removed: SIGKILL of the owner ({status}): take_gil byte restored");
         Ok(())
     })();
@@ -580,7 +565,15 @@ fn fallback_names_the_debug_package() {
         .iter()
         .filter(|p| p.chroot.is_some() && p.minor >= 13)
         .max_by_key(|p| p.minor);
-    if let Some(py) = sid {
+    // The provisioning always brings the sid chroot: without it this test would check nothing.
+    let Some(py) = sid else {
+        common::skip(
+            "fallback_names_the_debug_package",
+            "no Debian sid interpreter (scripts/provision-pythons)",
+        );
+        return;
+    };
+    {
         let result = (|| -> Result<()> {
             let root = py.chroot.clone().context("chroot")?;
             let inside = format!("/usr/bin/python3.{}", py.minor);

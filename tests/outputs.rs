@@ -56,7 +56,7 @@ fn run_to_file(name: &str, args: &[&str]) -> String {
 
 fn check_golden(name: &str, got: &str) {
     let p = golden_dir().join(name);
-    if std::env::var_os("GILSCOPE_BLESS").is_some() {
+    if std::env::var_os("GILSCOPE_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&p, got).unwrap();
     }
     let want = std::fs::read_to_string(&p).unwrap_or_default();
@@ -196,7 +196,13 @@ fn collapsed_stacks_are_root_first_weighted_and_filterable() {
         GILSCOPE_TIMEOUT,
     )
     .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    if let Err(e) = common::check_error(&out, 1, &["--state"]) {
+        panic!("perfetto with --state: {e:#}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "perfetto wrote output although refused"
+    );
 }
 
 // ------------------------------------------------------------------ speedscope
@@ -599,5 +605,25 @@ fn exports_of_a_trace_with_subinterpreters_validate() {
     );
     let svg = run_to_file("v1.svg", &["flame", fx, "--interpreter", "1"]);
     assert!(svg.contains("interpreter 1"));
-    run_to_file("v1.timeline.svg", &["export", fx, "-f", "timeline-svg"]);
+    // The timeline: one lane per GIL and one per thread (a reused TID twice), by name.
+    let tl = run_to_file("v1.timeline.svg", &["export", fx, "-f", "timeline-svg"]);
+    assert!(
+        tl.starts_with("<svg") && tl.trim_end().ends_with("</svg>"),
+        "not an SVG document"
+    );
+    for lane in [
+        "GIL 0 (interp 0,2)",
+        "GIL 1 (interp 1)",
+        "MainThread (4000)",
+        "worker-1 (4002)",
+        "io-poller (4100)",
+        "sub-worker (4200)",
+    ] {
+        assert!(tl.contains(&format!(">{lane}</text>")), "no lane {lane:?}");
+    }
+    assert_eq!(
+        tl.matches(">worker-0 (4001)</text>").count(),
+        2,
+        "the reused TID 4001 is two lanes"
+    );
 }

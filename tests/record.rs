@@ -29,6 +29,8 @@ use serde::Deserialize;
 /// The parts of `gilscope summary --json` (docs/cli.md) these tests read.
 #[derive(Debug, Clone, Deserialize)]
 struct Summary {
+    /// "sampled" or "exact".
+    mode: String,
     complete: bool,
     damage: Option<serde_json::Value>,
     target: SummaryTarget,
@@ -215,6 +217,13 @@ fn with_summary<T>(text: &str, r: Result<T>) -> Result<T> {
 /// Checks every recording of a sample must pass: the file is of the target, with its Python,
 /// waiting measured, and no failed samples.
 fn check_basics(s: &Summary, ready: &Ready) -> Result<()> {
+    // Every recording here is made with `--mode sampling` (exact mode: tests/record_exact.rs),
+    // so the numbers below are the sampler's whatever the machine could do.
+    ensure!(
+        s.mode == "sampled",
+        "mode {:?}: these tests record with --mode sampling",
+        s.mode
+    );
     ensure!(
         s.target.pid == ready.pid,
         "target.pid {} != the sample's pid {}",
@@ -314,9 +323,45 @@ impl Drop for Scratch {
     }
 }
 
-/// `gilscope record --pid PID -o FILE --rate HZ --duration SECS`: must exit 0.
+/// `gilscope record --mode sampling --pid PID -o FILE --rate HZ --duration SECS`: must exit 0
+/// and say it samples. (These tests check the sampler; on a root machine `auto` would pick
+/// exact mode, tested by tests/record_exact.rs.)
 fn record_pid(pid: u32, out: &Path, rate: u32, secs: f64) -> Result<Output> {
-    record_pid_mode(pid, out, rate, secs, "auto")
+    record_pid_mode(pid, out, rate, secs, "sampling")
+}
+
+/// The line `gilscope: mode: sampling (--mode sampling)` is on `stderr`.
+fn check_sampling_line(stderr: &str) -> Result<()> {
+    ensure!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("gilscope: mode: sampling (--mode sampling)")),
+        "stderr does not say `gilscope: mode: sampling (--mode sampling)`: {stderr}"
+    );
+    Ok(())
+}
+
+/// Wait until gilscope has taken its first sample: the trace file's header is written with it.
+fn wait_recording_started(trace: &Path, rec: &mut Recorder) -> Result<Instant> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if fs::metadata(trace).is_ok_and(|m| m.len() > 0) {
+            return Ok(Instant::now());
+        }
+        if let Some(st) = rec.child.try_wait()? {
+            bail!(
+                "gilscope exited ({st}) before its first sample; stderr:\n{}",
+                rec.stderr_text(Duration::from_secs(2))
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no first sample in {} within {}s",
+            trace.display(),
+            READY_TIMEOUT.as_secs()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// `record_pid` with `--mode MODE`.
@@ -346,6 +391,9 @@ fn record_pid_mode(pid: u32, out: &Path, rate: u32, secs: f64, mode: &str) -> Re
         stderr.trim_end()
     );
     ensure!(!stderr.contains("panicked"), "gilscope panicked: {stderr}");
+    if mode == "sampling" {
+        check_sampling_line(&stderr)?;
+    }
     Ok(output)
 }
 
@@ -858,11 +906,12 @@ fn first_child(pid: u32) -> Result<u32> {
     }
 }
 
-/// `gilscope record -o F --duration 2 -- PYTHON samples/duty_cycle.py`: exits 0, ending the
-/// command (SIGTERM: status 143 on stderr); the file is complete, of the launched PID (read
-/// from /proc while gilscope runs), with the command line. When the sample printed its ready
-/// line within those 2 s (the free-threaded build can take longer to start on a loaded
-/// machine), its threads and the duty thread's share over the time it was seen are checked too.
+/// `gilscope record --mode sampling -o F --duration 4 -- PYTHON samples/duty_cycle.py`: exits
+/// 0, ending the command (SIGTERM: status 143 on stderr); the file is complete, of the launched
+/// PID (read from /proc while gilscope runs), with the command line; the sample printed its
+/// ready line during the recording, its threads are there, and the duty thread's share over
+/// the time it was seen is right, within the tolerance that window gives (a slow start leaves a
+/// shorter window and a wider tolerance, never a skipped check).
 #[test]
 fn launch_command() {
     let _serial = serial();
@@ -875,7 +924,18 @@ fn launch_command() {
             let trace = dir.path("launch.trace");
             let argv = sample_argv(py, "duty_cycle.py")?;
             let o = trace.to_string_lossy().into_owned();
-            let mut args = vec!["record", "-o", &o, "--rate", "500", "--duration", "2", "--"];
+            let mut args = vec![
+                "record",
+                "--mode",
+                "sampling",
+                "-o",
+                &o,
+                "--rate",
+                "500",
+                "--duration",
+                "4",
+                "--",
+            ];
             args.extend(argv.iter().map(String::as_str));
             // stdin stays an open pipe: the sample inherits it and exits at EOF.
             let mut rec = Recorder::spawn(&args, &gil_env(py))?;
@@ -890,6 +950,7 @@ fn launch_command() {
                     stderr.contains("status 143"),
                     "stderr does not report the command's exit status 143 (ended by SIGTERM)"
                 );
+                check_sampling_line(&stderr)?;
                 let (s, text) = summarize(&trace)?;
                 with_summary(&text, {
                     (|| -> Result<String> {
@@ -905,17 +966,13 @@ fn launch_command() {
                             s.target.command
                         );
                         ensure!(
-                            (s.duration_s - 2.0).abs() < 0.25,
-                            "duration_s {:.3}, asked 2",
+                            (s.duration_s - 4.0).abs() < 0.25,
+                            "duration_s {:.3}, asked 4",
                             s.duration_s
                         );
-                        let Some(line) = &ready_line else {
-                            return Ok(format!(
-                                "pid {launched} ok; {}; the sample was not ready within the \
-                                 2 s: fractions not checked",
-                                s.headline()
-                            ));
-                        };
+                        let line = ready_line.as_ref().context(
+                            "the sample printed no ready line during the 4 s it was recorded",
+                        )?;
                         let ready: Ready = serde_json::from_str(line)
                             .with_context(|| format!("ready line {line:?}"))?;
                         ensure!(
@@ -925,6 +982,12 @@ fn launch_command() {
                         );
                         check_basics(&s, &ready)?;
                         let duty = s.thread(ready.role("duty")?.native_id)?;
+                        // Two whole periods at least, or the share means little.
+                        ensure!(
+                            duty.observed_s >= 2.0 * PERIOD_S,
+                            "the duty thread was seen for {:.2} s only (the sample started late)",
+                            duty.observed_s
+                        );
                         let tol = duty_tolerance(duty.observed_s, s.hz());
                         within("duty held_pct", duty.held_pct, 50.0, tol)?;
                         Ok(format!(
@@ -1060,10 +1123,11 @@ fn launch_subprocesses() {
     );
 }
 
-/// `gilscope record --pid P` on duty_cycle, SIGKILLed after 2.5 s: `summary` exits 0, reports
-/// at least 1.5 s (chunks are written at least once a second), says the recording did not
-/// finish cleanly, and the duty fractions over what was written are right. Then SIGINT after
-/// 2.5 s: gilscope exits 0 and the file is complete.
+/// `gilscope record --pid P` on duty_cycle, SIGKILLed 2.5 s after its first sample (the trace's
+/// header is written with it): `summary` exits 0, reports at least 1.5 s (chunks are written at
+/// least once a second), says the recording did not finish cleanly, and the duty fractions
+/// over what was written are right. Then SIGINT 2.5 s after the first sample: gilscope exits 0,
+/// the file is complete and covers those 2.5 s, and no more than gilscope ran.
 #[test]
 fn killed_and_interrupted_recorder() {
     let _serial = serial();
@@ -1089,9 +1153,14 @@ fn killed_and_interrupted_recorder() {
                         ],
                         &[],
                     )?;
+                let spawned = Instant::now();
+                // Timed from the first sample, however long gilscope took to attach.
+                let started = wait_recording_started(&trace, &mut rec)?;
                 thread::sleep(Duration::from_millis(2500));
+                let recorded = started.elapsed().as_secs_f64();
                 rec.signal(sig);
                 let (status, stderr) = rec.wait(Duration::from_secs(20))?;
+                let ran = spawned.elapsed().as_secs_f64();
                 let (s, text) = summarize(&trace)
                     .with_context(|| format!("after {name}; gilscope stderr:\n{stderr}"))?;
                 let r = (|| -> Result<String> {
@@ -1106,17 +1175,23 @@ fn killed_and_interrupted_recorder() {
                             "the text summary does not say the recording did not finish cleanly"
                         );
                         ensure!(
-                            s.duration_s >= 1.5,
-                            "duration_s {:.3} after 2.5 s of recording, want >= 1.5",
-                            s.duration_s
+                            s.duration_s >= recorded - 1.0,
+                            "duration_s {:.3} after {recorded:.2} s of recording, want >= {:.2} \
+                             (a chunk at least once a second)",
+                            s.duration_s,
+                            recorded - 1.0
                         );
                     } else {
                         ensure!(status.success(), "gilscope exited {status} on SIGINT");
                         ensure!(s.complete, "complete false after SIGINT");
                         ensure!(s.damage.is_none(), "damage {:?} after SIGINT", s.damage);
+                        check_sampling_line(&stderr)?;
+                        // The first sample came before `started`; the last one just before
+                        // the signal (a loaded machine can delay it: 0.25 s allowed).
                         ensure!(
-                            s.duration_s >= 2.0 && s.duration_s <= 3.0,
-                            "duration_s {:.3} for a recording stopped after 2.5 s",
+                            s.duration_s >= recorded - 0.25 && s.duration_s <= ran,
+                            "duration_s {:.3} for a recording stopped {recorded:.2} s after its \
+                             first sample, by a gilscope that ran {ran:.2} s",
                             s.duration_s
                         );
                     }
@@ -1141,8 +1216,9 @@ fn killed_and_interrupted_recorder() {
     );
 }
 
-/// duty_cycle with DUTY_EXIT_AFTER=2: `record --pid P --duration 20` ends by itself when the
-/// target exits, exits 0, says so, and the file is complete.
+/// duty_cycle ended by the test (EOF on its stdin: it exits 0) 1.5 s after gilscope's first
+/// sample: `record --pid P --duration 60` ends by itself when the target exits, exits 0, says
+/// so, and the file is complete and covers at least those 1.5 s, and at most what gilscope ran.
 #[test]
 fn target_exits_during_recording() {
     let _serial = serial();
@@ -1152,26 +1228,47 @@ fn target_exits_during_recording() {
         |_| true,
         |py| {
             let dir = Scratch::new("exit", py)?;
-            let mut env = gil_env(py);
-            env.push(("DUTY_EXIT_AFTER", "2"));
-            let mut target = Target::start_with_env(py, "duty_cycle.py", &env)?;
+            let mut target = Target::start_with_env(py, "duty_cycle.py", &gil_env(py))?;
             let trace = dir.path("exit.trace");
-            let started = Instant::now();
-            // Sampling: the target exits 2 s after it starts; exact mode's setup would eat
-            // most of that.
-            let out = record_pid_mode(target.pid(), &trace, 500, 20.0, "sampling")?;
-            let took = started.elapsed().as_secs_f64();
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let o = trace.to_string_lossy().into_owned();
+            let pid = target.pid().to_string();
+            let spawned = Instant::now();
+            let mut rec = Recorder::spawn(
+                &[
+                    "record",
+                    "--mode",
+                    "sampling",
+                    "--pid",
+                    &pid,
+                    "-o",
+                    &o,
+                    "--rate",
+                    "500",
+                    "--duration",
+                    "60",
+                ],
+                &[],
+            )?;
+            let started = wait_recording_started(&trace, &mut rec)?;
+            thread::sleep(Duration::from_millis(1500));
+            let recorded = started.elapsed().as_secs_f64();
+            let closed = Instant::now();
+            target.close_stdin();
+            let (status, stderr) = rec.wait(GILSCOPE_TIMEOUT)?;
+            let took = closed.elapsed().as_secs_f64();
+            let ran = spawned.elapsed().as_secs_f64();
             let exited = target.wait_exit(Duration::from_secs(5));
             let (s, text) = summarize(&trace)?;
             let r = (|| -> Result<String> {
                 ensure!(
                     exited.is_some_and(|st| st.success()),
-                    "the sample did not exit 0 by itself: {exited:?}"
+                    "the sample did not exit 0 at EOF on its stdin: {exited:?}"
                 );
+                ensure!(status.success(), "gilscope exited {status}");
+                check_sampling_line(&stderr)?;
                 ensure!(
                     took < 10.0,
-                    "gilscope took {took:.1} s: it did not stop when the target exited"
+                    "gilscope ran {took:.1} s after the target's exit: it did not stop by itself"
                 );
                 ensure!(
                     stderr.contains("target exited"),
@@ -1179,9 +1276,12 @@ fn target_exits_during_recording() {
                 );
                 ensure!(s.complete, "complete false");
                 ensure!(s.damage.is_none(), "damage {:?}", s.damage);
+                // The first sample came before `started`, the last one after the EOF (0.25 s
+                // allowed for a sample delayed on a loaded machine).
                 ensure!(
-                    s.duration_s > 1.0 && s.duration_s < 2.5,
-                    "duration_s {:.3}, the target lived 2 s after its ready line",
+                    s.duration_s >= recorded - 0.25 && s.duration_s <= ran,
+                    "duration_s {:.3}: the target was recorded {recorded:.2} s before it was \
+                     told to exit, by a gilscope that ran {ran:.2} s",
                     s.duration_s
                 );
                 // The one reading that races the exit may fail (counted, not a torn file).
@@ -1202,7 +1302,7 @@ fn target_exits_during_recording() {
                 quiet.sample_errors = 0;
                 check_basics(&quiet, &target.ready)?;
                 Ok(format!(
-                    "recorded {}, gilscope ran {took:.2} s",
+                    "recorded {}, gilscope stopped {took:.2} s after the exit",
                     s.headline()
                 ))
             })();
@@ -1211,6 +1311,104 @@ fn target_exits_during_recording() {
                 r.with_context(|| format!("gilscope stderr:\n{stderr}")),
             )?;
             println!("target_exits_during_recording [{}]: {line}", py.name);
+            Ok(())
+        },
+    );
+}
+
+/// samples/threads.py recorded for 1.5 s with `--blocking` (the target paused for each
+/// sample) and with `--no-stacks`: the same truths (the holder holds the GIL throughout, the
+/// idle thread never does); with stacks the hottest one is the holder's `hold_gil`, without
+/// no stack has a frame; after `--blocking` no thread of the target is left stopped.
+#[test]
+fn record_blocking_and_no_stacks() {
+    let _serial = serial();
+    for_each_python(
+        "record_blocking_and_no_stacks",
+        "any CPython 3.9+",
+        |_| true,
+        |py| {
+            let dir = Scratch::new("opts", py)?;
+            let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
+            let ready = &target.ready;
+            let holder = ready.role("holder")?;
+            let idle = ready.role("idle")?;
+            let pid = target.pid();
+            let mut lines = Vec::new();
+            for opt in ["--blocking", "--no-stacks"] {
+                let trace = dir.path(&format!("{opt}.trace"));
+                let o = trace.to_string_lossy().into_owned();
+                let p = pid.to_string();
+                let args = [
+                    "record",
+                    "--mode",
+                    "sampling",
+                    opt,
+                    "--pid",
+                    &p,
+                    "-o",
+                    &o,
+                    "--rate",
+                    "200",
+                    "--duration",
+                    "1.5",
+                ];
+                let out = output_with_timeout(gilscope(&args), GILSCOPE_TIMEOUT)?;
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                ensure!(out.status.success(), "{opt}: exit {}: {stderr}", out.status);
+                check_sampling_line(&stderr)?;
+                let (s, text) = summarize(&trace)?;
+                let r = (|| -> Result<String> {
+                    check_basics(&s, ready)?;
+                    let h = s.thread(holder.native_id)?;
+                    let i = s.thread(idle.native_id)?;
+                    ensure!(h.held_pct > 95.0, "{opt}: holder {}", h.shares());
+                    ensure!(i.held_pct == 0.0, "{opt}: idle thread {}", i.shares());
+                    let stacks: Vec<&SummaryStack> =
+                        s.gils.iter().flat_map(|g| &g.hot_stacks).collect();
+                    if opt == "--no-stacks" {
+                        // Held time is still there, under "(no Python frames)".
+                        ensure!(
+                            stacks.iter().all(|st| st.frames.is_empty()),
+                            "{opt}: hot stacks with frames: {:?}",
+                            stacks.iter().map(|st| st.frames.len()).collect::<Vec<_>>()
+                        );
+                    } else {
+                        let top = stacks
+                            .first()
+                            .and_then(|st| st.frames.first())
+                            .map(|f| base_name(&f.function).to_string());
+                        ensure!(
+                            top.as_deref() == holder.function.as_deref(),
+                            "{opt}: hottest held stack starts {top:?}, want {:?}",
+                            holder.function
+                        );
+                        for t in &ready.threads {
+                            let st = fs::read_to_string(format!(
+                                "/proc/{pid}/task/{}/stat",
+                                t.native_id
+                            ))
+                            .unwrap_or_default();
+                            let state = st
+                                .rfind(')')
+                                .and_then(|i| st[i + 1..].split_whitespace().next());
+                            ensure!(
+                                !matches!(state, Some("t" | "T")),
+                                "{opt}: thread {} ({}) left stopped: {state:?}",
+                                t.native_id,
+                                t.role
+                            );
+                        }
+                    }
+                    Ok(format!("{opt}: {}; holder {}", s.headline(), h.shares()))
+                })();
+                lines.push(with_summary(&text, r)?);
+            }
+            println!(
+                "record_blocking_and_no_stacks [{}]: {}",
+                py.name,
+                lines.join("\n  ")
+            );
             Ok(())
         },
     );

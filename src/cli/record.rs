@@ -25,6 +25,8 @@ use super::{parse_rate, parse_secs};
 use gilscope::output;
 
 #[derive(Args)]
+// Neither a PID nor a command is bad usage: clap says so, exit code 2 (docs/cli.md).
+#[command(group(clap::ArgGroup::new("what").required(true).args(["pid", "command"])))]
 pub struct RecordArgs {
     /// Record this running process.
     #[arg(long, short, conflicts_with = "command")]
@@ -285,7 +287,11 @@ pub fn attach_when_ready(
         match Reader::attach(pid, opts.clone()) {
             Ok(r) => return Ok(Some(r)),
             Err(e) => match reader::classify(&e) {
-                Some(ReadErrorKind::NoProcess | ReadErrorKind::Zombie) => return Ok(None),
+                // A process in the middle of execve (e.g. `chroot ROOT python`) can read as
+                // gone for a moment: only a process that is really gone ends the wait.
+                Some(ReadErrorKind::NoProcess | ReadErrorKind::Zombie) if !still_running(pid) => {
+                    return Ok(None)
+                }
                 Some(ReadErrorKind::PermissionDenied) => return Err(e),
                 _ if start.elapsed() >= patience || stop.load(Ordering::SeqCst) => {
                     return match reader::classify(&e) {
@@ -297,6 +303,15 @@ pub fn attach_when_ready(
             },
         }
     }
+}
+
+/// The process exists and has not exited (not a zombie, not dead).
+fn still_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 fn record_opts(plan: &RecordPlan, output: PathBuf, command: Option<Vec<String>>) -> RecordOptions {

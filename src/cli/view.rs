@@ -498,7 +498,7 @@ mod tests {
         ] {
             let got = screen_text(&vm, w, h, keys);
             let path = root.join("tests/golden/tui").join(name);
-            if std::env::var_os("GILSCOPE_BLESS").is_some() {
+            if std::env::var_os("GILSCOPE_BLESS").is_some_and(|v| v == "1") {
                 std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
                 std::fs::write(&path, &got).expect("bless");
             }

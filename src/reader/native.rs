@@ -749,8 +749,21 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(200));
         let pid = child.id();
+        // Wait until it is blocked in its sleep (nanosleep 35 or clock_nanosleep 230, first
+        // field of /proc/PID/syscall), not still being loaded.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let sc = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+            if matches!(sc.split_whitespace().next(), Some("35" | "230")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`sleep 5` never reached its nanosleep: {sc:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let mut u = NativeUnwinder::new(pid).unwrap();
         let stack = u.stack(pid);
         let _ = child.kill();

@@ -234,6 +234,8 @@ struct Recording<'a> {
     samples: u64,
     errors: u64,
     last_error: Option<String>,
+    /// The kind of the last failed sample's error, when it has one (its exit code).
+    last_error_kind: Option<crate::reader::ReadErrorKind>,
     missed: u64,
     tick: u64,
     last_sample_ns: Option<u64>,
@@ -270,6 +272,7 @@ impl<'a> Recording<'a> {
             samples: 0,
             errors: 0,
             last_error: None,
+            last_error_kind: None,
             missed: 0,
             tick: 0,
             last_sample_ns: None,
@@ -346,6 +349,7 @@ impl<'a> Recording<'a> {
                         })?;
                     }
                     self.last_error = Some(msg);
+                    self.last_error_kind = crate::reader::classify(&e);
                     Ok(None)
                 }
             },
@@ -448,10 +452,16 @@ impl<'a> Recording<'a> {
                 (None, None, EndReason::TargetExited) => "the target exited".to_owned(),
                 (None, None, _) => "stopped before the first sample".to_owned(),
             };
-            return Err(anyhow!(
+            let msg = format!(
                 "no sample was recorded ({why}); {} not written",
                 path.display()
-            ));
+            );
+            // Every sample failed the same way: exit with that failure's code (e.g. 7, no
+            // consistent reading), as `dump` would.
+            return Err(match (&self.fatal, self.last_error_kind) {
+                (None, Some(kind)) => crate::reader::ReadError::new(kind, msg).into(),
+                _ => anyhow!(msg),
+            });
         };
         let end_ns = self.last_sample_ns.map(|t| {
             let full = t.saturating_add(self.period);
@@ -786,15 +796,44 @@ mod tests {
         assert!(covered >= 1_500_000_000, "{covered}");
     }
 
+    /// SIGTERM and SIGINT set the stop flag. In a child process (this test binary run again
+    /// for this test only): the flag is process-wide and the handlers stay installed, so
+    /// raising them here would stop every recording of the tests running alongside.
     #[test]
     fn stop_handler_sets_the_flag() {
-        let flag = install_stop_handler();
-        assert!(!flag.load(Ordering::SeqCst));
-        // SAFETY: raising a signal we handle, in this thread.
-        unsafe { libc::raise(libc::SIGTERM) };
-        assert!(flag.load(Ordering::SeqCst));
-        // Put the default back for the rest of the test binary.
-        unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+        const CHILD: &str = "GILSCOPE_TEST_STOP_HANDLER_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let flag = install_stop_handler();
+            assert!(!flag.load(Ordering::SeqCst));
+            for sig in [libc::SIGTERM, libc::SIGINT] {
+                flag.store(false, Ordering::SeqCst);
+                // SAFETY: raising a signal we handle, in this thread, in a process of our own.
+                unsafe { libc::raise(sig) };
+                assert!(
+                    flag.load(Ordering::SeqCst),
+                    "signal {sig} did not set the flag"
+                );
+            }
+            println!("STOP-HANDLER-CHILD-OK");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sampler::tests::stop_handler_sets_the_flag",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("STOP-HANDLER-CHILD-OK"),
+            "{}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

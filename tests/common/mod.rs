@@ -50,6 +50,60 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
+/// The file every skip is appended to (set by scripts/test, which counts and lists them).
+pub const SKIP_LOG_ENV: &str = "GILSCOPE_SKIP_LOG";
+
+/// The running test's full name, `binary::test` (libtest names each test's thread after it).
+pub fn test_name(fallback: &str) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            // Cargo names test binaries `NAME-HASH`.
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
+        .unwrap_or_default();
+    let test = thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(str::to_string)
+        .unwrap_or_else(|| fallback.to_string());
+    format!("{binary}::{test}")
+}
+
+/// Skip the running test: what it needs (`why`) is missing on this machine.
+///
+/// Every precondition of the suite is one CI provides (root, the uprobe PMU, tmux, setpriv, the
+/// provisioned interpreters), so under `CI` a skip is a failure: this panics. Otherwise it
+/// prints `NAME: SKIPPED: why` and appends the same line to `$GILSCOPE_SKIP_LOG`, from which
+/// scripts/test counts and lists the skips (libtest hides the output of passing tests). The
+/// caller returns right after.
+pub fn skip(fallback_name: &str, why: &str) {
+    let name = test_name(fallback_name);
+    let line = format!("{name}: SKIPPED: {}", why.replace('\n', " "));
+    if in_ci() {
+        panic!("{line} (CI is set: CI provides this precondition, so the skip fails the run)");
+    }
+    println!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_ENV).filter(|p| !p.is_empty()) {
+        use std::io::Write as _;
+        // One write(2) of one short line to an O_APPEND file: test processes running in
+        // parallel do not interleave.
+        let r = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+        if let Err(e) = r {
+            panic!(
+                "{line}; and cannot record it in {}: {e}",
+                Path::new(&path).display()
+            );
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------ interpreters
 
 /// One interpreter of the manifest.
@@ -170,6 +224,14 @@ fn load_pythons() -> Result<Pythons> {
             source: Source::Manifest { path, explicit },
         });
     }
+    if in_ci() {
+        bail!(
+            "CI is set but there is no interpreter manifest ({}): run scripts/provision-pythons \
+             and set {MANIFEST_ENV} (scripts/test does both); without it the tests would skip \
+             every interpreter the pyenv fallback lacks",
+            path.display()
+        );
+    }
     if explicit {
         bail!(
             "{MANIFEST_ENV}={} does not exist: run scripts/provision-pythons (or unset \
@@ -177,12 +239,56 @@ fn load_pythons() -> Result<Pythons> {
             path.display()
         );
     }
+    let list = pyenv_builds(FALLBACK_PYENV);
+    Ok(Pythons {
+        list,
+        source: Source::Pyenv,
+    })
+}
+
+/// The old pyenv builds gilscope must refuse with exit 5 (2.7, 3.6, 3.7, 3.8).
+pub const OLD_PYENV: &[&str] = &["2.7.18", "3.6.15", "3.7.16", "3.8.18"];
+
+/// The unsupported old interpreters, from `old-pythons.json` beside the manifest (written by
+/// scripts/provision-pythons). With a manifest that file must exist and list every one of
+/// [`OLD_PYENV`]; without a manifest (a plain `cargo test` off the project's machines) the
+/// pyenv builds of [`OLD_PYENV`] found under `~/.pyenv/versions` are used.
+pub fn old_pythons() -> Result<Vec<Python>> {
+    let list = match &pythons().source {
+        Source::Manifest { path, .. } => {
+            let old = path.with_file_name("old-pythons.json");
+            let text = fs::read_to_string(&old).with_context(|| {
+                format!(
+                    "reading {} (the old interpreters of the exit-5 test): run \
+                     scripts/provision-pythons",
+                    old.display()
+                )
+            })?;
+            let list: Vec<Python> = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", old.display()))?;
+            let names: HashSet<&str> = list.iter().map(|p| p.version.as_str()).collect();
+            let missing: Vec<&&str> = OLD_PYENV.iter().filter(|v| !names.contains(**v)).collect();
+            ensure!(
+                missing.is_empty(),
+                "{} lacks the old builds {missing:?}: install them with pyenv and rerun \
+                 scripts/provision-pythons",
+                old.display()
+            );
+            list
+        }
+        Source::Pyenv => pyenv_builds(OLD_PYENV),
+    };
+    Ok(list)
+}
+
+/// The builds of `versions` found under `$(pyenv root)/versions/`.
+fn pyenv_builds(versions: &[&str]) -> Vec<Python> {
     let root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")))
         .unwrap_or_else(|| PathBuf::from("/root/.pyenv"));
     let mut list = Vec::new();
-    for v in FALLBACK_PYENV {
+    for v in versions {
         let mm = v.rsplit_once('.').map(|(mm, _)| mm).unwrap_or(v);
         let exe = root
             .join("versions")
@@ -208,10 +314,7 @@ fn load_pythons() -> Result<Pythons> {
             });
         }
     }
-    Ok(Pythons {
-        list,
-        source: Source::Pyenv,
-    })
+    list
 }
 
 /// Copy every `samples/*.py` into `host_dir` (atomically per file), once per test process.
@@ -247,9 +350,7 @@ fn copy_samples_once(host_dir: &Path) -> Result<()> {
 /// are. Prints which interpreters it ran on and the outcome of each, and panics at the end
 /// with every failure (a failure or panic on one interpreter does not stop the others).
 ///
-/// When no interpreter applies it prints so and returns, except when `CI` is set and the
-/// interpreters come from a manifest: then the machine lacks something CI must have, and it
-/// panics.
+/// When no interpreter applies the test is skipped ([`skip`]: a failure under `CI`).
 pub fn for_each_python(
     test: &str,
     need: &str,
@@ -257,13 +358,25 @@ pub fn for_each_python(
     body: impl Fn(&Python) -> Result<()>,
 ) {
     let all = pythons();
-    let selected: Vec<&Python> = all.list.iter().filter(|p| applies(p)).collect();
+    // GILSCOPE_TEST_PYTHONS=name,name…: only those (to repeat a test quickly by hand).
+    let only: Option<Vec<String>> = std::env::var("GILSCOPE_TEST_PYTHONS")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let selected: Vec<&Python> = all
+        .list
+        .iter()
+        .filter(|p| applies(p))
+        .filter(|p| only.as_ref().is_none_or(|o| o.contains(&p.name)))
+        .collect();
     if selected.is_empty() {
-        let msg = format!("{test}: no interpreter for {need} among {}", all.describe());
-        if in_ci() && all.have_manifest() {
-            panic!("{msg} (CI is set and the manifest lacks one: fix the provisioning)");
-        }
-        println!("{test}: SKIPPED: {msg}");
+        skip(
+            test,
+            &format!(
+                "no interpreter for {need} among {} (fix the provisioning)",
+                all.describe()
+            ),
+        );
         return;
     }
     let mut failures = Vec::new();
@@ -529,6 +642,11 @@ impl Target {
             }
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Close the sample's stdin: it exits (status 0) at EOF (samples/sample_support.py).
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
     }
 
     pub fn kill(&mut self) {
@@ -993,10 +1111,7 @@ pub fn exact_possible() -> Option<String> {
 /// a failure, not a skip.
 pub fn skip_unless_possible(test: &str) -> bool {
     if let Some(why) = exact_possible() {
-        if in_ci() {
-            panic!("{test}: exact mode impossible on a CI machine: {why}");
-        }
-        println!("{test}: SKIPPED: {why}");
+        skip(test, &format!("exact mode impossible: {why}"));
         return true;
     }
     false
