@@ -207,7 +207,11 @@ fn exact_unavailable(reader: &Reader) -> Result<ProbeSet, (NoExactReason, ReadEr
         layout.free_threaded,
     )
     .map_err(|r| (r, ReadErrorKind::Unsupported))?;
-    ProbeSet::open(&plan, &[reader.pid()], ProbeOptions::default()).map_err(|e| {
+    // Every thread there now; later ones are added as the snapshots show them.
+    let threads: Vec<(u32, u64)> = reader::procfs::tasks(reader.pid())
+        .map(|ts| ts.iter().map(|t| (t.tid, t.start_ticks)).collect())
+        .unwrap_or_default();
+    ProbeSet::open(&plan, reader.pid(), &threads, ProbeOptions::default()).map_err(|e| {
         let denied = e.chain().any(|c| {
             c.downcast_ref::<std::io::Error>()
                 .and_then(|io| io.raw_os_error())
@@ -241,10 +245,12 @@ pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
     match exact_unavailable(&reader) {
         Ok(set) => {
             eprintln!(
-                "gilscope: mode: exact ({} probe events on {} CPU(s); GIL states from uprobes \
-                 on take_gil/drop_gil, stacks and on-CPU from sampling)",
+                "gilscope: mode: exact ({} probe events on {} thread(s) of process {}, more as \
+                 threads start; GIL states from uprobes on take_gil/drop_gil, stacks and on-CPU \
+                 from sampling)",
                 set.stats().perf_fds,
-                set.stats().ring_buffers,
+                set.stats().threads_probed,
+                set.pid(),
             );
             let gil_enabled = !reader.layout().free_threaded;
             Ok(LiveSource {

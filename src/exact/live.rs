@@ -25,6 +25,9 @@ const PENDING_MAX_NS: u64 = 2_000_000_000;
 struct SeenThread {
     /// First snapshot that showed it.
     first_seen: u64,
+    /// When its probes were enabled (a thread that started after the attach is probed once
+    /// the snapshots have shown it for a while; before that only the samples know).
+    probed_since: Option<u64>,
     interp: i64,
     /// (time, sampled state, on_cpu) at the samples where either changed, oldest first.
     hist: Vec<(u64, GilState, bool)>,
@@ -126,6 +129,19 @@ impl LiveExact {
                 st.gone_at = Some(now);
             }
         }
+        let present: Vec<(u32, u64)> = snap
+            .threads
+            .iter()
+            .map(|t| (t.tid, t.start_ticks))
+            .collect();
+        self.set.sync_threads(&present);
+        for th in &snap.threads {
+            if let Some(st) = self.threads.get_mut(&th.tid) {
+                if st.probed_since.is_none() {
+                    st.probed_since = self.set.probed_since(th.tid);
+                }
+            }
+        }
         let events = self.set.drain();
         self.machine.feed_all(&events, &self.map);
         if self.set.stats().lost > 0 && !self.lost_warned {
@@ -204,7 +220,27 @@ impl LiveExact {
         }
         let interpreter = iv.interp.or(seen.map(|s| s.interp)).unwrap_or(0);
         let hist: &[(u64, GilState, bool)] = seen.map_or(&[], |s| &s.hist);
-        let pieces: Vec<(u64, u64, GilState, bool)> = match iv.kind {
+        let mut pieces: Vec<(u64, u64, GilState, bool)> = Vec::new();
+        if iv.from_attach {
+            // Before its probes were open, the thread's GIL states are the samples'.
+            let probed = seen.and_then(|s| s.probed_since).unwrap_or(start);
+            if probed > start {
+                let cut = probed.min(end);
+                pieces.extend(
+                    split_sampled(hist, start, cut, |g, c| (g, c))
+                        .into_iter()
+                        .map(|(s, e, k)| {
+                            let (g, c) = k.unwrap_or((GilState::Unknown, false));
+                            (s, e, g, c)
+                        }),
+                );
+                start = cut;
+                if start >= end {
+                    return self.emit(thread, interpreter, pieces, out);
+                }
+            }
+        }
+        pieces.extend(match iv.kind {
             // Held since attach (the thread's first event was a drop): a take_gil already
             // running at attach is invisible to the uretprobe, so the thread may have been
             // waiting first. Until its first event, the samples say which.
@@ -223,7 +259,17 @@ impl LiveExact {
                 let c = sampled_at(hist, start).is_some_and(|(_, c)| c);
                 vec![(start, end, kind.gil_state(Some(c)), c)]
             }
-        };
+        });
+        self.emit(thread, interpreter, pieces, out);
+    }
+
+    fn emit(
+        &self,
+        thread: ThreadIdx,
+        interpreter: i64,
+        pieces: Vec<(u64, u64, GilState, bool)>,
+        out: &mut Vec<Event>,
+    ) {
         for (s, e, state, on_cpu) in pieces {
             out.push(Event::Run(Run {
                 thread,
@@ -242,7 +288,7 @@ impl LiveExact {
     fn warnings(&mut self, end_ns: Option<u64>, out: &mut Vec<Event>) {
         let stats = self.set.stats().clone();
         let now = end_ns.unwrap_or(self.last_ns);
-        let events = stats.events + stats.foreign;
+        let events = stats.events;
         let (t0, n0) = *self.rate_check.get_or_insert((stats.enabled_ns, 0));
         if now >= t0 + 1_000_000_000 {
             let rate = events.saturating_sub(n0) as f64 / ((now - t0) as f64 / 1e9);
@@ -273,9 +319,22 @@ impl LiveExact {
         let s = self.set.stats();
         let a = self.machine.anomalies();
         let mut line = format!(
-            "gilscope: exact mode: {} GIL events ({} take_gil, {} drop_gil), {} lost",
-            s.events, s.take_enter, s.drops, s.lost
+            "gilscope: exact mode: {} GIL events of process {} ({} take_gil entries, {} take_gil \
+             returns, {} drop_gil), {} lost; {} threads probed ({} closed after exit",
+            s.events,
+            self.set.pid(),
+            s.take_enter,
+            s.take_return,
+            s.drops,
+            s.lost,
+            s.threads_opened,
+            s.threads_closed
         );
+        if s.threads_failed > 0 {
+            line.push_str(&format!(", {} failed", s.threads_failed));
+        }
+        line.push(')');
+        line.push_str(&format!("; hits by pid: {}", hits_by_pid(&s.hits_by_pid)));
         if s.foreign > 0 {
             line.push_str(&format!(", {} from other processes ignored", s.foreign));
         }
@@ -287,6 +346,12 @@ impl LiveExact {
         }
         line
     }
+}
+
+/// `{pid: hits, …}` (`{}` when nothing fired).
+pub fn hits_by_pid(m: &std::collections::BTreeMap<u32, u64>) -> String {
+    let parts: Vec<String> = m.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+    format!("{{{}}}", parts.join(", "))
 }
 
 #[cfg(test)]

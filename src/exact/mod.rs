@@ -6,10 +6,11 @@
 //! symbols::resolve_gil_probes      where take_gil / drop_gil are in the target's ELF file
 //!        │  ProbePlan (file offsets, which register holds the thread state)
 //!        ▼
-//! probes::ProbeSet::open           uprobes on the uprobe PMU, one event per probe per CPU,
-//!        │                         one ring buffer per CPU (the only OS access: sys.rs)
+//! probes::ProbeSet::open           uprobes on the uprobe PMU, one event per probe point per
+//!        │  sync_threads(snapshot)   thread of the target (pid = TID: nothing else is
+//!        │                         trapped), one ring buffer per thread (OS access: sys.rs)
 //!        │  drain() → Vec<ExactEvent> (decoded by the pure `records` module, merged in time
-//!        ▼                         order across CPUs, filtered by the target's PIDs)
+//!        ▼                         order across threads)
 //! machine::Machine                 pure: per-thread waiting / held / not-holding intervals
 //! ```
 //!
@@ -29,7 +30,7 @@ pub use machine::{
     totals_by_thread, tstate_map_from_snapshot, Interval, IntervalKind, Machine, Totals,
     TstateInfo, TstateMap,
 };
-pub use probes::{check_support, open_perf_fds, ProbeOptions, ProbeSet, ProbeStats};
+pub use probes::{check_support, open_perf_fds, ProbeOptions, ProbeSet, ProbeStats, SyncReport};
 pub use symbols::{
     resolve_gil_probes, resolve_gil_probes_in_file, NoExactReason, PerfReg, ProbeKind, ProbePlan,
     ProbePoint,
