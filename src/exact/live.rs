@@ -79,6 +79,9 @@ pub struct LiveExact {
     rate_check: Option<(u64, u64)>,
     cost_warned: bool,
     lost_warned: bool,
+    /// What one probe hit costs the target (calibrated at start, else the built-in figure).
+    ns_per_event: u64,
+    detached_at: Option<u64>,
 }
 
 impl LiveExact {
@@ -97,7 +100,44 @@ impl LiveExact {
             rate_check: None,
             cost_warned: false,
             lost_warned: false,
+            ns_per_event: super::MEASURED_NS_PER_EVENT,
+            detached_at: None,
         }
+    }
+
+    /// Sets what one probe hit costs the target (see [`super::calibrate_ns_per_event`]).
+    pub fn set_ns_per_event(&mut self, ns: u64) {
+        self.ns_per_event = ns.max(1);
+    }
+
+    pub fn ns_per_event(&self) -> u64 {
+        self.ns_per_event
+    }
+
+    /// The time the probes have cost the target so far: its probe hits (lost records were
+    /// hits too) × the cost of one.
+    pub fn probe_cost_ns(&self) -> u64 {
+        let s = self.set.stats();
+        (s.events + s.lost).saturating_mul(self.ns_per_event)
+    }
+
+    /// Detaches the probes at `at_ns` (over the overhead budget): every interval is closed
+    /// there and handed out as runs; the events are closed (by the probe threads) and the
+    /// recording goes on sampled.
+    pub fn detach(
+        &mut self,
+        at_ns: u64,
+        thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        out: &mut Vec<Event>,
+    ) {
+        let rest = self.set.detach();
+        self.machine.feed_all(&rest, &self.map);
+        self.extra_events(thread_of, Some(at_ns), out);
+        self.detached_at = Some(at_ns);
+    }
+
+    pub fn detached_at(&self) -> Option<u64> {
+        self.detached_at
     }
 
     pub fn stats(&self) -> &super::ProbeStats {
@@ -293,7 +333,7 @@ impl LiveExact {
         if now >= t0 + 1_000_000_000 {
             let rate = events.saturating_sub(n0) as f64 / ((now - t0) as f64 / 1e9);
             self.rate_check = Some((now, events));
-            if let (false, Some(w)) = (self.cost_warned, cost_warning(rate)) {
+            if let (false, Some(w)) = (self.cost_warned, cost_warning(rate, self.ns_per_event)) {
                 self.cost_warned = true;
                 eprintln!("gilscope: warning: {w}");
                 out.push(Event::Warning {
