@@ -604,7 +604,9 @@ impl<'a> Recording<'a> {
             return Ok(());
         }
         self.budget.own_over = 0;
-        let new_rate = (rate * limit / own * 0.8).clamp(MIN_BUDGET_RATE_HZ, rate / 1.5);
+        // (rate > MIN_BUDGET_RATE_HZ here, so the bounds are in order.)
+        let new_rate = (rate * limit / own * 0.8)
+            .clamp(MIN_BUDGET_RATE_HZ, (rate / 1.5).max(MIN_BUDGET_RATE_HZ));
         let reason = format!(
             "over the overhead budget ({} of a CPU): gilscope used {} of a CPU sampling at {rate:.0} Hz; sampling at {new_rate:.0} Hz from here on",
             pct(limit),
