@@ -477,7 +477,17 @@ fn threads_started_later_are_probed_and_closed_after_exit() {
         let out = std::env::temp_dir().join(format!("gilscope-seq-{}.trace", std::process::id()));
         let mut g = Command::new(common::gilscope_bin())
             .args(["record", "--pid", &pid.to_string(), "--mode", "exact"])
-            .args(["--rate", "200", "--duration", "5", "-o"])
+            // Without a budget: ~3 000 GIL events/s would cost more than 1 % of a CPU and
+            // detach the probes (tests/exact_budget.rs), and this test is about probing.
+            .args([
+                "--rate",
+                "200",
+                "--duration",
+                "5",
+                "--max-overhead",
+                "none",
+                "-o",
+            ])
             .arg(&out)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
