@@ -171,11 +171,14 @@ struct Round {
     stderr: String,
 }
 
-/// One round: the bystander's rate alone for `window`, then `gilscope record --mode exact` of
-/// `target` (with `bin`) and, once it says it is in exact mode, the rate with it and the
-/// probe bytes in both processes.
+/// One round: the bystander's rate alone for `window`, then `gilscope record --mode MODE` of
+/// `target` (with `bin`, plus `extra` arguments) and, once it says which mode it is in, the
+/// rate with it and the probe bytes in both processes.
+#[allow(clippy::too_many_arguments)]
 fn round(
     bin: &str,
+    mode: &str,
+    extra: &[&str],
     by: &mut Bystander,
     target: u32,
     binary: &str,
@@ -186,8 +189,10 @@ fn round(
     let alone = by.rate(window)?;
     let secs = format!("{:.1}", window.as_secs_f64() + 2.0);
     let mut g = Command::new(bin)
-        .args(["record", "--pid", &target.to_string(), "--mode", "exact"])
-        .args(["--rate", "200", "--duration", &secs, "-o"])
+        .args(["record", "--pid", &target.to_string(), "--mode", mode])
+        .args(["--rate", "200", "--duration", &secs])
+        .args(extra)
+        .arg("-o")
         .arg(out)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -207,8 +212,8 @@ fn round(
     loop {
         let l = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .map_err(|_| anyhow!("gilscope never said `mode: exact`: {}", log.join("\n")))?;
-        let exact = l.contains("gilscope: mode: exact");
+            .map_err(|_| anyhow!("gilscope never said `mode: {mode}`: {}", log.join("\n")))?;
+        let exact = l.contains(&format!("gilscope: mode: {mode}"));
         log.push(l);
         if exact {
             break;
@@ -261,8 +266,11 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Alone/with rates over `rounds` interleaved rounds with `bin`: (median alone, median with,
 /// median of the per-round ratios).
+#[allow(clippy::too_many_arguments)]
 fn measure(
     bin: &str,
+    mode: &str,
+    extra: &[&str],
     rounds: usize,
     by: &mut Bystander,
     target: u32,
@@ -274,7 +282,17 @@ fn measure(
     let (mut alone, mut with, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = String::new();
     for _ in 0..rounds {
-        let r = round(bin, by, target, binary, plan, Duration::from_secs(1), &out)?;
+        let r = round(
+            bin,
+            mode,
+            extra,
+            by,
+            target,
+            binary,
+            plan,
+            Duration::from_secs(1),
+            &out,
+        )?;
         if check {
             ensure!(
                 r.target_take_gil == INT3,
@@ -385,8 +403,25 @@ fn bystander_of_the_same_build_is_untouched() {
                 ensure!(b != INT3, "{what} in {pid} reads int3 before gilscope runs");
             }
         }
+        // Both arms at the same rate and without a budget, so that gilscope takes the same
+        // CPU in both: sampling is the control for what gilscope's own CPU does to the
+        // bystander on this 2-core machine; exact adds only the probes.
+        let none = ["--max-overhead", "none"];
+        let (s_alone, s_with, s_ratio, _) = measure(
+            common::gilscope_bin(),
+            "sampling",
+            &none,
+            3,
+            &mut by,
+            target.pid(),
+            &binary,
+            &plan,
+            false,
+        )?;
         let (alone, with, ratio, events) = measure(
             common::gilscope_bin(),
+            "exact",
+            &none,
             3,
             &mut by,
             target.pid(),
@@ -397,12 +432,23 @@ fn bystander_of_the_same_build_is_untouched() {
         println!(
             "\nbystander ({}, 2 threads handing the GIL over at every os.lseek): alone {alone:.0} \
              turns/s, while gilscope records another process in exact mode {with:.0} turns/s \
-             (median ratio {ratio:.3}, 3 interleaved rounds of 1 s)\n  {events}",
+             (median ratio {ratio:.3}, 3 interleaved rounds of 1 s); control, gilscope in \
+             sampling mode: alone {s_alone:.0}, with {s_with:.0} (median ratio {s_ratio:.3})\n  \
+             {events}",
             py.label()
         );
         if let Ok(before) = std::env::var("GILSCOPE_BYSTANDER_BEFORE") {
-            let (alone, with, ratio, _) =
-                measure(&before, 3, &mut by, target.pid(), &binary, &plan, false)?;
+            let (alone, with, ratio, _) = measure(
+                &before,
+                "exact",
+                &[],
+                3,
+                &mut by,
+                target.pid(),
+                &binary,
+                &plan,
+                false,
+            )?;
             println!(
                 "  with {before}: alone {alone:.0} turns/s, with {with:.0} turns/s (median ratio \
                  {ratio:.3})"

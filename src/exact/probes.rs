@@ -399,6 +399,8 @@ pub struct ProbeSet {
     first_listed: HashMap<u32, (u64, u64)>,
     /// When each probed thread's events were enabled (its exact period starts there).
     probed_since: HashMap<u32, u64>,
+    /// Threads whose probes could not be opened (gone, or an error): not tried again.
+    given_up: std::collections::HashSet<(u32, u64)>,
     threads: BTreeMap<u32, ThreadProbes>,
     layouts: HashMap<u64, EventLayout>,
     merger: Merger,
@@ -484,6 +486,7 @@ impl ProbeSet {
             opening: HashMap::new(),
             first_listed: HashMap::new(),
             probed_since: HashMap::new(),
+            given_up: Default::default(),
             threads: BTreeMap::new(),
             layouts: HashMap::new(),
             merger: Merger::default(),
@@ -569,6 +572,9 @@ impl ProbeSet {
             if self.opening.get(&tid) == Some(&ticks) {
                 self.opening.remove(&tid);
             }
+            if !matches!(r, Ok(Some(_))) {
+                self.given_up.insert((tid, ticks));
+            }
             match self.opened(tid, r) {
                 Ok(()) => report.opened += 1,
                 Err(_) => report.failed += 1,
@@ -584,6 +590,7 @@ impl ProbeSet {
                 .get(&tid)
                 .is_some_and(|t| t.start_ticks == ticks)
                 || self.opening.get(&tid) == Some(&ticks)
+                || self.given_up.contains(&(tid, ticks))
             {
                 continue;
             }
@@ -609,6 +616,11 @@ impl ProbeSet {
             report.requested += 1;
         }
         self.first_listed = listed;
+        if !self.given_up.is_empty() {
+            let now_listed: std::collections::HashSet<(u32, u64)> =
+                present.iter().copied().collect();
+            self.given_up.retain(|k| now_listed.contains(k));
+        }
         let tids: Vec<u32> = self.threads.keys().copied().collect();
         let fds: Vec<i32> = self
             .threads
