@@ -42,7 +42,8 @@ PROFILER_CPU = "0"
 CHROOT_DIR = "/opt/gilscope-bench"  # where benches/ and samples/ are copied inside the chroot
 ASKED_MAX = 100_000  # "as fast as you can": the rate asked for in the max-rate runs
 
-RESULTS = {"rate": {}, "slowdown": {}, "size": [], "tui": None, "duty": {}, "exact": {}}
+RESULTS = {"rate": {}, "slowdown": {}, "size": [], "tui": None, "duty": {}, "exact": {},
+           "server": {}}
 LIVE = []  # every process started, killed on the way out
 LEFTOVERS = []  # files written inside the chroot, removed on the way out
 VERBOSE = False
@@ -272,10 +273,15 @@ class Tools:
     py315 = None  # Py of sid-3.15, for `python3.15 -m profiling.sampling`
 
 
-def gilscope_record(pid, out, rate, seconds, mode="sampling", stacks=True, extra=()):
-    argv = [Tools.gilscope, "record", "--pid", pid, "--rate", rate, "--mode", mode,
-            "-o", out] + (["--duration", seconds] if seconds else []) + \
-        ([] if stacks else ["--no-stacks"]) + list(extra)
+def gilscope_record(pid, out, rate, seconds, mode="sampling", stacks=True, extra=(),
+                    budget="none"):
+    """budget: `--max-overhead` (default "none": the benchmarks measure the mode and rate
+    they name; None leaves gilscope's own default)."""
+    argv = [Tools.gilscope, "record", "--pid", pid, "--mode", mode,
+            "-o", out] + (["--rate", rate] if rate else []) + \
+        (["--duration", seconds] if seconds else []) + \
+        ([] if stacks else ["--no-stacks"]) + \
+        (["--max-overhead", budget] if budget else []) + list(extra)
     return Prof(argv, name="gilscope")
 
 
@@ -923,6 +929,8 @@ class Cfg:
             self.duty_s = 2
             self.size_s = 2
             self.big_s = 3
+            self.server_s = 2
+            self.server_reps = 2
         else:
             self.dur = 3
             self.rate_matrix = [(k, t, i) for k in ("busy", "idle")
@@ -935,6 +943,63 @@ class Cfg:
             self.duty_s = 8
             self.size_s = 10
             self.big_s = 45
+            self.server_s = 4
+            self.server_reps = 3
+
+
+def bench_server(cfg, py):
+    """benches/http_server.py under a client loop (benches/http_client.py, another process):
+    requests/s alone and under each gilscope configuration, interleaved rounds."""
+    configs = [("alone", None),
+               ("`gilscope record` (defaults: --mode auto, --max-overhead 1)",
+                dict(mode="auto", rate=None, budget=None)),
+               ("`--mode sampling` (1000 Hz, --max-overhead 1)",
+                dict(mode="sampling", rate=1000, budget=None)),
+               ("`--mode exact --max-overhead none` (1000 Hz)",
+                dict(mode="exact", rate=1000, budget="none"))]
+    rps = {c[0]: [] for c in configs}
+    notes = {c[0]: [] for c in configs}
+    for _ in range(cfg.server_reps):
+        for label, g in configs:
+            try:
+                with Target(py, "http_server.py", cpu=None) as t:
+                    pr = None
+                    if g:
+                        pr = gilscope_record(t.pid, TMP / "server.trace", g["rate"], None,
+                                             mode=g["mode"], budget=g["budget"])
+                        wait_started(pr, r"gilscope: recording", "gilscope")
+                        time.sleep(0.3)
+                    client = run_quiet(["python3", str(BENCHES / "http_client.py"),
+                                        t.ready["port"], cfg.server_s], cfg.server_s + 60)
+                    res = json.loads(client.stdout.strip().splitlines()[-1])
+                    rps[label].append(res["rps"])
+                    if pr:
+                        pr.interrupt()
+                        text = pr.finish(60)
+                        m = re.search(r"gilscope: mode: (\w+)", text)
+                        sw = "detached" if "probes detached" in text else ""
+                        low = re.search(r"sampling at (\d+) Hz from here on", text)
+                        cost = re.search(r"gilscope: cost: ([^\n]*)", text)
+                        notes[label].append("%s%s%s%s" % (
+                            m.group(1) if m else "?", ", probes %s" % sw if sw else "",
+                            ", rate lowered to %s Hz" % low.group(1) if low else "",
+                            "; " + cost.group(1) if cost else ""))
+            except Exception as e:
+                note("server %s %s: %s" % (py.name, label, e))
+    base = statistics.median(rps["alone"]) if rps["alone"] else None
+    rows = []
+    for label, xs in rps.items():
+        if not xs:
+            rows.append([label, "failed", "", "", ""])
+            continue
+        m, lo, hi = med_spread(xs)
+        vs = "—" if label == "alone" or not base else "%.1f %%" % (m / base * 100)
+        rows.append([label, "{:,.0f}".format(m), "{:,.0f} – {:,.0f}".format(lo, hi), vs,
+                     " / ".join(sorted(set(notes[label]))) or "—"])
+    RESULTS["server"][py.name] = {k: statistics.median(v) for k, v in rps.items() if v}
+    return table(["run", "median requests/s", "spread (min – max)", "throughput vs alone",
+                  "what gilscope did"], rows) + \
+        "\n\n_%d interleaved rounds of %g s each._" % (cfg.server_reps, cfg.server_s)
 
 
 def exact_possible(py):
@@ -978,7 +1043,7 @@ def main():
     ap.add_argument("--no-provision", action="store_true",
                     help="do not run scripts/provision-pythons (use the manifest as it is)")
     ap.add_argument("--only", default="", help="comma-separated sections: support,rate,slowdown,"
-                    "exact,correct,size,summary,tui (default: all)")
+                    "exact,server,correct,size,summary,tui (default: all)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every command run")
     args = ap.parse_args()
     VERBOSE = args.verbose
@@ -1080,6 +1145,19 @@ def main():
                           render_timed(r["times"], r["extra"], "alone"),
                           fmt_hz(r["events"]), fmt_hz(r["events_per_s"]),
                           r["lost"], "%.2f µs" % r["per_event_us"] if r["per_event_us"] is not None else "—"))
+        sections.append(s.render())
+
+    if want("server"):
+        s = Section("A threaded server under load")
+        s.add("`benches/http_server.py`: the stdlib `ThreadingHTTPServer` on 127.0.0.1 (a thread "
+              "per connection, a small JSON body built in Python per GET), loaded by "
+              "`benches/http_client.py` in another process (one connection per request, as fast "
+              "as it can, for a fixed time; unpinned: the server, the client and gilscope share "
+              "the 2 CPUs). Throughput is the client's requests/s. The rows are interleaved "
+              "(alone, each gilscope configuration, alone, ...). Issue 19's target: the default "
+              "`record` keeps >= 97 % of the throughput.")
+        for py, _peer in pairs:
+            s.add("### %s\n\n%s" % (py.name, bench_server(cfg, py)))
         sections.append(s.render())
 
     if want("correct"):

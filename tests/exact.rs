@@ -26,8 +26,8 @@ use gilscope::reader::{monotonic_ns, Reader, ReaderOptions};
 
 const MS: u64 = 1_000_000;
 
-/// Probes are system-wide on a file: tests that open them run one at a time, so that one
-/// test's probes do not show up in another's cleanup checks.
+/// Tests that open probes run one at a time, so that one test's probes and perf descriptors
+/// do not show up in another's cleanup checks.
 static PROBES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn probe_lock() -> std::sync::MutexGuard<'static, ()> {
@@ -66,6 +66,19 @@ fn plan_for(pid: u32) -> Result<std::result::Result<ProbePlan, NoExactReason>> {
     ))
 }
 
+/// Every thread of `pid` now, as `(TID, start_ticks)`.
+fn threads_of(pid: u32) -> Result<Vec<(u32, u64)>> {
+    Ok(gilscope::reader::procfs::tasks(pid)?
+        .iter()
+        .map(|t| (t.tid, t.start_ticks))
+        .collect())
+}
+
+/// Probes on every thread of `pid` (per-thread events).
+fn open_on(plan: &ProbePlan, pid: u32) -> Result<ProbeSet> {
+    ProbeSet::open(plan, pid, &threads_of(pid)?, ProbeOptions::default())
+}
+
 fn describe_plan(plan: &ProbePlan) -> String {
     let regs = |k| {
         plan.points
@@ -96,12 +109,15 @@ struct Recording {
 /// from the process.
 fn record(pid: u32, plan: &ProbePlan, dur: Duration) -> Result<Recording> {
     let _lock = probe_lock();
-    let mut set = ProbeSet::open(plan, &[pid], ProbeOptions::default())?;
+    let mut set = open_on(plan, pid)?;
     let start_ns = set.stats().enabled_ns;
     let mut events = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < dur {
         set.wait(Duration::from_millis(50))?;
+        if let Ok(ts) = threads_of(pid) {
+            set.sync_threads(&ts);
+        }
         events.extend(set.drain());
     }
     // The thread states are stable while the sample runs: one reading maps them all.
@@ -475,7 +491,7 @@ fn probes_are_removed_when_dropped_and_when_the_owner_is_killed() {
         let fds_before = open_perf_fds();
 
         // 1. Drop of the probe set.
-        let set = ProbeSet::open(&plan, &[pid], ProbeOptions::default())?;
+        let set = open_on(&plan, pid)?;
         let n = set.stats().perf_fds;
         ensure!(open_perf_fds() == fds_before + n, "perf fds not counted");
         ensure!(
@@ -543,7 +559,7 @@ fn child_holds_probes() {
     };
     let pid: u32 = pid.parse().expect("pid");
     let plan = plan_for(pid).expect("reader").expect("plan");
-    let set = ProbeSet::open(&plan, &[pid], ProbeOptions::default()).expect("probes");
+    let set = open_on(&plan, pid).expect("probes");
     println!("PROBES-OPEN {}", set.stats().perf_fds);
     std::thread::sleep(Duration::from_secs(60));
     drop(set);
@@ -642,39 +658,89 @@ fn fallback_names_the_debug_package() {
 
 /// A switch-heavy workload: `threads` threads each calling `os.lseek` on /dev/null (a cheap
 /// system call around which CPython releases and re-takes the GIL: one drop_gil and one
-/// take_gil, 3 events) `n` times; prints the elapsed seconds. (`time.sleep(0)` would measure
-/// the timer slack instead: ~55 µs per call.)
+/// take_gil, 3 events) `n` times. The threads start first and print their native ids, then
+/// wait for a line on stdin (so that per-thread probes can be opened on them); at the end it
+/// prints the elapsed seconds. (`time.sleep(0)` would measure the timer slack instead: ~55 µs
+/// per call.)
 const SWITCHY: &str = r#"
 import os, sys, threading, time
 n, k = int(sys.argv[1]), int(sys.argv[2])
 fd = os.open("/dev/null", os.O_RDONLY)
+go = threading.Event()
+ids = []
 def work():
+    ids.append(threading.get_native_id())
+    go.wait()
     s = os.lseek
     for _ in range(n):
         s(fd, 0, 0)
 ts = [threading.Thread(target=work) for _ in range(k)]
-t0 = time.perf_counter()
 for t in ts: t.start()
+while len(ids) < k: time.sleep(0.001)
+print(" ".join(map(str, ids)), flush=True)
+sys.stdin.readline()
+t0 = time.perf_counter()
+go.set()
 for t in ts: t.join()
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, flush=True)
 "#;
 
-fn run_switchy(py: &Python, n: u32, threads: u32) -> Result<f64> {
-    let out = py
+/// One run of [`SWITCHY`]; with `plan`, probes on its threads while it runs. Returns the
+/// elapsed seconds and the probe statistics.
+fn run_switchy(
+    py: &Python,
+    n: u32,
+    threads: u32,
+    plan: Option<&ProbePlan>,
+) -> Result<(f64, Option<ProbeStats>)> {
+    use std::io::Write;
+    let mut child = py
         .command(&["-c", SWITCHY, &n.to_string(), &threads.to_string()])
-        .stdin(Stdio::null())
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let mut set = match plan {
+        Some(p) => Some(open_on(p, pid)?),
+        None => None,
+    };
+    writeln!(stdin)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        let _ = out.read_line(&mut l);
+        let _ = tx.send(l);
+    });
+    let secs = loop {
+        if let Ok(l) = rx.try_recv() {
+            break l;
+        }
+        match &mut set {
+            Some(s) => {
+                s.wait(Duration::from_millis(5))?;
+                s.drain();
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let stats = set.as_mut().map(|s| {
+        s.finish();
+        s.stats().clone()
+    });
+    drop(set);
+    let st = child.wait()?;
+    ensure!(st.success(), "workload failed: {st}");
+    Ok((secs.trim().parse().context("elapsed seconds")?, stats))
 }
 
 /// A measurement, not a check: run it with
 /// `cargo test --release --test exact overhead -- --ignored --nocapture`
-/// (the numbers are in docs/exact-mode.md; issue 8's benchmark script will run it).
+/// (the numbers are in docs/exact-mode.md).
 #[test]
 #[ignore = "measurement for the benchmarks, not a test"]
 fn overhead_per_event_is_measured() {
@@ -687,44 +753,28 @@ fn overhead_per_event_is_measured() {
         "a pyenv CPython 3.12 and a sid CPython with debug files",
         |py| (py.name.starts_with("pyenv-3.12") || py.name == "sid-3.14") && has_debug_files(py),
         |py| {
-            // Probes are system-wide on the file: open them on a helper process's mapping,
-            // then measure fresh runs of the workload (counted as "foreign" events).
-            // (The helper stays alive until the probes are open: the plan names its file
-            // through /proc/PID/root.)
+            // The plan names the file through a live process's /proc/PID/root.
             let helper = Target::start(py, "contention.py")?;
             let plan = plan_for(helper.pid())?.map_err(|r| anyhow!("{r}"))?;
             let _lock = probe_lock();
             let n = 200_000;
             for threads in [1u32, 2] {
-                let base = (0..3)
-                    .map(|_| run_switchy(py, n, threads))
-                    .collect::<Result<Vec<_>>>()?;
-                let base = base.iter().copied().fold(f64::INFINITY, f64::min);
-                let mut set = ProbeSet::open(&plan, &[], ProbeOptions::default())?;
-                let _ = helper.pid();
+                let mut base = f64::INFINITY;
                 let mut probed = f64::INFINITY;
-                let before = set.stats().foreign + set.stats().lost;
-                let mut runs = 0;
+                let mut events = 0.0;
+                let mut lost = 0;
+                // Interleaved: without, with, three times; best of each.
                 for _ in 0..3 {
-                    let t0 = Instant::now();
-                    let handle = {
-                        let py = py.clone();
-                        std::thread::spawn(move || run_switchy(&py, n, threads))
-                    };
-                    while !handle.is_finished() {
-                        set.wait(Duration::from_millis(20))?;
-                        set.drain();
+                    base = base.min(run_switchy(py, n, threads, None)?.0);
+                    let (secs, stats) = run_switchy(py, n, threads, Some(&plan))?;
+                    let stats = stats.context("stats")?;
+                    if secs < probed {
+                        probed = secs;
+                        // Records lost to a full ring buffer were probe hits all the same.
+                        events = (stats.events + stats.lost) as f64;
+                        lost = stats.lost;
                     }
-                    let secs = handle.join().map_err(|_| anyhow!("panicked"))??;
-                    let _ = t0;
-                    probed = probed.min(secs);
-                    runs += 1;
                 }
-                set.drain();
-                // Records lost to a full ring buffer were probe hits all the same.
-                let lost = set.stats().lost;
-                let events = (set.stats().foreign + lost - before) as f64 / runs as f64;
-                drop(set);
                 let per_event_us = (probed - base) / events * 1e6;
                 rows.lock().unwrap().push(format!(
                     "{:<18} {threads} thread(s) x {n} lseek: {base:.3} s -> {probed:.3} s with probes \

@@ -83,6 +83,11 @@ pub struct CheckArgs {
     /// uses the sampled states.
     #[arg(long, value_enum, default_value = "sampling")]
     mode: cli_record::Mode,
+    /// The overhead budget in percent of one CPU, or `none` (the default: a CI run wants
+    /// every hold seen at the full rate, and its machine is there for the tests; see
+    /// `record --max-overhead`).
+    #[arg(long, default_value = "none", value_name = "PCT|none", value_parser = cli_record::parse_overhead)]
+    max_overhead: cli_record::Overhead,
     /// The configuration file (default: the nearest pyproject.toml from the current directory).
     #[arg(long, value_name = "PYPROJECT")]
     config: Option<std::path::PathBuf>,
@@ -117,6 +122,7 @@ pub fn run(args: &CheckArgs) -> Result<u8> {
         include_interpreter: args.include_interpreter || file.include_interpreter.unwrap_or(false),
         max_gc_pause_ms: args.max_gc_pause.or(file.max_gc_pause_ms),
         allow: file.allow,
+        max_overhead: args.max_overhead.0,
     };
     run_check(&plan)
 }
@@ -139,6 +145,8 @@ pub struct CheckPlan {
     pub include_interpreter: bool,
     pub max_gc_pause_ms: Option<f64>,
     pub allow: Vec<AllowRule>,
+    /// Fraction of one CPU (`--max-overhead`); `None`: no budget.
+    pub max_overhead: Option<f64>,
 }
 
 /// How often /proc/PID/maps is read to see which extension modules are loaded.
@@ -316,6 +324,23 @@ impl SnapshotSource for CheckSource {
         self.inner.mode()
     }
 
+    fn probe_cost_ns(&self) -> Option<u64> {
+        self.inner.probe_cost_ns()
+    }
+
+    fn probe_ns_per_event(&self) -> Option<u64> {
+        self.inner.probe_ns_per_event()
+    }
+
+    fn detach_exact(
+        &mut self,
+        at_ns: u64,
+        thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        out: &mut Vec<Event>,
+    ) {
+        self.inner.detach_exact(at_ns, thread_of, out);
+    }
+
     fn extra_events(
         &mut self,
         thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
@@ -436,6 +461,7 @@ fn check_process(
     opts.rate_hz = plan.rate_hz;
     opts.command = Some(plan.command.clone());
     opts.subprocesses = true;
+    opts.max_overhead = plan.max_overhead;
     let mut printer = ProgressPrinter::stderr();
     let stats = sampler::record(&mut source, &opts, stop, |p| {
         if show_progress {

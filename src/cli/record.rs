@@ -55,6 +55,12 @@ pub struct RecordArgs {
     /// (exact where possible, else sampling; says which and why).
     #[arg(long, value_enum, default_value = "auto")]
     mode: Mode,
+    /// The overhead budget, in percent of one CPU (`1`, `0.5%`), or `none`. gilscope's own
+    /// CPU and the traps exact mode puts on the target are measured all the time; over the
+    /// budget exact mode detaches its probes (the recording goes on sampled), then the
+    /// sampling rate is lowered. Each switch is said once and recorded in the trace.
+    #[arg(long, default_value = "1", value_name = "PCT|none", value_parser = parse_overhead)]
+    max_overhead: Overhead,
     /// After recording, also draw the flame graph of the GIL-holding stacks
     /// into this SVG (as `gilscope flame FILE -o SVG` would).
     #[arg(long, value_name = "SVG")]
@@ -62,6 +68,25 @@ pub struct RecordArgs {
     /// Launch this command and record it until it exits: `gilscope record -- python app.py`.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// `--max-overhead`: a fraction of one CPU, or no budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overhead(pub Option<f64>);
+
+/// Parses `1`, `1%`, `0.5 %` (percent of one CPU) or `none`/`off`.
+pub fn parse_overhead(s: &str) -> std::result::Result<Overhead, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("none") || t.eq_ignore_ascii_case("off") {
+        return Ok(Overhead(None));
+    }
+    let num = t.trim_end_matches('%').trim();
+    match num.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 10_000.0 => Ok(Overhead(Some(p / 100.0))),
+        _ => Err(format!(
+            "`{s}` is not a budget: give a percentage of one CPU (e.g. 1 or 0.5%) or `none`"
+        )),
+    }
 }
 
 /// Returns the exit code: the launched command's when there was one.
@@ -74,6 +99,7 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         subprocesses: args.subprocesses,
         stacks: !args.no_stacks,
         mode: args.mode,
+        max_overhead: args.max_overhead.0,
     };
     match (args.pid, args.command.is_empty()) {
         (Some(pid), true) => {
@@ -126,6 +152,8 @@ pub enum Mode {
 pub struct LiveSource {
     pub reader: Reader,
     pub exact: Option<LiveExact>,
+    /// Exact mode after it was detached (over budget): kept for its final counts.
+    pub detached: Option<LiveExact>,
 }
 
 impl LiveSource {
@@ -133,6 +161,7 @@ impl LiveSource {
         LiveSource {
             reader,
             exact: None,
+            detached: None,
         }
     }
 }
@@ -165,6 +194,29 @@ impl SnapshotSource for LiveSource {
         }
     }
 
+    fn probe_cost_ns(&self) -> Option<u64> {
+        self.exact
+            .as_ref()
+            .or(self.detached.as_ref())
+            .map(|e| e.probe_cost_ns())
+    }
+
+    fn probe_ns_per_event(&self) -> Option<u64> {
+        self.exact.as_ref().map(|e| e.ns_per_event())
+    }
+
+    fn detach_exact(
+        &mut self,
+        at_ns: u64,
+        thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        out: &mut Vec<Event>,
+    ) {
+        if let Some(mut ex) = self.exact.take() {
+            ex.detach(at_ns, thread_of, out);
+            self.detached = Some(ex);
+        }
+    }
+
     fn classify(&self, err: &anyhow::Error) -> ErrorClass {
         match reader::classify(err) {
             Some(ReadErrorKind::NoProcess | ReadErrorKind::Zombie) => ErrorClass::TargetExited,
@@ -187,11 +239,13 @@ pub struct RecordPlan {
     pub subprocesses: bool,
     pub stacks: bool,
     pub mode: Mode,
+    /// Fraction of one CPU; `None`: no budget.
+    pub max_overhead: Option<f64>,
 }
 
 /// Why exact mode is off: the reason, and whether it is a missing privilege (exit code 6)
 /// rather than something unsupported (5).
-fn exact_unavailable(reader: &Reader) -> Result<ProbeSet, (NoExactReason, ReadErrorKind)> {
+fn exact_unavailable(reader: &Reader) -> Result<(ProbeSet, bool), (NoExactReason, ReadErrorKind)> {
     // check_support's only privilege failure is the missing CAP_SYS_ADMIN ("need root").
     exact::check_support().map_err(|r| {
         let kind = if r.reason.contains("root") {
@@ -209,28 +263,35 @@ fn exact_unavailable(reader: &Reader) -> Result<ProbeSet, (NoExactReason, ReadEr
         layout.free_threaded,
     )
     .map_err(|r| (r, ReadErrorKind::Unsupported))?;
-    ProbeSet::open(&plan, &[reader.pid()], ProbeOptions::default()).map_err(|e| {
-        let denied = e.chain().any(|c| {
-            c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.raw_os_error())
-                .is_some_and(|n| n == libc::EACCES || n == libc::EPERM)
-        });
-        (
-            NoExactReason {
-                reason: format!("exact mode unavailable: cannot open the uprobes: {e:#}"),
-                enable: if denied {
-                    "run gilscope as root (CAP_SYS_ADMIN and CAP_SYS_PTRACE)".into()
-                } else {
-                    "see docs/exact-mode.md (What it needs)".into()
+    // Every thread there now; later ones are added as the snapshots show them.
+    let threads: Vec<(u32, u64)> = reader::procfs::tasks(reader.pid())
+        .map(|ts| ts.iter().map(|t| (t.tid, t.start_ticks)).collect())
+        .unwrap_or_default();
+    let inlined = plan.points.iter().any(|p| p.found_by == "dwarf-inlined");
+    ProbeSet::open(&plan, reader.pid(), &threads, ProbeOptions::default())
+        .map(|s| (s, inlined))
+        .map_err(|e| {
+            let denied = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.raw_os_error())
+                    .is_some_and(|n| n == libc::EACCES || n == libc::EPERM)
+            });
+            (
+                NoExactReason {
+                    reason: format!("exact mode unavailable: cannot open the uprobes: {e:#}"),
+                    enable: if denied {
+                        "run gilscope as root (CAP_SYS_ADMIN and CAP_SYS_PTRACE)".into()
+                    } else {
+                        "see docs/exact-mode.md (What it needs)".into()
+                    },
                 },
-            },
-            if denied {
-                ReadErrorKind::PermissionDenied
-            } else {
-                ReadErrorKind::Unsupported
-            },
-        )
-    })
+                if denied {
+                    ReadErrorKind::PermissionDenied
+                } else {
+                    ReadErrorKind::Unsupported
+                },
+            )
+        })
 }
 
 /// Picks the mode for `reader`'s process and says which on stderr (one line). `--mode exact`
@@ -241,17 +302,44 @@ pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
         return Ok(LiveSource::sampling(reader));
     }
     match exact_unavailable(&reader) {
-        Ok(set) => {
+        Ok((set, inlined)) => {
             eprintln!(
-                "gilscope: mode: exact ({} probe events on {} CPU(s); GIL states from uprobes \
-                 on take_gil/drop_gil, stacks and on-CPU from sampling)",
+                "gilscope: mode: exact ({} probe events on {} thread(s) of process {}, more as \
+                 threads start; GIL states from uprobes on take_gil/drop_gil, stacks and on-CPU \
+                 from sampling)",
                 set.stats().perf_fds,
-                set.stats().ring_buffers,
+                set.stats().threads_probed,
+                set.pid(),
             );
             let gil_enabled = !reader.layout().free_threaded;
+            let mut ex = LiveExact::new(set, gil_enabled);
+            match exact::calibrate_ns_per_event() {
+                Ok(ns) => {
+                    // Inlined drop_gil copies (Debian's LTO builds) sit on instructions the
+                    // kernel single-steps instead of emulating: measured ~2.5× dearer.
+                    let ns = if inlined { ns * 5 / 2 } else { ns };
+                    ex.set_ns_per_event(ns);
+                    eprintln!(
+                        "gilscope: exact mode: one probe hit costs the target ~{:.1} µs here \
+                         (calibrated{})",
+                        ns as f64 / 1000.0,
+                        if inlined {
+                            ", ×2.5 for inlined drop_gil copies"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                Err(e) => eprintln!(
+                    "gilscope: exact mode: could not calibrate the cost of a probe hit ({e:#}); \
+                     assuming {:.1} µs",
+                    exact::MEASURED_NS_PER_EVENT as f64 / 1000.0
+                ),
+            }
             Ok(LiveSource {
                 reader,
-                exact: Some(LiveExact::new(set, gil_enabled)),
+                exact: Some(ex),
+                detached: None,
             })
         }
         Err((why, kind)) if mode == Mode::Exact => {
@@ -321,6 +409,7 @@ fn record_opts(plan: &RecordPlan, output: PathBuf, command: Option<Vec<String>>)
     o.command = command;
     o.blocking = plan.blocking;
     o.subprocesses = plan.subprocesses;
+    o.max_overhead = plan.max_overhead;
     o
 }
 
@@ -352,6 +441,24 @@ fn describe_stats(pid: u32, s: &RecordStats) -> String {
         sampler::human_bytes(s.bytes),
         s.output.display()
     );
+    line.push_str(&format!(
+        "\ngilscope: cost: gilscope {:.1}% of a CPU{}",
+        s.own_cpu * 100.0,
+        if s.probes_cpu > 0.0 {
+            format!(
+                ", probes {:.1}% of a CPU (charged to the target)",
+                s.probes_cpu * 100.0
+            )
+        } else {
+            String::new()
+        }
+    ));
+    if (s.final_rate_hz - s.asked_hz).abs() > 0.5 {
+        line.push_str(&format!(
+            " (sampling lowered to {:.0} Hz by the budget)",
+            s.final_rate_hz
+        ));
+    }
     if let Some(b) = s.behind_message() {
         line.push_str(&format!(
             "\ngilscope: warning: fell behind the asked rate: {b}"
@@ -412,7 +519,7 @@ fn record_one(
     if progress {
         printer.finish();
     }
-    if let Some(ex) = &source.exact {
+    if let Some(ex) = source.exact.as_ref().or(source.detached.as_ref()) {
         eprintln!("{}", ex.summary_line());
     }
     // Dropping the source closes the probes (also on every error path above).
@@ -436,6 +543,7 @@ fn follow_subprocesses(
     let plan_rate = plan.rate_hz;
     let plan_duration = plan.duration;
     let blocking = plan.blocking;
+    let max_overhead = plan.max_overhead;
     std::thread::spawn(move || {
         let results: Arc<Mutex<ChildResults>> = Arc::default();
         let mut seen = std::collections::HashSet::new();
@@ -453,6 +561,7 @@ fn follow_subprocesses(
                 opts.duration = plan_duration;
                 opts.blocking = blocking;
                 opts.subprocesses = true;
+                opts.max_overhead = max_overhead;
                 workers.push(std::thread::spawn(move || {
                     match attach_when_ready(pid, &ropts, Duration::from_secs(5), &stop) {
                         Ok(Some(reader)) => {

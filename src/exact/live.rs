@@ -25,6 +25,9 @@ const PENDING_MAX_NS: u64 = 2_000_000_000;
 struct SeenThread {
     /// First snapshot that showed it.
     first_seen: u64,
+    /// When its probes were enabled (a thread that started after the attach is probed once
+    /// the snapshots have shown it for a while; before that only the samples know).
+    probed_since: Option<u64>,
     interp: i64,
     /// (time, sampled state, on_cpu) at the samples where either changed, oldest first.
     hist: Vec<(u64, GilState, bool)>,
@@ -76,6 +79,9 @@ pub struct LiveExact {
     rate_check: Option<(u64, u64)>,
     cost_warned: bool,
     lost_warned: bool,
+    /// What one probe hit costs the target (calibrated at start, else the built-in figure).
+    ns_per_event: u64,
+    detached_at: Option<u64>,
 }
 
 impl LiveExact {
@@ -94,7 +100,44 @@ impl LiveExact {
             rate_check: None,
             cost_warned: false,
             lost_warned: false,
+            ns_per_event: super::MEASURED_NS_PER_EVENT,
+            detached_at: None,
         }
+    }
+
+    /// Sets what one probe hit costs the target (see [`super::calibrate_ns_per_event`]).
+    pub fn set_ns_per_event(&mut self, ns: u64) {
+        self.ns_per_event = ns.max(1);
+    }
+
+    pub fn ns_per_event(&self) -> u64 {
+        self.ns_per_event
+    }
+
+    /// The time the probes have cost the target so far: its probe hits (lost records were
+    /// hits too) × the cost of one.
+    pub fn probe_cost_ns(&self) -> u64 {
+        let s = self.set.stats();
+        (s.events + s.lost).saturating_mul(self.ns_per_event)
+    }
+
+    /// Detaches the probes at `at_ns` (over the overhead budget): every interval is closed
+    /// there and handed out as runs; the events are closed (by the probe threads) and the
+    /// recording goes on sampled.
+    pub fn detach(
+        &mut self,
+        at_ns: u64,
+        thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        out: &mut Vec<Event>,
+    ) {
+        let rest = self.set.detach();
+        self.machine.feed_all(&rest, &self.map);
+        self.extra_events(thread_of, Some(at_ns), out);
+        self.detached_at = Some(at_ns);
+    }
+
+    pub fn detached_at(&self) -> Option<u64> {
+        self.detached_at
     }
 
     pub fn stats(&self) -> &super::ProbeStats {
@@ -124,6 +167,19 @@ impl LiveExact {
         for (tid, st) in &mut self.threads {
             if !present.contains(tid) && st.gone_at.is_none() {
                 st.gone_at = Some(now);
+            }
+        }
+        let present: Vec<(u32, u64)> = snap
+            .threads
+            .iter()
+            .map(|t| (t.tid, t.start_ticks))
+            .collect();
+        self.set.sync_threads(&present);
+        for th in &snap.threads {
+            if let Some(st) = self.threads.get_mut(&th.tid) {
+                if st.probed_since.is_none() {
+                    st.probed_since = self.set.probed_since(th.tid);
+                }
             }
         }
         let events = self.set.drain();
@@ -204,7 +260,27 @@ impl LiveExact {
         }
         let interpreter = iv.interp.or(seen.map(|s| s.interp)).unwrap_or(0);
         let hist: &[(u64, GilState, bool)] = seen.map_or(&[], |s| &s.hist);
-        let pieces: Vec<(u64, u64, GilState, bool)> = match iv.kind {
+        let mut pieces: Vec<(u64, u64, GilState, bool)> = Vec::new();
+        if iv.from_attach {
+            // Before its probes were open, the thread's GIL states are the samples'.
+            let probed = seen.and_then(|s| s.probed_since).unwrap_or(start);
+            if probed > start {
+                let cut = probed.min(end);
+                pieces.extend(
+                    split_sampled(hist, start, cut, |g, c| (g, c))
+                        .into_iter()
+                        .map(|(s, e, k)| {
+                            let (g, c) = k.unwrap_or((GilState::Unknown, false));
+                            (s, e, g, c)
+                        }),
+                );
+                start = cut;
+                if start >= end {
+                    return self.emit(thread, interpreter, pieces, out);
+                }
+            }
+        }
+        pieces.extend(match iv.kind {
             // Held since attach (the thread's first event was a drop): a take_gil already
             // running at attach is invisible to the uretprobe, so the thread may have been
             // waiting first. Until its first event, the samples say which.
@@ -223,7 +299,17 @@ impl LiveExact {
                 let c = sampled_at(hist, start).is_some_and(|(_, c)| c);
                 vec![(start, end, kind.gil_state(Some(c)), c)]
             }
-        };
+        });
+        self.emit(thread, interpreter, pieces, out);
+    }
+
+    fn emit(
+        &self,
+        thread: ThreadIdx,
+        interpreter: i64,
+        pieces: Vec<(u64, u64, GilState, bool)>,
+        out: &mut Vec<Event>,
+    ) {
         for (s, e, state, on_cpu) in pieces {
             out.push(Event::Run(Run {
                 thread,
@@ -242,12 +328,12 @@ impl LiveExact {
     fn warnings(&mut self, end_ns: Option<u64>, out: &mut Vec<Event>) {
         let stats = self.set.stats().clone();
         let now = end_ns.unwrap_or(self.last_ns);
-        let events = stats.events + stats.foreign;
+        let events = stats.events;
         let (t0, n0) = *self.rate_check.get_or_insert((stats.enabled_ns, 0));
         if now >= t0 + 1_000_000_000 {
             let rate = events.saturating_sub(n0) as f64 / ((now - t0) as f64 / 1e9);
             self.rate_check = Some((now, events));
-            if let (false, Some(w)) = (self.cost_warned, cost_warning(rate)) {
+            if let (false, Some(w)) = (self.cost_warned, cost_warning(rate, self.ns_per_event)) {
                 self.cost_warned = true;
                 eprintln!("gilscope: warning: {w}");
                 out.push(Event::Warning {
@@ -273,9 +359,22 @@ impl LiveExact {
         let s = self.set.stats();
         let a = self.machine.anomalies();
         let mut line = format!(
-            "gilscope: exact mode: {} GIL events ({} take_gil, {} drop_gil), {} lost",
-            s.events, s.take_enter, s.drops, s.lost
+            "gilscope: exact mode: {} GIL events of process {} ({} take_gil entries, {} take_gil \
+             returns, {} drop_gil), {} lost; {} threads probed ({} closed after exit",
+            s.events,
+            self.set.pid(),
+            s.take_enter,
+            s.take_return,
+            s.drops,
+            s.lost,
+            s.threads_opened,
+            s.threads_closed
         );
+        if s.threads_failed > 0 {
+            line.push_str(&format!(", {} failed", s.threads_failed));
+        }
+        line.push(')');
+        line.push_str(&format!("; hits by pid: {}", hits_by_pid(&s.hits_by_pid)));
         if s.foreign > 0 {
             line.push_str(&format!(", {} from other processes ignored", s.foreign));
         }
@@ -287,6 +386,12 @@ impl LiveExact {
         }
         line
     }
+}
+
+/// `{pid: hits, …}` (`{}` when nothing fired).
+pub fn hits_by_pid(m: &std::collections::BTreeMap<u32, u64>) -> String {
+    let parts: Vec<String> = m.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+    format!("{{{}}}", parts.join(", "))
 }
 
 #[cfg(test)]

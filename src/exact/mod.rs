@@ -6,10 +6,11 @@
 //! symbols::resolve_gil_probes      where take_gil / drop_gil are in the target's ELF file
 //!        │  ProbePlan (file offsets, which register holds the thread state)
 //!        ▼
-//! probes::ProbeSet::open           uprobes on the uprobe PMU, one event per probe per CPU,
-//!        │                         one ring buffer per CPU (the only OS access: sys.rs)
+//! probes::ProbeSet::open           uprobes on the uprobe PMU, one event per probe point per
+//!        │  sync_threads(snapshot)   thread of the target (pid = TID: nothing else is
+//!        │                         trapped), one ring buffer per thread (OS access: sys.rs)
 //!        │  drain() → Vec<ExactEvent> (decoded by the pure `records` module, merged in time
-//!        ▼                         order across CPUs, filtered by the target's PIDs)
+//!        ▼                         order across threads)
 //! machine::Machine                 pure: per-thread waiting / held / not-holding intervals
 //! ```
 //!
@@ -29,7 +30,10 @@ pub use machine::{
     totals_by_thread, tstate_map_from_snapshot, Interval, IntervalKind, Machine, Totals,
     TstateInfo, TstateMap,
 };
-pub use probes::{check_support, open_perf_fds, ProbeOptions, ProbeSet, ProbeStats};
+pub use probes::{
+    calibrate_ns_per_event, check_support, open_perf_fds, ProbeOptions, ProbeSet, ProbeStats,
+    SyncReport,
+};
 pub use symbols::{
     resolve_gil_probes, resolve_gil_probes_in_file, NoExactReason, PerfReg, ProbeKind, ProbePlan,
     ProbePoint,
@@ -66,17 +70,18 @@ pub const MEASURED_NS_PER_EVENT: u64 = 4_000;
 /// (12 500 events/s at 4 µs each).
 pub const EXPENSIVE_EVENTS_PER_SEC: f64 = 0.05 * 1e9 / MEASURED_NS_PER_EVENT as f64;
 
-/// A one-line warning when `events_per_sec` makes exact mode expensive, else `None`.
-pub fn cost_warning(events_per_sec: f64) -> Option<String> {
-    if events_per_sec < EXPENSIVE_EVENTS_PER_SEC {
+/// A one-line warning when the target's `events_per_sec` at `ns_per_event` each cost it more
+/// than ~5% of one CPU, else `None`.
+pub fn cost_warning(events_per_sec: f64, ns_per_event: u64) -> Option<String> {
+    let cpu_share = events_per_sec * ns_per_event as f64 / 1e9;
+    if cpu_share < 0.05 {
         return None;
     }
-    let cpu_share = events_per_sec * MEASURED_NS_PER_EVENT as f64 / 1e9;
     Some(format!(
         "exact mode: {events_per_sec:.0} GIL events/s cost the target about {:.0}% of a CPU \
          (~{:.1} µs per event); use --mode sample for a cheaper view",
         cpu_share * 100.0,
-        MEASURED_NS_PER_EVENT as f64 / 1000.0
+        ns_per_event as f64 / 1000.0
     ))
 }
 
@@ -86,8 +91,8 @@ mod tests {
 
     #[test]
     fn cost_warning_threshold() {
-        assert!(cost_warning(1000.0).is_none());
-        let w = cost_warning(200_000.0).expect("warning");
+        assert!(cost_warning(1000.0, MEASURED_NS_PER_EVENT).is_none());
+        let w = cost_warning(200_000.0, MEASURED_NS_PER_EVENT).expect("warning");
         assert!(w.contains("200000 GIL events/s"), "{w}");
     }
 }

@@ -39,23 +39,6 @@ pub fn uprobe_pmu() -> io::Result<UprobePmu> {
     })
 }
 
-/// Parses a CPU list like `0-3,5,7-8`.
-pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
-    let mut out = Vec::new();
-    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => out.extend(a.parse::<u32>().ok()?..=b.parse::<u32>().ok()?),
-            None => out.push(part.parse().ok()?),
-        }
-    }
-    Some(out)
-}
-
-pub fn online_cpus() -> io::Result<Vec<u32>> {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")?;
-    parse_cpu_list(&s).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "cpu list"))
-}
-
 /// What to open.
 pub struct UprobeSpec<'a> {
     pub pmu: UprobePmu,
@@ -67,9 +50,11 @@ pub struct UprobeSpec<'a> {
     pub wakeup_bytes: u32,
 }
 
-/// Opens one disabled, system-wide (pid = -1) uprobe event on `cpu`.
-/// Never per-process with `inherit`: that breaks the target's clone() (perf-facts.md).
-pub fn open_uprobe(spec: &UprobeSpec<'_>, cpu: u32) -> io::Result<OwnedFd> {
+/// Opens one disabled uprobe event on the one thread `tid` (pid = TID, cpu = -1, no
+/// `inherit`): the kernel places the breakpoint only in that thread's address space and
+/// records only that thread's hits. Never `inherit`: with a sampling period it breaks the
+/// target's clone() (perf-facts.md).
+pub fn open_uprobe(spec: &UprobeSpec<'_>, tid: u32) -> io::Result<OwnedFd> {
     // SAFETY: perf_event_attr is a plain C struct for which all-zero is the documented
     // "nothing requested" value.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
@@ -95,8 +80,8 @@ pub fn open_uprobe(spec: &UprobeSpec<'_>, cpu: u32) -> io::Result<OwnedFd> {
     let fd = unsafe {
         sys::perf_event_open(
             &mut attr,
+            tid as i32,
             -1,
-            cpu as i32,
             -1,
             sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
         )
@@ -140,7 +125,7 @@ pub fn disable(fd: &OwnedFd) -> io::Result<()> {
 }
 
 /// Raises RLIMIT_NOFILE's soft limit towards the hard limit so `needed` more descriptors fit
-/// (one per probe point per CPU).
+/// (one per probe point per thread).
 pub fn ensure_fd_limit(needed: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -273,6 +258,27 @@ impl Drop for RingBuffer {
     }
 }
 
+/// Which of `fds` report POLLHUP now (a per-thread event whose thread has exited).
+pub fn hung_up(fds: &[RawFd]) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfd of the given length; timeout 0 never blocks.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0)
+        .collect())
+}
+
 /// Waits until one of `fds` is readable (its watermark was reached) or `timeout_ms` passed.
 pub fn poll_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
     let mut pfds: Vec<libc::pollfd> = fds
@@ -298,13 +304,6 @@ pub fn poll_any(fds: &[RawFd], timeout_ms: i32) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
-        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
-        assert_eq!(parse_cpu_list("x"), None);
-    }
 
     #[test]
     fn format_bits() {

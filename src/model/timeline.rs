@@ -149,6 +149,25 @@ pub enum Event {
         time_ns: u64,
         message: String,
     },
+    /// From `time_ns` on, GIL states come from `mode` (exact mode detached because it went
+    /// over the overhead budget: `Sampled`), sampled at `rate_hz`; `own_ppm` / `probes_ppm`
+    /// are the costs measured then (gilscope's CPU, the probes' traps in the target; parts
+    /// per million of one CPU); `reason` says why, with the figure.
+    Mode {
+        time_ns: u64,
+        mode: Source,
+        rate_hz: f64,
+        own_ppm: u64,
+        probes_ppm: u64,
+        reason: String,
+    },
+    /// What the recording cost over the time since the previous COST record: gilscope's own
+    /// CPU and the probes' traps in the target, parts per million of one CPU.
+    Cost {
+        time_ns: u64,
+        own_ppm: u64,
+        probes_ppm: u64,
+    },
     /// The recording finished cleanly (absent when it was cut).
     End {
         time_ns: u64,
@@ -170,6 +189,8 @@ impl Event {
             | Event::ThreadEnd { time_ns, .. }
             | Event::SampleError { time_ns, .. }
             | Event::Warning { time_ns, .. }
+            | Event::Mode { time_ns, .. }
+            | Event::Cost { time_ns, .. }
             | Event::End { time_ns, .. } => Some(*time_ns),
             Event::Run(r) => Some(r.end_ns),
             Event::GilRun(g) => Some(g.end_ns),
@@ -485,6 +506,23 @@ pub struct Timeline {
     pub sources: BTreeMap<&'static str, u64>,
     /// Events that referred to something never defined (ignored).
     pub inconsistent_events: u64,
+    /// Mode and rate changes (overhead budget), in file order.
+    pub modes: Vec<ModeChange>,
+    /// Exact mode was detached here: sampled runs after it give states again.
+    pub exact_until: Option<u64>,
+    /// COST records: (time, gilscope's CPU, the probes' traps), ppm of one CPU.
+    pub costs: Vec<(u64, u64, u64)>,
+}
+
+/// A MODE record: from `time_ns` on, states come from `mode` at `rate_hz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModeChange {
+    pub time_ns: u64,
+    pub mode: Source,
+    pub rate_hz: f64,
+    pub own_ppm: u64,
+    pub probes_ppm: u64,
+    pub reason: String,
 }
 
 impl Timeline {
@@ -770,6 +808,34 @@ impl Timeline {
                     self.warnings.push(message.clone());
                 }
             }
+            Event::Mode {
+                time_ns,
+                mode,
+                rate_hz,
+                own_ppm,
+                probes_ppm,
+                reason,
+            } => {
+                if *mode == Source::Sampled && self.exact_until.is_none() {
+                    let had_exact = self.sources.contains_key("exact");
+                    if had_exact {
+                        self.exact_until = Some(*time_ns);
+                    }
+                }
+                self.modes.push(ModeChange {
+                    time_ns: *time_ns,
+                    mode: *mode,
+                    rate_hz: *rate_hz,
+                    own_ppm: *own_ppm,
+                    probes_ppm: *probes_ppm,
+                    reason: reason.clone(),
+                });
+            }
+            Event::Cost {
+                time_ns,
+                own_ppm,
+                probes_ppm,
+            } => self.costs.push((*time_ns, *own_ppm, *probes_ppm)),
             Event::End {
                 samples, missed, ..
             } => self.end = Some((*samples, *missed)),
@@ -791,6 +857,7 @@ impl Timeline {
     /// run's time is on a CPU where a sampled run said so. Exact runs carry no stacks.
     fn apply_run(&mut self, r: &Run) {
         self.source_seen(r.source);
+        let exact_until = self.exact_until;
         let Some(t) = self.thread_mut(r.thread) else {
             return;
         };
@@ -821,6 +888,18 @@ impl Timeline {
                 t.cpu_spans.drain(..drop);
             }
             if t.exact {
+                // After exact mode was detached the samples are the states again: the part
+                // of the run after the switch counts.
+                if let Some(x) = exact_until.filter(|&x| r.end_ns > x) {
+                    let from = r.start_ns.max(x);
+                    let part = r.end_ns - from;
+                    let part_samples = if ns == 0 {
+                        samples
+                    } else {
+                        (samples as u128 * part as u128 / ns as u128) as u64
+                    };
+                    t.add_piece(r, from, r.end_ns, r.on_cpu, part_samples);
+                }
                 return;
             }
             t.sampled_by_state
@@ -929,6 +1008,78 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn sampled_runs_count_again_after_exact_mode_is_detached() {
+        let exact = |start: u64, end: u64, state: GilState| {
+            Event::Run(Run {
+                thread: 0,
+                start_ns: start,
+                end_ns: end,
+                samples: 0,
+                interpreter: 0,
+                state,
+                on_cpu: false,
+                stack: 0,
+                source: Source::Exact,
+            })
+        };
+        let events = vec![
+            start(0, 100, 1),
+            run(0, 0, 50, GilState::Held, 3),
+            exact(0, 30, GilState::Held),
+            exact(30, 60, GilState::Waiting),
+            Event::Mode {
+                time_ns: 60,
+                mode: Source::Sampled,
+                rate_hz: 1000.0,
+                own_ppm: 5_000,
+                probes_ppm: 40_000,
+                reason: "over budget".into(),
+            },
+            run(0, 50, 80, GilState::Idle, 0), // 60..80 counts (after the switch)
+            run(0, 80, 100, GilState::Held, 3),
+        ];
+        let t = Timeline::from_events(&events);
+        assert_eq!(t.exact_until, Some(60));
+        assert_eq!(t.modes.len(), 1);
+        let th = &t.threads[0];
+        assert!(th.exact);
+        assert_eq!(th.state(GilState::Held).ns, 30 + 20);
+        assert_eq!(th.state(GilState::Waiting).ns, 30);
+        assert_eq!(th.state(GilState::Idle).ns, 20);
+        assert_eq!(th.observed().ns, 100);
+        assert_eq!(
+            th.intervals
+                .iter()
+                .map(|i| (i.start_ns, i.end_ns, i.state, i.source))
+                .collect::<Vec<_>>(),
+            // The exact wait is cut where the samples saw the thread leave its CPU (50).
+            vec![
+                (0, 30, GilState::Held, Source::Exact),
+                (30, 50, GilState::Waiting, Source::Exact),
+                (50, 60, GilState::Waiting, Source::Exact),
+                (60, 80, GilState::Idle, Source::Sampled),
+                (80, 100, GilState::Held, Source::Sampled),
+            ]
+        );
+        // A sampled-only trace: a MODE record (a rate change) changes nothing.
+        let t = Timeline::from_events(&[
+            start(0, 100, 1),
+            run(0, 0, 50, GilState::Held, 3),
+            Event::Mode {
+                time_ns: 50,
+                mode: Source::Sampled,
+                rate_hz: 400.0,
+                own_ppm: 20_000,
+                probes_ppm: 0,
+                reason: "rate".into(),
+            },
+            run(0, 50, 100, GilState::Idle, 0),
+        ]);
+        assert_eq!(t.exact_until, None);
+        assert_eq!(t.threads[0].observed().ns, 100);
+    }
 
     fn run(thread: u32, start: u64, end: u64, state: GilState, stack: StackId) -> Event {
         Event::Run(Run {

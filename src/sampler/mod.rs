@@ -54,6 +54,69 @@ pub trait SnapshotSource {
         _out: &mut Vec<Event>,
     ) {
     }
+
+    /// The time the source's probes have cost the target so far, ns (exact mode; `None`
+    /// without probes).
+    fn probe_cost_ns(&self) -> Option<u64> {
+        None
+    }
+
+    /// What one probe hit costs the target, ns (for the trace header).
+    fn probe_ns_per_event(&self) -> Option<u64> {
+        None
+    }
+
+    /// Detach the probes at `at_ns` (over the overhead budget) and hand out every exact run
+    /// up to there; sampling goes on.
+    fn detach_exact(
+        &mut self,
+        _at_ns: u64,
+        _thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
+        _out: &mut Vec<Event>,
+    ) {
+    }
+}
+
+/// gilscope's own CPU time so far (every thread: user + system), ns.
+pub fn own_cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// The overhead budget's bookkeeping: costs per window, what was done about them.
+#[derive(Debug, Clone)]
+struct Budget {
+    /// Fraction of one CPU (`None`: measured, never acted on).
+    limit: Option<f64>,
+    /// (time, own CPU ns, probe cost ns) at the last check and at the last COST record.
+    last: (u64, u64, u64),
+    last_cost: (u64, u64, u64),
+    /// At the start: for the averages.
+    first: (u64, u64, u64),
+    /// Fractions of one CPU over the last window.
+    own: f64,
+    probes: f64,
+    /// Consecutive windows in which gilscope's own CPU was over the budget.
+    own_over: u32,
+    exact: bool,
+    rate_hz: f64,
+    changes: Vec<String>,
+    floor_said: bool,
+}
+
+/// How often the budget is checked (a switch happens within about two of these).
+const BUDGET_WINDOW_NS: u64 = 250_000_000;
+/// The budget never lowers the sampling rate below this: fewer samples than that say too
+/// little about a recording of seconds. (Then gilscope stays over the budget and says so.)
+pub const MIN_BUDGET_RATE_HZ: f64 = 50.0;
+
+fn ppm(f: f64) -> u64 {
+    (f.max(0.0) * 1e6).round() as u64
 }
 
 /// Asks `source` for its extra events and writes them (in time order).
@@ -103,6 +166,9 @@ pub struct RecordOptions {
     /// Recorded in the header; the source implements them.
     pub blocking: bool,
     pub subprocesses: bool,
+    /// The overhead budget, a fraction of one CPU (`--max-overhead`): over it, exact mode's
+    /// probes are detached and then the sampling rate lowered. `None`: no budget.
+    pub max_overhead: Option<f64>,
 }
 
 impl RecordOptions {
@@ -116,6 +182,7 @@ impl RecordOptions {
             command: None,
             blocking: false,
             subprocesses: false,
+            max_overhead: None,
         }
     }
 
@@ -153,6 +220,14 @@ pub struct RecordStats {
     pub asked_hz: f64,
     pub achieved_hz: f64,
     pub bytes: u64,
+    /// Over the whole recording, fractions of one CPU: gilscope's own CPU, and the time the
+    /// probes cost the target (exact mode).
+    pub own_cpu: f64,
+    pub probes_cpu: f64,
+    /// What the overhead budget did, one line each (also MODE records in the trace).
+    pub budget_changes: Vec<String>,
+    /// The sampling rate at the end (lower than asked when the budget lowered it).
+    pub final_rate_hz: f64,
 }
 
 impl RecordStats {
@@ -160,8 +235,11 @@ impl RecordStats {
         behind_pct(self.asked_hz, self.achieved_hz)
     }
 
-    /// The falling-behind warning, when it applies.
+    /// The falling-behind warning, when it applies (not when the budget lowered the rate).
     pub fn behind_message(&self) -> Option<String> {
+        if self.final_rate_hz < self.asked_hz - 0.5 {
+            return None;
+        }
         behind_message(self.asked_hz, self.achieved_hz)
     }
 }
@@ -201,6 +279,7 @@ pub fn record_with(
             break why;
         }
         let now = rec.advance_tick(clock);
+        rec.check_budget(source, now)?;
         rec.flush_if_due(source, now)?;
         rec.report_if_due(now, &mut progress);
     };
@@ -227,6 +306,9 @@ struct Recording<'a> {
     writer: Option<TraceWriter>,
     period: u64,
     start: u64,
+    /// Ticks count from here (moved when the budget lowers the rate).
+    sched_start: u64,
+    budget: Budget,
     start_unix: Option<u64>,
     end_at: Option<u64>,
     flush_every: u64,
@@ -255,7 +337,22 @@ impl<'a> Recording<'a> {
         tap: Option<EventTap>,
     ) -> Self {
         let start = clock.now_ns();
+        let cpu = own_cpu_ns();
         Recording {
+            sched_start: start,
+            budget: Budget {
+                limit: opts.max_overhead,
+                last: (start, cpu, 0),
+                last_cost: (start, cpu, 0),
+                first: (start, cpu, 0),
+                own: 0.0,
+                probes: 0.0,
+                own_over: 0,
+                exact: false,
+                rate_hz: opts.rate_hz,
+                changes: Vec::new(),
+                floor_said: false,
+            },
             opts,
             path: &opts.output,
             file: Some(file),
@@ -294,7 +391,7 @@ impl<'a> Recording<'a> {
             return Tick::End(EndReason::Stopped);
         }
         let deadline = self
-            .start
+            .sched_start
             .saturating_add(self.tick.saturating_mul(self.period));
         if self.end_at.is_some_and(|e| deadline >= e) {
             return Tick::End(EndReason::Duration);
@@ -368,7 +465,10 @@ impl<'a> Recording<'a> {
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
             blocking: opts.blocking,
             subprocesses: opts.subprocesses,
+            max_overhead_pct: opts.max_overhead.map(|f| f * 100.0),
+            probe_ns_per_event: source.probe_ns_per_event(),
         };
+        self.budget.exact = source.mode() == Source::Exact;
         // Wall-clock time of the first sample (same monotonic clock).
         meta.clock.start_unix_ns = self
             .start_unix
@@ -389,7 +489,7 @@ impl<'a> Recording<'a> {
     /// ticks are counted as missed). Returns the time now.
     fn advance_tick(&mut self, clock: &mut dyn Clock) -> u64 {
         let now = clock.now_ns();
-        let current_slot = now.saturating_sub(self.start) / self.period;
+        let current_slot = now.saturating_sub(self.sched_start) / self.period;
         let next = (self.tick + 1).max(current_slot);
         self.missed += next - (self.tick + 1);
         self.tick = next;
@@ -401,13 +501,142 @@ impl<'a> Recording<'a> {
         if now.saturating_sub(self.last_flush) < self.flush_every {
             return Ok(());
         }
+        let cost = self.cost_event(source, now);
         if let Some(w) = &mut self.writer {
             write_extra(source, w, None, &mut self.extra)
+                .with_context(|| format!("writing trace file {}", self.path.display()))?;
+            w.write_event(&cost)
                 .with_context(|| format!("writing trace file {}", self.path.display()))?;
             w.flush()
                 .with_context(|| format!("writing trace file {}", self.path.display()))?;
         }
         self.last_flush = now;
+        Ok(())
+    }
+
+    /// A COST record for the time since the previous one.
+    fn cost_event(&mut self, source: &dyn SnapshotSource, now: u64) -> Event {
+        let cpu = own_cpu_ns();
+        let probe = source.probe_cost_ns().unwrap_or(0);
+        let (t0, c0, p0) = self.budget.last_cost;
+        let dt = now.saturating_sub(t0).max(1) as f64;
+        self.budget.last_cost = (now, cpu, probe);
+        Event::Cost {
+            time_ns: now,
+            own_ppm: ppm(cpu.saturating_sub(c0) as f64 / dt),
+            probes_ppm: ppm(probe.saturating_sub(p0) as f64 / dt),
+        }
+    }
+
+    /// Every [`BUDGET_WINDOW_NS`]: what gilscope's CPU and the probes cost over the window;
+    /// over the budget, detach the probes when they are the larger part, else (two windows
+    /// running) lower the sampling rate. Each switch is a MODE record and one stderr line.
+    fn check_budget(&mut self, source: &mut dyn SnapshotSource, now: u64) -> Result<()> {
+        let (t0, c0, p0) = self.budget.last;
+        if now < t0 + BUDGET_WINDOW_NS {
+            return Ok(());
+        }
+        let cpu = own_cpu_ns();
+        let probe = source.probe_cost_ns().unwrap_or(0);
+        let dt = (now - t0) as f64;
+        self.budget.own = cpu.saturating_sub(c0) as f64 / dt;
+        self.budget.probes = probe.saturating_sub(p0) as f64 / dt;
+        self.budget.last = (now, cpu, probe);
+        let ctx = self.io_context();
+        let Some(limit) = self.budget.limit else {
+            return Ok(());
+        };
+        let (own, probes) = (self.budget.own, self.budget.probes);
+        if own + probes <= limit {
+            self.budget.own_over = 0;
+            return Ok(());
+        }
+        let pct = |f: f64| format!("{:.1}%", f * 100.0);
+        if self.budget.exact && (probes > limit || probes >= own) {
+            let reason = format!(
+                "over the overhead budget ({} of a CPU): exact mode's probes cost the target {} of a CPU (gilscope itself {}); probes detached, GIL states sampled at {:.0} Hz from here on",
+                pct(limit),
+                pct(probes),
+                pct(own),
+                self.budget.rate_hz
+            );
+            if let Some(w) = &mut self.writer {
+                self.extra.clear();
+                source.detach_exact(now, &|tid| w.thread_of_tid(tid), &mut self.extra);
+                self.extra.sort_by_key(|e| e.time_ns().unwrap_or(0));
+                for e in &self.extra {
+                    w.write_event(e).with_context(|| ctx.clone())?;
+                }
+                w.write_event(&Event::Mode {
+                    time_ns: now,
+                    mode: Source::Sampled,
+                    rate_hz: self.budget.rate_hz,
+                    own_ppm: ppm(own),
+                    probes_ppm: ppm(probes),
+                    reason: reason.clone(),
+                })
+                .with_context(|| ctx.clone())?;
+            }
+            self.budget.exact = false;
+            self.budget.own_over = 0;
+            eprintln!("\ngilscope: {reason}");
+            self.budget.changes.push(reason);
+            return Ok(());
+        }
+        if own <= limit {
+            return Ok(());
+        }
+        self.budget.own_over += 1;
+        let rate = self.budget.rate_hz;
+        // Four windows running (1 s): not for a burst (the first samples read every code
+        // object's names, for one).
+        if self.budget.own_over < 4 {
+            return Ok(());
+        }
+        if rate <= MIN_BUDGET_RATE_HZ {
+            if !self.budget.floor_said {
+                self.budget.floor_said = true;
+                let msg = format!(
+                    "still over the overhead budget ({} of a CPU) at the lowest sampling rate \
+                     ({MIN_BUDGET_RATE_HZ:.0} Hz): gilscope uses {} of a CPU",
+                    pct(limit),
+                    pct(own)
+                );
+                eprintln!("\ngilscope: {msg}");
+                self.budget.changes.push(msg);
+            }
+            return Ok(());
+        }
+        self.budget.own_over = 0;
+        // (rate > MIN_BUDGET_RATE_HZ here, so the bounds are in order.)
+        let new_rate = (rate * limit / own * 0.8)
+            .clamp(MIN_BUDGET_RATE_HZ, (rate / 1.5).max(MIN_BUDGET_RATE_HZ));
+        let reason = format!(
+            "over the overhead budget ({} of a CPU): gilscope used {} of a CPU sampling at {rate:.0} Hz; sampling at {new_rate:.0} Hz from here on",
+            pct(limit),
+            pct(own)
+        );
+        if let Some(w) = &mut self.writer {
+            w.write_event(&Event::Mode {
+                time_ns: now,
+                mode: if self.budget.exact {
+                    Source::Exact
+                } else {
+                    Source::Sampled
+                },
+                rate_hz: new_rate,
+                own_ppm: ppm(own),
+                probes_ppm: ppm(probes),
+                reason: reason.clone(),
+            })
+            .with_context(|| ctx.clone())?;
+        }
+        self.budget.rate_hz = new_rate;
+        self.period = ((1e9 / new_rate) as u64).max(1);
+        self.sched_start = now;
+        self.tick = 1;
+        eprintln!("\ngilscope: {reason}");
+        self.budget.changes.push(reason);
         Ok(())
     }
 
@@ -423,8 +652,11 @@ impl<'a> Recording<'a> {
             samples: self.samples,
             errors: self.errors,
             missed_ticks: self.missed,
-            asked_hz: self.opts.rate_hz,
+            asked_hz: self.budget.rate_hz,
             recent_hz,
+            own_cpu_pct: self.budget.own * 100.0,
+            probes_pct: self.budget.exact.then_some(self.budget.probes * 100.0),
+            budget_pct: self.budget.limit.map(|l| l * 100.0),
             bytes: self
                 .writer
                 .as_ref()
@@ -474,6 +706,13 @@ impl<'a> Recording<'a> {
             write_extra(source, &mut w, Some(e), &mut self.extra)
                 .with_context(|| self.io_context())?;
         }
+        // Filed at the end of the recording (an event later than that would stretch it).
+        let cost = self.cost_event(source, end_ns.unwrap_or(now).min(now));
+        w.write_event(&cost).with_context(|| self.io_context())?;
+        let (t0, c0, p0) = self.budget.first;
+        let span = now.saturating_sub(t0).max(1) as f64;
+        let own_cpu = own_cpu_ns().saturating_sub(c0) as f64 / span;
+        let probes_cpu = source.probe_cost_ns().unwrap_or(0).saturating_sub(p0) as f64 / span;
         let stats = w
             .finish(end_ns, self.missed)
             .with_context(|| format!("finishing trace file {}", path.display()))?;
@@ -494,6 +733,10 @@ impl<'a> Recording<'a> {
             asked_hz: self.opts.rate_hz,
             achieved_hz: self.samples as f64 / (elapsed_ns as f64 / 1e9),
             bytes: stats.bytes,
+            own_cpu,
+            probes_cpu,
+            budget_changes: std::mem::take(&mut self.budget.changes),
+            final_rate_hz: self.budget.rate_hz,
         })
     }
 }

@@ -16,6 +16,12 @@ pub struct Progress {
     pub recent_hz: f64,
     /// File size so far, the pending chunk included.
     pub bytes: u64,
+    /// gilscope's own CPU over the last budget window, percent of one CPU.
+    pub own_cpu_pct: f64,
+    /// The probes' cost to the target over that window (exact mode), percent of one CPU.
+    pub probes_pct: Option<f64>,
+    /// `--max-overhead`, percent of one CPU.
+    pub budget_pct: Option<f64>,
 }
 
 /// Percent below the asked rate from which we call it falling behind.
@@ -59,6 +65,14 @@ impl Progress {
             if self.errors == 1 { "" } else { "s" },
             human_bytes(self.bytes)
         );
+        s.push_str(&format!(", cost: gilscope {:.1}%", self.own_cpu_pct));
+        if let Some(p) = self.probes_pct {
+            s.push_str(&format!(" + probes {p:.1}%"));
+        }
+        s.push_str(" of a CPU");
+        if let Some(b) = self.budget_pct {
+            s.push_str(&format!(" (budget {b:.1}%)"));
+        }
         if let Some(b) = behind_message(self.asked_hz, self.recent_hz) {
             s.push_str(&format!(" — falling behind: {b}"));
         }

@@ -36,6 +36,13 @@ pub mod tag {
     /// Tags from here up carry their length and are skipped by readers that
     /// don't know them (additions that need no version bump).
     pub const SKIPPABLE_MIN: u8 = 0x80;
+    /// Skippable: a mode or sampling-rate change (overhead budget). Payload: `time_ns`
+    /// (absolute), `mode` byte (0 sampled, 1 exact), `rate` (mHz), `own_ppm`, `probes_ppm`,
+    /// `reason` (length + UTF-8).
+    pub const MODE: u8 = 0x80;
+    /// Skippable: what the recording cost since the previous COST. Payload: `time_ns`
+    /// (absolute), `own_ppm`, `probes_ppm`.
+    pub const COST: u8 = 0x81;
 }
 
 pub fn state_code(s: GilState) -> u8 {

@@ -86,6 +86,12 @@ pub struct OptionsMeta {
     pub duration_s: Option<f64>,
     pub blocking: bool,
     pub subprocesses: bool,
+    /// `--max-overhead` in percent of one CPU (`None`: no budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_overhead_pct: Option<f64>,
+    /// What one probe hit costs the target, ns (exact mode; calibrated at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ns_per_event: Option<u64>,
 }
 
 impl Default for OptionsMeta {
@@ -95,6 +101,8 @@ impl Default for OptionsMeta {
             duration_s: None,
             blocking: false,
             subprocesses: false,
+            max_overhead_pct: None,
+            probe_ns_per_event: None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod format;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod meta;
+pub mod periods;
 pub mod reader;
 pub mod synth;
 pub mod writer;

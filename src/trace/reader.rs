@@ -727,6 +727,48 @@ fn decode_record_v1(
                 missed,
             }
         }
+        tag::MODE => {
+            let len = c.uvarint()?;
+            if len > c.remaining() as u64 {
+                return Err(Bad::Decode(DecodeError::Eof));
+            }
+            let mut p = Cursor::new(c.bytes(len as usize)?);
+            let time_ns = p.uvarint()?;
+            let mode = match p.u8()? {
+                0 => crate::model::timeline::Source::Sampled,
+                1 => crate::model::timeline::Source::Exact,
+                m => return invalid(format!("MODE record with mode {m}")),
+            };
+            let rate_hz = p.uvarint()? as f64 / 1000.0;
+            let own_ppm = p.uvarint()?;
+            let probes_ppm = p.uvarint()?;
+            let n = p.uvarint()?;
+            if n > p.remaining() as u64 {
+                return Err(Bad::Decode(DecodeError::Eof));
+            }
+            let reason = String::from_utf8_lossy(p.bytes(n as usize)?).into_owned();
+            // Later fields, if a newer writer adds any, are skipped.
+            Event::Mode {
+                time_ns,
+                mode,
+                rate_hz,
+                own_ppm,
+                probes_ppm,
+                reason,
+            }
+        }
+        tag::COST => {
+            let len = c.uvarint()?;
+            if len > c.remaining() as u64 {
+                return Err(Bad::Decode(DecodeError::Eof));
+            }
+            let mut p = Cursor::new(c.bytes(len as usize)?);
+            Event::Cost {
+                time_ns: p.uvarint()?,
+                own_ppm: p.uvarint()?,
+                probes_ppm: p.uvarint()?,
+            }
+        }
         t if t >= tag::SKIPPABLE_MIN => {
             let len = c.uvarint()?;
             if len > c.remaining() as u64 {
@@ -843,7 +885,7 @@ mod tests {
 
     #[test]
     fn skippable_records_are_skipped_and_unknown_ones_refused() {
-        let events = read(&with_thread(&[0x80, 3, 1, 2, 3, tag::THREAD_END, 0, 0])).unwrap();
+        let events = read(&with_thread(&[0x9F, 3, 1, 2, 3, tag::THREAD_END, 0, 0])).unwrap();
         assert_eq!(events.len(), 3);
         let e = err_of(&with_thread(&[0x50]));
         assert_eq!(e.kind, TraceErrorKind::Corrupt);

@@ -317,6 +317,46 @@ impl TraceWriter {
                 put_uvarint(r, dt);
                 put_uvarint(r, message);
             }
+            Event::Mode {
+                time_ns,
+                mode,
+                rate_hz,
+                own_ppm,
+                probes_ppm,
+                reason,
+            } => {
+                let mut p = Vec::new();
+                put_uvarint(&mut p, *time_ns);
+                p.push(u8::from(*mode == crate::model::timeline::Source::Exact));
+                let mhz = if rate_hz.is_finite() && *rate_hz > 0.0 {
+                    (rate_hz * 1000.0).round() as u64
+                } else {
+                    0
+                };
+                put_uvarint(&mut p, mhz);
+                put_uvarint(&mut p, *own_ppm);
+                put_uvarint(&mut p, *probes_ppm);
+                put_uvarint(&mut p, reason.len() as u64);
+                p.extend_from_slice(reason.as_bytes());
+                let r = &mut self.records;
+                r.push(tag::MODE);
+                put_uvarint(r, p.len() as u64);
+                r.extend_from_slice(&p);
+            }
+            Event::Cost {
+                time_ns,
+                own_ppm,
+                probes_ppm,
+            } => {
+                let mut p = Vec::new();
+                put_uvarint(&mut p, *time_ns);
+                put_uvarint(&mut p, *own_ppm);
+                put_uvarint(&mut p, *probes_ppm);
+                let r = &mut self.records;
+                r.push(tag::COST);
+                put_uvarint(r, p.len() as u64);
+                r.extend_from_slice(&p);
+            }
             Event::End {
                 time_ns,
                 samples,

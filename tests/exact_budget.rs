@@ -1,0 +1,199 @@
+//! The overhead budget (issue 19) on a release-heavy workload: `gilscope record --mode auto`
+//! (default `--max-overhead 1`) starts exact, finds the probes over the budget and detaches
+//! them within a second; the trace records the switch (a MODE record) and the held / waiting
+//! shares across the switch agree with the workload's own timing.
+//!
+//! Needs root and the uprobe PMU (SKIPPED otherwise, failing under CI=1).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use common::{for_each_python, gilscope_bin, skip_unless_possible, Python, GILSCOPE_TIMEOUT};
+use gilscope::model::timeline::Source;
+use gilscope::model::GilState;
+
+/// A thread calling `usleep(50)` through `ctypes.CDLL` (the GIL is dropped and re-taken around
+/// every call: thousands of GIL events per second), and a thread holding the GIL in
+/// `ctypes.PyDLL(None).usleep` for 5–25 ms then sleeping 5–25 ms (random, seeded: no period
+/// for the sampler to alias with, at whatever rate the budget leaves it), timing its own
+/// holds. Prints its threads' ids, then at the end its measured held share.
+const RELEASE_HEAVY: &str = r#"
+import ctypes, json, os, random, sys, threading, time
+secs = float(sys.argv[1])
+libc = ctypes.CDLL(None)
+hold = ctypes.PyDLL(None).usleep
+ids, held, go = {}, [0.0], threading.Event()
+def releaser():
+    ids["releaser"] = threading.get_native_id()
+    go.wait()
+    u, end = libc.usleep, time.monotonic() + secs
+    while time.monotonic() < end:
+        u(50)
+def holder():
+    ids["holder"] = threading.get_native_id()
+    go.wait()
+    end, rnd = time.monotonic() + secs, random.Random(19)
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        hold(rnd.randint(5000, 25000))
+        held[0] += time.perf_counter() - t0
+        time.sleep(rnd.uniform(0.005, 0.025))
+ts = [threading.Thread(target=f) for f in (releaser, holder)]
+for t in ts: t.start()
+while len(ids) < 2: time.sleep(0.001)
+t0 = time.perf_counter()
+go.set()
+print(json.dumps({"pid": os.getpid(), **ids}), flush=True)
+for t in ts: t.join()
+print(json.dumps({"held": held[0] / (time.perf_counter() - t0)}), flush=True)
+"#;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wanted(py: &Python) -> bool {
+    match (py.minor, &py.chroot) {
+        (12, None) => !py.stripped && !py.free_threaded,
+        (14, Some(root)) => root.join("usr/lib/debug/.build-id").is_dir(),
+        _ => false,
+    }
+}
+
+#[test]
+fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
+    if skip_unless_possible("auto_goes_over_budget_and_switches_to_sampling_within_a_second") {
+        return;
+    }
+    let rows = std::sync::Mutex::new(Vec::new());
+    for_each_python(
+        "auto_goes_over_budget_and_switches_to_sampling_within_a_second",
+        "pyenv 3.12 or sid 3.14 with debug files",
+        wanted,
+        |py| {
+            let mut child = py
+                .command(&["-c", RELEASE_HEAVY, "13"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()?;
+            let mut out = BufReader::new(child.stdout.take().context("stdout")?);
+            let child = Kill(child);
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            let ready: serde_json::Value = serde_json::from_str(&line)?;
+            let pid = child.0.id();
+            ensure!(ready["pid"].as_u64() == Some(u64::from(pid)), "{line}");
+            let holder = ready["holder"].as_u64().context("holder")? as u32;
+            let releaser = ready["releaser"].as_u64().context("releaser")? as u32;
+            let trace = std::env::temp_dir().join(format!(
+                "gilscope-budget-{}-{}.trace",
+                std::process::id(),
+                py.name
+            ));
+            let mut cmd = Command::new(gilscope_bin());
+            cmd.args(["record", "--pid", &pid.to_string(), "--mode", "auto"])
+                // 10 s: once the budget has also lowered the rate (a debug build of gilscope
+                // takes ~25 % of a CPU at 200 Hz), to 50 Hz, ~450 samples are left: the
+                // sampled share's standard error is ~2.3 points.
+                .args(["--rate", "200", "--duration", "10", "-o"])
+                .arg(&trace);
+            let o = common::output_with_timeout(cmd, GILSCOPE_TIMEOUT)?;
+            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+            ensure!(o.status.success(), "record failed: {stderr}");
+            ensure!(stderr.contains("gilscope: mode: exact"), "{stderr}");
+            let said = stderr
+                .lines()
+                .filter(|l| l.contains("probes detached"))
+                .collect::<Vec<_>>();
+            ensure!(said.len() == 1, "not said once on stderr: {stderr}");
+            ensure!(said[0].contains("% of a CPU"), "no figure: {}", said[0]);
+            let mut truth = String::new();
+            out.read_line(&mut truth)?;
+            let truth: serde_json::Value = serde_json::from_str(&truth)?;
+            let truth_held = truth["held"].as_f64().context("held")? * 100.0;
+
+            let rp = gilscope::trace::replay(&trace)?;
+            ensure!(rp.metadata.mode == Source::Exact);
+            ensure!(rp.metadata.options.max_overhead_pct == Some(1.0));
+            ensure!(rp.metadata.options.probe_ns_per_event.is_some());
+            let tl = &rp.timeline;
+            let switch = tl
+                .modes
+                .iter()
+                .find(|m| m.mode == Source::Sampled)
+                .with_context(|| format!("no MODE record: {:?}", tl.modes))?;
+            let start = tl.start_ns.context("start")?;
+            let after = (switch.time_ns.saturating_sub(start)) as f64 / 1e9;
+            ensure!(after < 1.0, "switched {after:.2} s after the start");
+            ensure!(
+                switch.probes_ppm > 10_000,
+                "probes {} ppm",
+                switch.probes_ppm
+            );
+            ensure!(tl.exact_until == Some(switch.time_ns));
+            ensure!(!tl.costs.is_empty(), "no COST records");
+            ensure!(
+                tl.sources.get("exact").copied().unwrap_or(0) > 0,
+                "no exact runs before the switch"
+            );
+            let th = |tid| {
+                tl.threads
+                    .iter()
+                    .find(|t| t.tid == tid)
+                    .with_context(|| format!("thread {tid}"))
+            };
+            let share = |t: &gilscope::model::timeline::Thread, st: GilState| {
+                let all = t.observed().ns.max(1) as f64;
+                t.by_state.get(&st).map_or(0, |v| v.ns) as f64 * 100.0 / all
+            };
+            let h = th(holder)?;
+            let r = th(releaser)?;
+            let held = share(h, GilState::Held);
+            let waiting = share(r, GilState::Waiting);
+            // The states after the switch count (sampled), the ones before are exact: the
+            // holder's observed time is the whole recording.
+            let span = (tl.end_ns.unwrap_or(start) - start) as f64;
+            let covered = h.observed().ns as f64 / span;
+            rows.lock().unwrap().push(format!(
+                "{:<14} switch at +{after:.2} s ({:.1}% probes, {:.1}% gilscope) | holder held \
+                 {held:.1}% (its own timing {truth_held:.1}%), releaser waiting {waiting:.1}% | \
+                 holder covered {:.0}% of the recording | rate changes: {}",
+                py.name,
+                switch.probes_ppm as f64 / 1e4,
+                switch.own_ppm as f64 / 1e4,
+                covered * 100.0,
+                tl.modes.len()
+            ));
+            ensure!(
+                (held - truth_held).abs() < 6.0,
+                "holder held {held:.1}% vs its own timing {truth_held:.1}%"
+            );
+            ensure!(covered > 0.9, "holder observed {:.0}%", covered * 100.0);
+            // The releaser waits while the holder holds (it wants the GIL back after each
+            // 50 µs call); sampled waiting reads low when the thread is preempted instead of
+            // in the futex (issue 17.3), so only a loose check.
+            ensure!(
+                waiting > truth_held * 0.5 && waiting < truth_held + 8.0,
+                "releaser waiting {waiting:.1}% vs holder's holds {truth_held:.1}%"
+            );
+            let _ = std::fs::remove_file(&trace);
+            drop(child);
+            std::thread::sleep(Duration::from_millis(10));
+            Ok(())
+        },
+    );
+    println!(
+        "\n--max-overhead 1 (default), release-heavy workload:\n  {}",
+        rows.lock().unwrap().join("\n  ")
+    );
+}
