@@ -1159,3 +1159,74 @@ fn short_process_subinterpreter_refusals() {
         },
     );
 }
+
+/// A stripped PyO3 wheel from PyPI (orjson: no .symtab, no debug file) holding the GIL in
+/// `orjson.dumps`: the finding names the exported `dumps` (or the code after it, `~dumps`:
+/// the nearest exported symbol, marked approximate) and the module as imported
+/// (`orjson.orjson`), not `? in orjson…so`; every frame of the object has a name or a file
+/// offset.
+#[test]
+fn stripped_wheel_is_named_by_its_exported_symbol() {
+    for_each_python(
+        "stripped_wheel_is_named_by_its_exported_symbol",
+        "pyenv 3.12 on the host",
+        |py| on_host(py) && py.minor == 12 && !py.free_threaded,
+        |py| {
+            let _g = serial();
+            let site = std::env::temp_dir().join(format!("gilscope-orjson-{}", py.name));
+            if !site.join("orjson").is_dir() {
+                let mut pip = py.command(&[
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--target",
+                    &site.to_string_lossy(),
+                    "orjson==3.10.18",
+                ]);
+                pip.env("PIP_NO_INPUT", "1");
+                let o = output_with_timeout(pip, Duration::from_secs(300))?;
+                ensure!(
+                    o.status.success(),
+                    "pip install orjson: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            let script = py.script_path("check_orjson.py")?;
+            let cmd = py.command(&[&script, &site.to_string_lossy()]);
+            let r = check(&["--max-hold", "20ms"], cmd, None, &[])?;
+            let j = r.json.as_ref().context("no JSON report")?;
+            let line = marked_line("check_orjson.py", "dumps")?;
+            let h = holds(j)
+                .into_iter()
+                .find(|h| call_line(h) == line)
+                .with_context(|| format!("no finding at line {line}; stderr:\n{}", r.stderr))?;
+            // "dumps" when the sample caught the exported function itself, "~dumps" when it
+            // caught code after it (a local function of the stripped object).
+            ensure!(
+                (h["symbol"] == "dumps" || h["symbol"] == "~dumps")
+                    && h["module"] == "orjson.orjson"
+                    && base(h["object"].as_str().unwrap_or("")).starts_with("orjson."),
+                "named {} in {} ({}); stderr:\n{}",
+                h["symbol"],
+                h["module"],
+                h["object"],
+                r.stderr
+            );
+            let frames = h["examples"][0]["native_stack"]
+                .as_array()
+                .context("no native stack")?;
+            let in_orjson =
+                |f: &&Value| base(f["object"].as_str().unwrap_or("")).starts_with("orjson.");
+            ensure!(
+                frames
+                    .iter()
+                    .filter(in_orjson)
+                    .all(|f| f["symbol"].is_string() || f["file_offset"].is_u64()),
+                "a frame of the stripped object has neither a name nor a file offset: {frames:?}"
+            );
+            Ok(())
+        },
+    );
+}
