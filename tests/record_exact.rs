@@ -514,6 +514,10 @@ os._exit(0)
                 "record",
                 "--mode",
                 "exact",
+                // The warnings are what is tested: no budget, or it would detach the probes
+                // before any record is lost.
+                "--max-overhead",
+                "none",
                 "--pid",
                 &t.pid().to_string(),
                 "--rate",
