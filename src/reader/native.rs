@@ -74,38 +74,18 @@ struct Mapping {
     path: String,
 }
 
+/// The target's executable mappings of files, and the vDSO.
 fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .with_context(|| format!("reading /proc/{pid}/maps"))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        // "start-end perms offset dev inode   path"
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms), Some(offset)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let path = f.nth(2).unwrap_or("").to_string();
-        if !perms.contains('x') || !(path.starts_with('/') || path == VDSO) {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end), Ok(offset)) = (
-            u64::from_str_radix(a, 16),
-            u64::from_str_radix(b, 16),
-            u64::from_str_radix(offset, 16),
-        ) else {
-            continue;
-        };
-        out.push(Mapping {
-            start,
-            end,
-            offset,
-            path,
-        });
-    }
-    Ok(out)
+    Ok(super::procfs::maps(pid)?
+        .into_iter()
+        .filter(|m| m.exec && (m.path.starts_with('/') || m.path == VDSO))
+        .map(|m| Mapping {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: m.path,
+        })
+        .collect())
 }
 
 /// What unwinding and naming need from one object file.

@@ -328,3 +328,85 @@ mod tests {
         assert!(!files.stat.contains_key(&tid) && !files.syscall.contains_key(&tid));
     }
 }
+
+/// One line of `/proc/PID/maps` that names something (a file, `[vdso]`, `[heap]`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub exec: bool,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// The file's path as the target sees it (spaces kept), or the kernel's `[name]`.
+    pub path: String,
+}
+
+/// Parses the text of `/proc/PID/maps`; anonymous mappings and malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // "start-end perms offset dev inode   path"
+        let mut it = line.split_whitespace();
+        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
+            (it.next(), it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        let file: Vec<&str> = it.collect();
+        if file.is_empty() {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end), Ok(offset)) = (
+            u64::from_str_radix(a, 16),
+            u64::from_str_radix(b, 16),
+            u64::from_str_radix(offset, 16),
+        ) else {
+            continue;
+        };
+        out.push(MapEntry {
+            start,
+            end,
+            exec: perms.contains('x'),
+            offset,
+            path: file.join(" "),
+        });
+    }
+    out
+}
+
+/// The target's named mappings (see [`parse_maps`]).
+pub fn maps(pid: u32) -> anyhow::Result<Vec<MapEntry>> {
+    use anyhow::Context;
+    let path = format!("/proc/{pid}/maps");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(parse_maps(&text))
+}
+
+#[cfg(test)]
+mod maps_tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let text = "7f00-7f10 r-xp 00001000 08:01 42   /usr/lib/my lib.so\n\
+                    7f10-7f20 rw-p 00000000 00:00 0 \n\
+                    7ffd-7ffe r-xp 00000000 00:00 0   [vdso]\n\
+                    garbage\n";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0],
+            MapEntry {
+                start: 0x7f00,
+                end: 0x7f10,
+                exec: true,
+                offset: 0x1000,
+                path: "/usr/lib/my lib.so".into()
+            }
+        );
+        assert_eq!(m[1].path, "[vdso]");
+    }
+}

@@ -5,7 +5,7 @@
 //! when it cannot name the library (free-threaded `libpython3.13t.so`) we scan
 //! the memory maps ourselves with py-spy's ELF parser.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
 use super::error::{ReadError, ReadErrorKind, PERMISSION_HINT};
@@ -78,48 +78,14 @@ pub fn permission_denied(pid: u32) -> anyhow::Error {
     .into()
 }
 
-struct MapEntry {
-    start: u64,
-    end: u64,
-    exec: bool,
-    offset: u64,
-    path: String,
-}
+use super::procfs::MapEntry;
 
+/// The target's file-backed mappings.
 fn read_maps(pid: u32) -> Result<Vec<MapEntry>> {
-    let path = format!("/proc/{pid}/maps");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(_inode)) =
-            (it.next(), it.next(), it.next(), it.next(), it.next())
-        else {
-            continue;
-        };
-        let file: Vec<&str> = it.collect();
-        if file.is_empty() || !file[0].starts_with('/') {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end), Ok(offset)) = (
-            u64::from_str_radix(a, 16),
-            u64::from_str_radix(b, 16),
-            u64::from_str_radix(offset, 16),
-        ) else {
-            continue;
-        };
-        out.push(MapEntry {
-            start,
-            end,
-            exec: perms.contains('x'),
-            offset,
-            path: file.join(" "),
-        });
-    }
-    Ok(out)
+    Ok(super::procfs::maps(pid)?
+        .into_iter()
+        .filter(|m| m.path.starts_with('/'))
+        .collect())
 }
 
 /// `PF_KTHREAD` in the flags of `/proc/PID/stat` (field 9).
