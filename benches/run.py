@@ -40,7 +40,8 @@ PYSPY_VERSION = "0.4.1"
 TARGET_CPU = "1"
 PROFILER_CPU = "0"
 CHROOT_DIR = "/opt/gilscope-bench"  # where benches/ and samples/ are copied inside the chroot
-ASKED_MAX = 100_000  # "as fast as you can": the rate asked for in the max-rate runs
+ASKED_MAX = 1_000_000  # the rate the peers are asked for in the max-rate runs (gilscope: `--rate max`)
+CPY_MODES = ("cpu", "wall", "gil")  # profiling.sampling modes, like-for-like (cpu) first
 
 RESULTS = {"rate": {}, "slowdown": {}, "size": [], "tui": None, "duty": {}, "exact": {},
            "server": {}}
@@ -283,6 +284,28 @@ def gilscope_record(pid, out, rate, seconds, mode="sampling", stacks=True, extra
         ([] if stacks else ["--no-stacks"]) + \
         (["--max-overhead", budget] if budget else []) + list(extra)
     return Prof(argv, name="gilscope")
+
+
+STRACE_TOTAL = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d*\s+(\d+)\s+(?:\d+\s+)?total\s*$", re.M)
+STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d*\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", re.M)
+
+
+def syscalls_per_sample(pid, stacks, rate=1000, seconds=2):
+    """System calls gilscope makes per sample (sleeps between samples left out), counted with
+    `strace -c -f` over a short recording at `rate` Hz (strace slows it; the count is what
+    matters). None when strace is missing."""
+    if not shutil.which("strace"):
+        return None
+    out = TMP / "strace.txt"
+    argv = ["strace", "-c", "-f", "-o", str(out), Tools.gilscope, "record", "--pid", pid,
+            "--mode", "sampling", "--rate", rate, "--duration", seconds, "--max-overhead", "none",
+            "-o", str(TMP / "strace.trace")] + ([] if stacks else ["--no-stacks"])
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=120)
+    g = parse_gilscope(r.stderr)
+    text = out.read_text()
+    calls = sum(int(n) for n, name in STRACE_ROW.findall(text)
+                if name not in ("total", "clock_nanosleep", "nanosleep"))
+    return calls / g["samples"] if g["samples"] else None
 
 
 GS_LINE = re.compile(r"recorded process \d+ for ([\d.]+) s \(([^)]*)\): (\d+) samples at (\d+) Hz, "
@@ -530,7 +553,7 @@ def bench_max_rate(cfg, py, peer):
             with Target(py, "workload.py", [kind, threads, interps]) as t:
                 time.sleep(0.2)
                 for label, stacks in (("state", False), ("stacks", True)):
-                    pr = gilscope_record(t.pid, TMP / "max.trace", ASKED_MAX, cfg.dur, stacks=stacks)
+                    pr = gilscope_record(t.pid, TMP / "max.trace", "max", cfg.dur, stacks=stacks)
                     t0 = wait_started(pr, r"gilscope: mode:", "gilscope")
                     cpu, win = steady_cpu(pr, t0 + 0.2, window)
                     text = pr.finish(cfg.dur + 60)
@@ -538,6 +561,7 @@ def bench_max_rate(cfg, py, peer):
                     row[label] = g["hz"]
                     row[label + "_cpu_us"] = cpu / (g["hz"] * win) * 1e6 if cpu is not None and g["hz"] else None
                     row[label + "_failed"] = g["failed"]
+                    row[label + "_syscalls"] = syscalls_per_sample(t.pid, stacks)
                 if peer == "py-spy":
                     out = TMP / "pyspy-max.txt"
                     pr = pyspy_record(t.pid, out, ASKED_MAX)
@@ -554,17 +578,19 @@ def bench_max_rate(cfg, py, peer):
                     m = re.search(r"Errors: (\d+)", text)
                     row["peer_failed"] = int(m.group(1)) if m else None
                 else:
-                    out = "/tmp/gilscope-bench-cpy-max.txt"
-                    pr = cpython_sampler(t.pid, out, ASKED_MAX, cfg.dur)
-                    # It prints nothing until it is done: allow 0.8 s for its start-up
-                    # (an interpreter, then attaching), measured at 0.3-0.5 s here.
-                    cpu, win = steady_cpu(pr, pr.t0 + 0.8, window - 0.3)
-                    text = pr.finish(cfg.dur + 60)
-                    c = parse_cpython(text)
-                    row["peer"] = c["hz"]
-                    row["peer_cpu_us"] = cpu / (c["hz"] * win) * 1e6 if cpu is not None and c["hz"] else None
-                    row["peer_failed"] = c["error_rate"]
-                    py.host_path(out).unlink(missing_ok=True)
+                    for mode in CPY_MODES:
+                        out = "/tmp/gilscope-bench-cpy-max.txt"
+                        pr = cpython_sampler(t.pid, out, ASKED_MAX, cfg.dur, mode=mode)
+                        # It prints nothing until it is done: allow 0.8 s for its start-up
+                        # (an interpreter, then attaching), measured at 0.3-0.5 s here.
+                        cpu, win = steady_cpu(pr, pr.t0 + 0.8, window - 0.3)
+                        text = pr.finish(cfg.dur + 60)
+                        c = parse_cpython(text)
+                        key = "peer" if mode == CPY_MODES[0] else "peer_" + mode
+                        row[key] = c["hz"]
+                        row[key + "_cpu_us"] = cpu / (c["hz"] * win) * 1e6 if cpu is not None and c["hz"] else None
+                        row[key + "_failed"] = c["error_rate"]
+                        py.host_path(out).unlink(missing_ok=True)
         except Exception as e:  # keep going: one failed row must not lose the page
             row["error"] = str(e).splitlines()[0][:200]
             note("max rate %s %s: %s" % (py.name, row, e))
@@ -573,35 +599,72 @@ def bench_max_rate(cfg, py, peer):
 
 
 def render_max_rate(py, peer, rows):
-    head = ["target", "threads × interp.", "gilscope state only", "gilscope state + stacks",
-            peer, "state ÷ %s" % peer, "stacks ÷ %s" % peer]
+    cpy = peer != "py-spy"
+    pname = "CPython --mode cpu" if cpy else peer
+    head = ["target", "threads × interp.", "gilscope state only", "gilscope state + stacks", pname]
+    if cpy:
+        head += ["CPython --mode wall", "CPython --mode gil", "stacks ÷ cpu", "stacks ÷ wall",
+                 "state ÷ gil"]
+    else:
+        head += ["state ÷ %s" % peer, "stacks ÷ %s" % peer]
     body = []
     cost = []
     for r in rows:
         label = "%s" % r["kind"]
         ti = "%d × %d" % (r["threads"], r["interps"])
         if "error" in r and "state" not in r:
-            body.append([label, ti, "error: " + r["error"], "", "", "", ""])
+            body.append([label, ti, "error: " + r["error"]] + [""] * (len(head) - 3))
             continue
         if "error" in r and "peer" not in r:
             r["peer_note"] = "error: " + r["error"]
-        body.append([label, ti, fmt_hz(r.get("state")), fmt_hz(r.get("stacks")), r.get("peer_note") or fmt_hz(r.get("peer")),
-                     fmt_ratio(r.get("state"), r.get("peer")), fmt_ratio(r.get("stacks"), r.get("peer"))])
+        line = [label, ti, fmt_hz(r.get("state")), fmt_hz(r.get("stacks")),
+                r.get("peer_note") or fmt_hz(r.get("peer"))]
+        if cpy:
+            line += [fmt_hz(r.get("peer_wall")), fmt_hz(r.get("peer_gil")),
+                     fmt_ratio(r.get("stacks"), r.get("peer")),
+                     fmt_ratio(r.get("stacks"), r.get("peer_wall")),
+                     fmt_ratio(r.get("state"), r.get("peer_gil"))]
+        else:
+            line += [fmt_ratio(r.get("state"), r.get("peer")), fmt_ratio(r.get("stacks"), r.get("peer"))]
+        body.append(line)
+        sc = lambda k: "%.1f" % r[k] if r.get(k) is not None else "–"
         cost.append([label, ti, fmt_us(r.get("state_cpu_us")), fmt_us(r.get("stacks_cpu_us")),
                      fmt_us(r.get("peer_cpu_us")),
-                     fmt_ratio(r.get("peer_cpu_us"), r.get("stacks_cpu_us"))])
-    out = "### %s: gilscope vs %s, samples/s achieved when asked for %s Hz\n\n%s" % (
-        py.name, peer, "{:,}".format(ASKED_MAX), table(head, body))
-    out += "\n\n### %s: CPU time of the profiler process per sample\n\n%s" % (
+                     fmt_ratio(r.get("peer_cpu_us"), r.get("stacks_cpu_us")),
+                     sc("state_syscalls"), sc("stacks_syscalls")])
+    out = "### %s: gilscope vs %s, samples/s achieved (gilscope `--rate max`, %s asked for %s Hz)\n\n%s" % (
+        py.name, peer, peer, "{:,}".format(ASKED_MAX), table(head, body))
+    out += "\n\n### %s: CPU time of the profiler process per sample, and gilscope's system calls per sample\n\n%s" % (
         py.name, table(["target", "threads × interp.", "gilscope state only", "gilscope state + stacks",
-                        peer, "%s ÷ gilscope stacks" % peer], cost))
+                        pname, "%s ÷ gilscope stacks" % pname, "gilscope state syscalls/sample",
+                        "gilscope stacks syscalls/sample"], cost))
+    slope = per_thread_cost(rows)
+    if slope:
+        out += "\n\nCost per extra thread (busy rows, 1 interpreter, least-squares over thread counts): " + \
+            "; ".join("%s %s per sample + %s per thread" % (k, fmt_us(a), fmt_us(b)) for k, (a, b) in slope.items())
     fails = [(r["kind"], r["threads"], r["interps"], r.get("state_failed"), r.get("stacks_failed"),
               r.get("peer_failed")) for r in rows if "error" not in r]
     bad = [f for f in fails if any(x for x in f[3:])]
     if bad:
         out += "\n\nFailed samples (gilscope state, gilscope stacks, %s%s): %s." % (
-            peer, " error rate" if peer != "py-spy" else " errors",
+            pname, " error rate" if cpy else " errors",
             "; ".join("%s %d×%d: %s, %s, %s" % f for f in bad))
+    return out
+
+
+def per_thread_cost(rows):
+    """Least-squares line of CPU µs per sample over thread count, busy rows with one
+    interpreter: {label: (µs at 0 threads, µs per thread)}."""
+    out = {}
+    for key, label in (("state_cpu_us", "state"), ("stacks_cpu_us", "stacks")):
+        pts = [(r["threads"], r[key]) for r in rows
+               if r.get("kind") == "busy" and r.get("interps") == 1 and r.get(key)]
+        if len(pts) < 2 or len({x for x, _ in pts}) < 2:
+            continue
+        mx = statistics.mean(x for x, _ in pts)
+        my = statistics.mean(y for _, y in pts)
+        b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+        out[label] = (my - b * mx, b)
     return out
 
 
@@ -1087,18 +1150,23 @@ def main():
 
     if want("rate"):
         s = Section("Maximum sampling rate and cost per sample")
-        s.add("Each profiler is asked for %s samples/s for %g s (`gilscope record --rate %d "
+        s.add("Each profiler samples as fast as it can for %g s (`gilscope record --rate max "
               "--duration %g --mode sampling [--no-stacks]`; `py-spy record --rate %d --nonblocking "
               "--threads --idle --format raw`, stopped with SIGINT, samples counted from its output; "
-              "`python3.15 -m profiling.sampling attach -a -r %d -d %g --collapsed`, its own "
-              "\"Sample rate\" line). One target per row, the three runs one after the other on it. "
+              "`python3.15 -m profiling.sampling attach -a -r %d -d %g --mode cpu|wall|gil --collapsed`, "
+              "its own \"Sample rate\" line; `cpu` reads stacks and each thread's on-CPU state, "
+              "like gilscope's full sample, `wall` stacks only, `gil` only the GIL holder's stack). "
+              "One target per row, the runs one after the other on it. gilscope's system calls per "
+              "sample are counted with `strace -c -f` in a separate 2 s run at 1000 Hz (sleeps left "
+              "out). "
               "busy: every thread spins in pure Python under a 16-frame stack; idle: every thread "
               "blocks in read(2) under it. `T × I`: T threads spread over I interpreters (the main "
-              "one and I−1 own-GIL sub-interpreters). Neither peer has a state-only mode, so both "
-              "gilscope columns are compared with the peer's one mode. CPU per sample is the "
+              "one and I−1 own-GIL sub-interpreters). py-spy has no state-only mode, so both "
+              "gilscope columns are compared with its one mode; CPython's `gil` mode is the peer of "
+              "gilscope's state-only sample. CPU per sample is the "
               "profiler process's user + system time in its steady state (a window after its start-up, "
               "from /proc/PID/stat) over the samples it took in that window."
-              % ("{:,}".format(ASKED_MAX), cfg.dur, ASKED_MAX, cfg.dur, ASKED_MAX, ASKED_MAX, cfg.dur))
+              % (cfg.dur, cfg.dur, ASKED_MAX, ASKED_MAX, cfg.dur))
         for py, peer in pairs:
             rows = bench_max_rate(cfg, py, "py-spy" if peer == "py-spy" else "cpython")
             RESULTS["rate"][(py.name, peer)] = rows
@@ -1245,21 +1313,25 @@ def reading():
     rows = []
     losses = []
     for (name, peer), rs in RESULTS["rate"].items():
-        want = 10.0 if peer == "py-spy" else 2.0
-        st = ratios(rs, "state")
-        sk = ratios(rs, "stacks")
-        if st:
-            rows.append(["state sampling ≥ %g× %s (max rate, every row)" % (want, peer),
-                         "%.1f× – %.1f× (median %.1f×) on %s" % (min(st), max(st), statistics.median(st), name),
-                         "met" if min(st) >= want else ("met on %d of %d rows" % (sum(x >= want for x in st), len(st)))])
-        for key, what in (("state", "state-only sampling"), ("stacks", "state + stacks sampling")):
-            slower = [r for r in rs if r.get(key) and r.get("peer") and r[key] < r["peer"]]
-            if slower:
-                worst = min(slower, key=lambda r: r[key] / r["peer"])
-                losses.append("%s is slower than %s on %d of %d targets (%s), worst %s %d×%d: %s vs %s "
-                              "samples/s" % (what, peer, len(slower), len(rs), name, worst["kind"],
-                                             worst["threads"], worst["interps"], fmt_hz(worst[key]),
-                                             fmt_hz(worst["peer"])))
+        if peer == "py-spy":
+            goals = [("state", "peer", 10.0, "state sampling ≥ 10× py-spy"),
+                     ("stacks", "peer", 10.0, "state + stacks sampling ≥ 10× py-spy")]
+        else:
+            goals = [("stacks", "peer", 2.0, "state + stacks ≥ 2× CPython 3.15 sampler --mode cpu"),
+                     ("stacks", "peer_wall", 1.0, "state + stacks ≥ 1× CPython 3.15 sampler --mode wall"),
+                     ("state", "peer_gil", 2.0, "--no-stacks ≥ 2× CPython 3.15 sampler --mode gil")]
+        for key, pkey, want, what in goals:
+            rr = [r.get(key) / r[pkey] for r in rs if r.get(key) and r.get(pkey)]
+            if rr:
+                rows.append(["%s (max rate, every row)" % what,
+                             "%.1f× – %.1f× (median %.1f×) on %s" % (min(rr), max(rr), statistics.median(rr), name),
+                             "met" if min(rr) >= want else ("met on %d of %d rows" % (sum(x >= want for x in rr), len(rr)))])
+            short = [r for r in rs if r.get(key) and r.get(pkey) and r[key] < want * r[pkey]]
+            if short:
+                worst = min(short, key=lambda r: r[key] / r[pkey])
+                losses.append("%s: missed on %d of %d targets (%s), worst %s %d×%d: %s vs %s samples/s"
+                              % (what, len(short), len(rs), name, worst["kind"], worst["threads"],
+                                 worst["interps"], fmt_hz(worst[key]), fmt_hz(worst[pkey])))
         dearer = [r for r in rs if r.get("stacks_cpu_us") and r.get("peer_cpu_us")
                   and r["stacks_cpu_us"] > r["peer_cpu_us"]]
         if dearer:

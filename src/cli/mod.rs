@@ -54,10 +54,17 @@ enum Command {
     Check(check::CheckArgs),
 }
 
+/// `--rate HZ`: above 0 and at most 1 MHz, or `max` (as fast as gilscope can, for
+/// benchmarks: [`gilscope::sampler::RATE_MAX`]).
 pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 100_000.0) {
-        return Err("the rate must be between 0 and 100000 Hz".into());
+    if s == "max" {
+        return Ok(gilscope::sampler::RATE_MAX);
+    }
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of Hz (or `max`)"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 1_000_000.0) {
+        return Err("the rate must be above 0 and at most 1000000 Hz, or `max`".into());
     }
     Ok(v)
 }

@@ -183,6 +183,10 @@ impl SnapshotSource for LiveSource {
         }
     }
 
+    fn oncpu_source(&self) -> Option<String> {
+        Some(self.reader.oncpu_source().0.describe().to_string())
+    }
+
     fn extra_events(
         &mut self,
         thread_of: &dyn Fn(u32) -> Option<ThreadIdx>,
@@ -294,9 +298,22 @@ fn exact_unavailable(reader: &Reader) -> Result<(ProbeSet, bool), (NoExactReason
         })
 }
 
-/// Picks the mode for `reader`'s process and says which on stderr (one line). `--mode exact`
-/// without the means is an error (exit code 5, or 6 for a missing privilege).
+/// Picks the mode for `reader`'s process and says which on stderr (one line), then where
+/// on-CPU states come from (one line). `--mode exact` without the means is an error (exit
+/// code 5, or 6 for a missing privilege).
 pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
+    let source = pick_source(reader, mode)?;
+    match source.reader.oncpu_source() {
+        (src, None) => eprintln!("gilscope: on-CPU state: {}", src.describe()),
+        (src, Some(why)) => eprintln!(
+            "gilscope: on-CPU state: {} (perf context-switch records refused: {why})",
+            src.describe()
+        ),
+    }
+    Ok(source)
+}
+
+fn pick_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
     if mode == Mode::Sampling {
         eprintln!("gilscope: mode: sampling (--mode sampling)");
         return Ok(LiveSource::sampling(reader));
@@ -604,8 +621,8 @@ pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
     let version = reader.python().version.clone();
     let source = live_source(reader, plan.mode)?;
     eprintln!(
-        "gilscope: recording process {pid} (Python {version}) at {} Hz into {} — Ctrl-C to stop",
-        plan.rate_hz,
+        "gilscope: recording process {pid} (Python {version}) at {} into {} — Ctrl-C to stop",
+        sampler::rate_text(plan.rate_hz),
         plan.output.display()
     );
     let done = Arc::new(AtomicBool::new(false));
@@ -751,10 +768,10 @@ pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
     let outcome = match attach_when_ready(pid, &ropts, Duration::from_secs(10), &stop) {
         Ok(Some(reader)) => {
             eprintln!(
-                "gilscope: recording {} (PID {pid}, Python {}) at {} Hz into {}",
+                "gilscope: recording {} (PID {pid}, Python {}) at {} into {}",
                 cmd.join(" "),
                 reader.python().version,
-                plan.rate_hz,
+                sampler::rate_text(plan.rate_hz),
                 plan.output.display()
             );
             let source = match live_source(reader, plan.mode) {

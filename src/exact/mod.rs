@@ -23,7 +23,7 @@ pub mod machine;
 pub mod probes;
 pub mod records;
 pub mod symbols;
-mod sys;
+pub(crate) mod sys;
 
 pub use live::LiveExact;
 pub use machine::{

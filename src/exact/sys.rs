@@ -93,6 +93,44 @@ pub fn open_uprobe(spec: &UprobeSpec<'_>, tid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Opens a dummy software event on the one thread `tid` that records nothing but its
+/// context switches (`PERF_RECORD_SWITCH`, with `PERF_RECORD_MISC_SWITCH_OUT_PREEMPT` on a
+/// preemption), its exit and its renames, each stamped with TID and CLOCK_MONOTONIC time
+/// (`sample_id_all`, sample type TID | TIME). Enabled at once; no sampling period, so
+/// nothing the target does is slowed but the switch itself. User-space only (exclude_kernel),
+/// which is what `perf_event_paranoid` 2 allows an unprivileged user on their own process.
+pub fn open_switch_events(tid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: all-zero is the documented "nothing requested" perf_event_attr.
+    let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
+    attr.type_ = sys::bindings::PERF_TYPE_SOFTWARE;
+    attr.size = std::mem::size_of::<perf_event_attr>() as u32;
+    attr.config = u64::from(sys::bindings::PERF_COUNT_SW_DUMMY);
+    attr.sample_type = u64::from(sys::bindings::PERF_SAMPLE_TID | sys::bindings::PERF_SAMPLE_TIME);
+    attr.set_sample_id_all(1);
+    attr.set_context_switch(1);
+    attr.set_task(1);
+    attr.set_comm(1);
+    attr.set_exclude_kernel(1);
+    attr.set_exclude_hv(1);
+    attr.clockid = libc::CLOCK_MONOTONIC;
+    attr.set_use_clockid(1);
+    // SAFETY: attr is initialised and outlives the call.
+    let fd = unsafe {
+        sys::perf_event_open(
+            &mut attr,
+            tid as i32,
+            -1,
+            -1,
+            sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 fn check(r: i32) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())

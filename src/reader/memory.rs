@@ -7,6 +7,68 @@ use anyhow::{bail, Context, Result};
 pub trait Memory {
     /// Fill `buf` from `addr`. Fails if any byte cannot be read.
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()>;
+
+    /// Many reads at once: `parts[i] = (addr, len)` fills the next `len` bytes of `buf`, in
+    /// order (`buf` is exactly as long as all of them). Fails if any byte cannot be read.
+    /// The process reader does it in one system call (a gather read), so every part is read
+    /// within microseconds of the others.
+    fn read_many(&self, parts: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
+        let mut at = 0;
+        for &(addr, len) in parts {
+            let dst = buf
+                .get_mut(at..at + len)
+                .context("read_many: buffer shorter than its parts")?;
+            self.read(addr, dst)?;
+            at += len;
+        }
+        Ok(())
+    }
+}
+
+/// Reads gathered into one [`Memory::read_many`] call: add the parts, run it, then look at
+/// each part through the index `add` returned.
+#[derive(Debug, Default)]
+pub struct Gather {
+    parts: Vec<(u64, usize)>,
+    starts: Vec<usize>,
+    buf: Vec<u8>,
+}
+
+impl Gather {
+    /// Forgets the parts (keeps the allocations).
+    pub fn clear(&mut self) {
+        self.parts.clear();
+        self.starts.clear();
+        self.buf.clear();
+    }
+
+    /// Adds a read of `len` bytes at `addr`; returns its index.
+    pub fn add(&mut self, addr: u64, len: u64) -> usize {
+        let len = len as usize;
+        self.starts.push(self.buf.len());
+        self.parts.push((addr, len));
+        self.buf.resize(self.buf.len() + len, 0);
+        self.parts.len() - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Reads every part.
+    pub fn run(&mut self, mem: &dyn Memory) -> Result<()> {
+        mem.read_many(&self.parts, &mut self.buf)
+    }
+
+    /// The bytes of part `i` (after [`Gather::run`]).
+    pub fn get(&self, i: usize) -> Bytes<'_> {
+        let start = self.starts[i];
+        Bytes(&self.buf[start..start + self.parts[i].1])
+    }
 }
 
 /// Typed helpers over [`Memory`]. All little-endian x86_64 for now.
@@ -95,7 +157,70 @@ impl Memory for ProcessMem {
             .read(a, buf)
             .with_context(|| format!("reading {} bytes at {addr:#x}", buf.len()))
     }
+
+    /// One `process_vm_readv` per [`IOV_MAX`] parts. A part that cannot be read (the kernel
+    /// stops at the first such part and says how far it got) fails the whole call; the
+    /// error says which part, by address.
+    fn read_many(&self, parts: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.1).sum();
+        if buf.len() != total {
+            bail!(
+                "read_many: buffer of {} bytes for {total} bytes of parts",
+                buf.len()
+            );
+        }
+        let pid = self.process.pid as libc::pid_t;
+        let mut at = 0usize;
+        for chunk in parts.chunks(IOV_MAX) {
+            let want: usize = chunk.iter().map(|p| p.1).sum();
+            let remote: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|&(addr, len)| libc::iovec {
+                    iov_base: addr as usize as *mut libc::c_void,
+                    iov_len: len,
+                })
+                .collect();
+            let local = libc::iovec {
+                iov_base: buf[at..].as_mut_ptr().cast(),
+                iov_len: want,
+            };
+            // SAFETY: `local` points into `buf`, which has `want` bytes from `at` (checked
+            // above: the parts sum to its length); the remote iovecs are only read by the
+            // kernel, from the other process.
+            let got = unsafe {
+                libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), remote.len() as _, 0)
+            };
+            if got < 0 {
+                let e = std::io::Error::last_os_error();
+                let (addr, len) = chunk[0];
+                return Err(anyhow::Error::new(e).context(format!(
+                    "reading {len} bytes at {addr:#x} (and {} more parts)",
+                    chunk.len() - 1
+                )));
+            }
+            if got as usize != want {
+                // Find the part it stopped in.
+                let mut sum = 0usize;
+                let mut failed = chunk[0];
+                for &p in chunk {
+                    if sum + p.1 > got as usize {
+                        failed = p;
+                        break;
+                    }
+                    sum += p.1;
+                }
+                let e = std::io::Error::from_raw_os_error(libc::EFAULT);
+                return Err(anyhow::Error::new(e)
+                    .context(format!("reading {} bytes at {:#x}", failed.1, failed.0)));
+            }
+            at += want;
+        }
+        Ok(())
+    }
 }
+
+/// Parts per `process_vm_readv` (the kernel's `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
 
 /// Reads through whole 4 KiB pages, each read once per cache: a stack walk reads many small
 /// structures that sit side by side (3.11+ frames in one data-stack chunk, the same code
@@ -143,6 +268,111 @@ impl<M: Memory> Memory for PageCache<'_, M> {
             at += n as u64;
         }
         Ok(())
+    }
+}
+
+/// A [`PageCache`] that first serves reads from spans read ahead in one gather read: the
+/// spans the walk read at the last sample (the thread-state fields, frames and code-object
+/// headers of stacks that mostly have not changed since). Every read is logged, and the log,
+/// merged, is what to read ahead next time: one system call for all the stacks of a sample
+/// instead of one per page they touch.
+pub struct ReadAhead<'a, M: Memory> {
+    pages: PageCache<'a, M>,
+    /// (address, length, offset in `buf`), sorted by address, not overlapping.
+    spans: Vec<(u64, usize, usize)>,
+    buf: Vec<u8>,
+    log: std::cell::RefCell<Vec<(u64, usize)>>,
+}
+
+/// Bounds on what is read ahead: spans per sample, and the bytes of one merged span.
+const READ_AHEAD_MAX_SPANS: usize = 4096;
+const READ_AHEAD_MAX_SPAN: usize = 16 * 1024;
+/// Reads closer than this are merged into one span (fewer iovecs, a few bytes more).
+const READ_AHEAD_MERGE_GAP: u64 = 256;
+
+impl<'a, M: Memory> ReadAhead<'a, M> {
+    /// Reads `plan` (from [`ReadAhead::into_plan`] of the last sample) in one gather read.
+    /// If any of it cannot be read (a thread's memory went away), nothing is read ahead.
+    pub fn new(inner: &'a M, plan: &[(u64, usize)]) -> Self {
+        Self::with_buffer(inner, plan, Vec::new())
+    }
+
+    /// [`ReadAhead::new`], reading into `buf` (from [`ReadAhead::into_parts`] of the last
+    /// walk: no allocation, no zeroing, once it is big enough).
+    pub fn with_buffer(inner: &'a M, plan: &[(u64, usize)], mut buf: Vec<u8>) -> Self {
+        let mut spans = Vec::with_capacity(plan.len());
+        let mut at = 0;
+        for &(addr, len) in plan {
+            spans.push((addr, len, at));
+            at += len;
+        }
+        if buf.len() < at {
+            buf.resize(at, 0);
+        }
+        buf.truncate(at);
+        if !plan.is_empty() && inner.read_many(plan, &mut buf).is_err() {
+            spans.clear();
+            buf.clear();
+        }
+        ReadAhead {
+            pages: PageCache::new(inner),
+            spans,
+            buf,
+            log: Default::default(),
+        }
+    }
+
+    /// What this walk read, merged: the plan for the next one.
+    pub fn into_plan(self) -> Vec<(u64, usize)> {
+        self.into_parts().0
+    }
+
+    /// The plan for the next walk, and the buffer to read it into.
+    pub fn into_parts(self) -> (Vec<(u64, usize)>, Vec<u8>) {
+        let buf = self.buf;
+        let mut log = self.log.into_inner();
+        log.sort_unstable();
+        let mut out: Vec<(u64, usize)> = Vec::with_capacity(log.len());
+        for (addr, len) in log {
+            let end = addr + len as u64;
+            if let Some(last) = out.last_mut() {
+                let last_end = last.0 + last.1 as u64;
+                if addr <= last_end + READ_AHEAD_MERGE_GAP
+                    && end.max(last_end) - last.0 <= READ_AHEAD_MAX_SPAN as u64
+                {
+                    last.1 = (end.max(last_end) - last.0) as usize;
+                    continue;
+                }
+            }
+            if out.len() >= READ_AHEAD_MAX_SPANS {
+                break;
+            }
+            out.push((addr, len));
+        }
+        (out, buf)
+    }
+}
+
+impl<M: Memory> Memory for ReadAhead<'_, M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
+        {
+            let mut log = self.log.borrow_mut();
+            if log.len() < 4 * READ_AHEAD_MAX_SPANS {
+                log.push((addr, len));
+            }
+        }
+        // The last span starting at or before `addr`.
+        let i = self.spans.partition_point(|s| s.0 <= addr);
+        if i > 0 {
+            let (start, n, off) = self.spans[i - 1];
+            if addr + len as u64 <= start + n as u64 {
+                let from = off + (addr - start) as usize;
+                buf.copy_from_slice(&self.buf[from..from + len]);
+                return Ok(());
+            }
+        }
+        self.pages.read(addr, buf)
     }
 }
 
@@ -201,5 +431,79 @@ mod page_cache_tests {
         );
         assert_eq!(c.read_u8(0x20012).unwrap(), 7);
         assert!(c.read_u8(0x20100).is_err());
+    }
+
+    #[test]
+    fn read_ahead_serves_last_walks_spans_and_plans_the_next() {
+        let bytes: Vec<u8> = (0..3 * PAGE).map(|i| (i % 251) as u8).collect();
+        let mut m = LocalMem::new();
+        m.add(0x10000, bytes.clone());
+        // First walk: nothing read ahead; two nearby reads and one far away.
+        let first = ReadAhead::new(&m, &[]);
+        assert_eq!(
+            first.read_u64(0x10010).unwrap(),
+            first.pages.read_u64(0x10010).unwrap()
+        );
+        first.read_u32(0x10020).unwrap();
+        first.read_u8(0x10000 + 2 * PAGE as u64).unwrap();
+        let plan = first.into_plan();
+        assert_eq!(plan, vec![(0x10010, 0x14), (0x10000 + 2 * PAGE as u64, 1)]);
+        // Second walk: served from the spans, same bytes.
+        let second = ReadAhead::new(&m, &plan);
+        assert_eq!(second.buf.len(), 0x15);
+        let mut b = [0u8; 4];
+        second.read(0x10014, &mut b).unwrap();
+        assert_eq!(b[..], bytes[0x14..0x18]);
+        // A read outside every span still works (through the pages).
+        second.read(0x10100, &mut b).unwrap();
+        assert_eq!(b[..], bytes[0x100..0x104]);
+        // A plan that cannot be read any more reads nothing ahead, and still serves reads.
+        let gone = ReadAhead::new(&m, &[(0x90000, 8), (0x10010, 8)]);
+        assert!(gone.spans.is_empty());
+        assert_eq!(gone.read_u8(0x10011).unwrap(), bytes[0x11]);
+    }
+
+    #[test]
+    fn process_gather_read_in_one_call_and_says_which_part_failed() {
+        let mem = ProcessMem {
+            process: remoteprocess::Process::new(std::process::id() as remoteprocess::Pid).unwrap(),
+        };
+        let a: Vec<u8> = (0..200).collect();
+        let b = [0xabu8; 16];
+        let parts = [(a.as_ptr() as u64 + 10, 20), (b.as_ptr() as u64, 16)];
+        let mut buf = vec![0u8; 36];
+        mem.read_many(&parts, &mut buf).unwrap();
+        assert_eq!(buf[..20], a[10..30]);
+        assert_eq!(buf[20..], b[..]);
+        // More parts than one system call takes.
+        let many: Vec<(u64, usize)> = (0..2500)
+            .map(|i| (a.as_ptr() as u64 + i % 199, 1))
+            .collect();
+        let mut buf = vec![0u8; many.len()];
+        mem.read_many(&many, &mut buf).unwrap();
+        assert!(buf.iter().enumerate().all(|(i, &v)| v == (i % 199) as u8));
+        // The second part is unmapped: the error names it.
+        let bad = [(a.as_ptr() as u64, 8), (8, 8)];
+        let mut buf = vec![0u8; 16];
+        let e = format!("{:#}", mem.read_many(&bad, &mut buf).unwrap_err());
+        assert!(e.contains("at 0x8"), "{e}");
+    }
+
+    #[test]
+    fn gather_reads_every_part_in_order() {
+        let mut m = LocalMem::new();
+        m.add(0x1000, (0u8..64).collect());
+        let mut g = Gather::default();
+        let a = g.add(0x1008, 8);
+        let b = g.add(0x1000, 4);
+        g.run(&m).unwrap();
+        assert_eq!(
+            g.get(a).u64(0).unwrap(),
+            u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(g.get(b).u32(0).unwrap(), u32::from_le_bytes([0, 1, 2, 3]));
+        g.clear();
+        g.add(0x2000, 1);
+        assert!(g.run(&m).is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod exit_watch;
 pub mod layout;
 pub mod memory;
 pub mod native;
+pub mod oncpu;
 pub mod procfs;
 pub mod runtime;
 pub mod stack;

@@ -29,16 +29,39 @@ impl TaskStat {
 /// Parses a `stat` line. The command name is in parentheses and may itself
 /// contain spaces and parentheses, so split at the *last* `)`.
 pub fn parse_stat(text: &str) -> Option<TaskStat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let tid = text[..open].trim().parse().ok()?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let rest: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // rest[0] is field 3 (state); field N is rest[N - 3].
-    let state = rest.first()?.chars().next()?;
-    let utime: u64 = rest.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = rest.get(15 - 3)?.parse().ok()?;
-    let start_ticks = rest.get(22 - 3)?.parse().ok()?;
+    parse_stat_bytes(text.as_bytes())
+}
+
+/// [`parse_stat`] on the bytes as read (no copy, no allocation but the name's): it runs for
+/// every thread at every sample.
+pub fn parse_stat_bytes(bytes: &[u8]) -> Option<TaskStat> {
+    let open = bytes.iter().position(|&b| b == b'(')?;
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    let tid = std::str::from_utf8(bytes.get(..open)?)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let comm = String::from_utf8_lossy(bytes.get(open + 1..close)?).into_owned();
+    // Field 3 (state) is the first after the name; field N is the (N - 3)th.
+    let mut fields = bytes
+        .get(close + 1..)?
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let state = char::from(*fields.next()?.first()?);
+    let number = |f: &[u8]| -> Option<u64> {
+        if f.is_empty() || f.len() > 20 {
+            return None;
+        }
+        f.iter().try_fold(0u64, |acc, &d| {
+            d.is_ascii_digit()
+                .then(|| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))?
+        })
+    };
+    // Fields 14 and 15 (utime, stime) are the 11th and 12th after the state; 22 the 19th.
+    let utime = number(fields.nth(14 - 4)?)?;
+    let stime = number(fields.next()?)?;
+    let start_ticks = number(fields.nth(22 - 16)?)?;
     Some(TaskStat {
         tid,
         comm,
@@ -75,6 +98,9 @@ pub fn tasks(pid: u32) -> Result<Vec<TaskStat>> {
 pub struct TaskFiles {
     stat: HashMap<u32, File>,
     syscall: HashMap<u32, File>,
+    schedstat: HashMap<u32, File>,
+    /// Per thread: its `schedstat` when its `syscall` file was last read, and what it said.
+    last_syscall: HashMap<u32, ([u64; 3], SyscallState)>,
     buf: Vec<u8>,
 }
 
@@ -169,7 +195,64 @@ impl TaskFiles {
             .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
         self.syscall
             .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
+        self.schedstat
+            .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
+        self.last_syscall
+            .retain(|tid, _| out.binary_search_by_key(tid, |t| t.tid).is_ok());
         Ok(out)
+    }
+
+    /// The stat of thread `tid` of `pid`, through a kept handle. None: the thread is gone,
+    /// or is not one of `pid`'s.
+    pub fn stat(&mut self, pid: u32, tid: u32) -> Option<TaskStat> {
+        Self::read_cached(
+            &mut self.stat,
+            || format!("/proc/{pid}/task/{tid}/stat"),
+            tid,
+            &mut self.buf,
+        )
+        .ok()?;
+        parse_stat_bytes(&self.buf).filter(|st| st.tid == tid)
+    }
+
+    /// Forgets the handles of the threads `live` says are gone.
+    pub fn retain(&mut self, live: impl Fn(u32) -> bool) {
+        self.stat.retain(|tid, _| live(*tid));
+        self.syscall.retain(|tid, _| live(*tid));
+        self.schedstat.retain(|tid, _| live(*tid));
+        self.last_syscall.retain(|tid, _| live(*tid));
+    }
+
+    /// What `/proc/PID/task/TID/syscall` says, read only when the thread has run since the
+    /// last time it was read: `schedstat` (run time, wait time, time slices; no locks taken)
+    /// tells. A thread that has not run since is still in the system call it slept in then.
+    /// Reading `syscall` itself takes the thread's exec lock and waits for it to be off its
+    /// CPU (`wait_task_inactive`): the dearest file of all. Meant for threads `stat` says
+    /// are asleep.
+    pub fn syscall_unless_unchanged(&mut self, pid: u32, tid: u32) -> Option<SyscallState> {
+        let sched = Self::read_cached(
+            &mut self.schedstat,
+            || format!("/proc/{pid}/task/{tid}/schedstat"),
+            tid,
+            &mut self.buf,
+        )
+        .ok()
+        .and_then(|()| parse_schedstat(&self.buf));
+        if let (Some(now), Some((then, state))) = (sched, self.last_syscall.get(&tid)) {
+            if now == *then && matches!(state, SyscallState::Blocked { .. }) {
+                return Some(*state);
+            }
+        }
+        let state = self.syscall_state(pid, tid)?;
+        match sched {
+            Some(now) => {
+                self.last_syscall.insert(tid, (now, state));
+            }
+            None => {
+                self.last_syscall.remove(&tid);
+            }
+        }
+        Some(state)
     }
 
     /// What `/proc/PID/task/TID/syscall` says now (None: unreadable, or the thread is gone).
@@ -199,6 +282,14 @@ impl TaskFiles {
 
 /// Per TID, what its `syscall` file said (None: unreadable).
 pub type Syscalls = HashMap<u32, Option<SyscallState>>;
+
+/// `/proc/PID/task/TID/schedstat`: nanoseconds on a CPU, nanoseconds waiting for one, and
+/// time slices run.
+pub fn parse_schedstat(bytes: &[u8]) -> Option<[u64; 3]> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut it = text.split_ascii_whitespace().map(|f| f.parse::<u64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
 
 /// What `/proc/PID/task/TID/syscall` says about a thread at the moment it is read.
 ///

@@ -36,8 +36,10 @@ mod objects;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use anyhow::{bail, Context, Result};
 
@@ -68,6 +70,8 @@ pub struct RawFrame {
 pub const DEFAULT_MAX_DEPTH: usize = 1024;
 /// Code objects cached before the cache is emptied.
 const CODE_CACHE_LIMIT: usize = 16384;
+/// Looked-up lines cached before that cache is emptied.
+const LINE_CACHE_LIMIT: usize = 1 << 16;
 
 /// What a code object contributes to every frame, cached by address and
 /// revalidated against the header fields it was built from.
@@ -81,7 +85,22 @@ struct CodeInfo {
     table: Vec<u8>,
     /// Python 3.12+ shim code (`<shim>` file): not a user frame.
     shim: bool,
+    /// Which read of a code object this is (a key of the line cache).
+    serial: u64,
 }
+
+/// A frame as [`StackReader::known`] remembers it.
+#[derive(Debug, Clone)]
+struct KnownFrame {
+    function: String,
+    file: String,
+    line: i32,
+    offset: Option<i64>,
+}
+
+/// How long [`StackReader::known`] frames are trusted, and how many are kept.
+const KNOWN_FRAMES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+const KNOWN_FRAMES_LIMIT: usize = 1 << 16;
 
 /// One entry of `threading._active`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +116,19 @@ pub struct ThreadingName {
 pub struct StackReader {
     layout: StackLayout,
     max_depth: usize,
-    code_cache: HashMap<u64, Arc<CodeInfo>>,
+    code_cache: FxHashMap<u64, Arc<CodeInfo>>,
+    /// (code object, instruction field) → what such a frame is (None: a shim), from walks
+    /// of the last [`KNOWN_FRAMES_FOR`]: a stack mostly the same from one sample to the next
+    /// costs one lookup per frame, not a code-object read. A frame refers to its code
+    /// object, so the code at that address is alive while any frame names it; the whole map
+    /// is dropped every [`KNOWN_FRAMES_FOR`] in case one died and another took its address
+    /// in between.
+    known: FxHashMap<(u64, u64), Option<KnownFrame>>,
+    known_since: std::time::Instant,
+    /// Lines already looked up: (code info serial, instruction offset) → line. A stack that
+    /// stays where it was would otherwise decode the same line tables at every sample.
+    lines: FxHashMap<(u64, i64), i32>,
+    next_serial: u64,
     /// Addresses of the `code` type and (3.9/3.10) the `frame` type, once seen.
     code_type: Option<u64>,
     frame_type: Option<u64>,
@@ -108,7 +139,11 @@ impl StackReader {
         Self {
             layout,
             max_depth: DEFAULT_MAX_DEPTH,
-            code_cache: HashMap::new(),
+            code_cache: FxHashMap::default(),
+            known: FxHashMap::default(),
+            known_since: std::time::Instant::now(),
+            lines: FxHashMap::default(),
+            next_serial: 0,
             code_type: None,
             frame_type: None,
         }
@@ -134,6 +169,10 @@ impl StackReader {
     pub fn read_stack(&mut self, mem: &dyn Memory, tstate: u64) -> Result<Vec<RawFrame>> {
         check_ptr(tstate, "thread state")?;
         let fl = self.layout.frame.clone();
+        if self.known_since.elapsed() >= KNOWN_FRAMES_FOR {
+            self.known.clear();
+            self.known_since = std::time::Instant::now();
+        }
         let mut frame = mem
             .read_ptr(tstate + fl.tstate_frame)
             .context("reading the current frame of the thread state")?;
@@ -148,8 +187,11 @@ impl StackReader {
         }
 
         let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut buf = vec![0u8; usize::try_from(fl.read_size)?];
+        let mut seen: FxHashSet<u64> = FxHashSet::default();
+        let mut buf = [0u8; 512];
+        let buf = buf
+            .get_mut(..usize::try_from(fl.read_size)?)
+            .context("frame layout reads more than 512 bytes")?;
         while frame != 0 {
             if out.len() >= self.max_depth {
                 break;
@@ -161,9 +203,9 @@ impl StackReader {
             if seen.len() > self.max_depth.saturating_mul(4) {
                 bail!("frame chain is implausibly long (mostly shim frames)");
             }
-            mem.read(frame, &mut buf)
+            mem.read(frame, buf)
                 .with_context(|| format!("reading frame at {frame:#x}"))?;
-            let b = Bytes(&buf);
+            let b = Bytes(buf);
             let previous = b.u64(fl.previous)?;
 
             if let Some(off) = fl.frame_ob_type {
@@ -188,6 +230,24 @@ impl StackReader {
                 continue;
             }
             check_ptr(code, "code object")?;
+            // The same code object at the same instruction as a walk not long ago: the same
+            // frame as then, without reading the code object again.
+            let instr_raw = match fl.instr_field {
+                InstrField::LastiBytes | InstrField::LastiUnits => b.i32(fl.instr)? as u64,
+                InstrField::Pointer => b.u64(fl.instr)?,
+            };
+            if let Some(k) = self.known.get(&(code, instr_raw)) {
+                if let Some(k) = k {
+                    out.push(RawFrame {
+                        function: k.function.clone(),
+                        file: k.file.clone(),
+                        line: k.line,
+                        position: (frame, k.offset),
+                    });
+                }
+                frame = previous;
+                continue;
+            }
 
             let read = self
                 .code_info(mem, code)
@@ -204,6 +264,7 @@ impl StackReader {
                 }
             };
             if info.shim {
+                self.remember(code, instr_raw, None);
                 frame = previous;
                 continue;
             }
@@ -216,23 +277,51 @@ impl StackReader {
                     self.instr_offset(mem, &b, code, code_bytes, ip)
                 }
             };
-            let line = offset
-                .and_then(|o| {
-                    self.layout
-                        .code
-                        .format
-                        .line_for(&info.table, info.firstlineno, o)
-                })
-                .unwrap_or(0);
+            let line = match offset {
+                Some(o) => match self.lines.get(&(info.serial, o)) {
+                    Some(&line) => line,
+                    None => {
+                        let line = self
+                            .layout
+                            .code
+                            .format
+                            .line_for(&info.table, info.firstlineno, o)
+                            .unwrap_or(0);
+                        if self.lines.len() >= LINE_CACHE_LIMIT {
+                            self.lines.clear();
+                        }
+                        self.lines.insert((info.serial, o), line);
+                        line
+                    }
+                },
+                None => 0,
+            };
             out.push(RawFrame {
                 function: info.function.clone(),
                 file: info.file.clone(),
                 line,
                 position: (frame, offset),
             });
+            self.remember(
+                code,
+                instr_raw,
+                Some(KnownFrame {
+                    function: info.function.clone(),
+                    file: info.file.clone(),
+                    line,
+                    offset,
+                }),
+            );
             frame = previous;
         }
         Ok(out)
+    }
+
+    fn remember(&mut self, code: u64, instr: u64, frame: Option<KnownFrame>) {
+        if self.known.len() >= KNOWN_FRAMES_LIMIT {
+            self.known.clear();
+        }
+        self.known.insert((code, instr), frame);
     }
 
     /// Byte offset of `ip` in the bytecode of `code` (3.11+), choosing the
@@ -295,8 +384,12 @@ impl StackReader {
     fn code_info(&mut self, mem: &dyn Memory, code: u64) -> Result<Option<(Arc<CodeInfo>, u64)>> {
         let cl = self.layout.code.clone();
         let o = self.layout.obj.clone();
-        let raw = match mem.read_vec(code, usize::try_from(cl.read_size)?) {
-            Ok(raw) => raw,
+        let mut raw = [0u8; 512];
+        let raw = raw
+            .get_mut(..usize::try_from(cl.read_size)?)
+            .context("code layout reads more than 512 bytes")?;
+        let raw = match mem.read(code, raw) {
+            Ok(()) => &*raw,
             Err(e) => {
                 // A small non-code object near the end of a mapping (3.13+
                 // executables can be anything): decide by its type alone.
@@ -307,7 +400,7 @@ impl StackReader {
                 return Err(e.context(format!("reading code object at {code:#x}")));
             }
         };
-        let b = Bytes(&raw);
+        let b = Bytes(raw);
         let tp = b.u64(o.ob_type)?;
         if !self.is_type(mem, tp, "code", |s| &mut s.code_type) {
             return Ok(None);
@@ -350,7 +443,9 @@ impl StackReader {
             let shim = l.minor >= 12 && file == "<shim>";
             if self.code_cache.len() >= CODE_CACHE_LIMIT {
                 self.code_cache.clear();
+                self.lines.clear();
             }
+            self.next_serial += 1;
             let info = Arc::new(CodeInfo {
                 key,
                 function,
@@ -358,6 +453,7 @@ impl StackReader {
                 firstlineno: key[4] as u32 as i32,
                 table,
                 shim,
+                serial: self.next_serial,
             });
             self.code_cache.insert(code, info.clone());
             Ok(Some((info, code_bytes)))

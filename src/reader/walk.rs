@@ -17,7 +17,8 @@ use crate::model::{
 use super::debug_offsets::DebugOffsets;
 use super::error::{ReadError, ReadErrorKind};
 use super::layout::{HoldsGil, Layout};
-use super::memory::{Bytes, Memory, MemoryExt, ProcessMem};
+use super::memory::{Bytes, Gather, Memory, MemoryExt, ProcessMem};
+use super::oncpu::{OnCpu, OnCpuSource};
 use super::procfs::{self, SyscallState, TaskStat};
 use super::runtime;
 use super::stack::{StackLayout, StackReader};
@@ -40,6 +41,10 @@ pub struct ReaderOptions {
     pub thread_names: bool,
     /// Re-read this many times when the target changed during a reading.
     pub max_retries: u32,
+    /// Follow each thread's on/off-CPU state through perf context-switch records where
+    /// permitted (else `/proc/TID/stat` at every sample; see [`super::oncpu`]). Default on,
+    /// unless the environment says `GILSCOPE_ONCPU=stat`.
+    pub switch_records: bool,
 }
 
 impl Default for ReaderOptions {
@@ -49,6 +54,7 @@ impl Default for ReaderOptions {
             stacks: true,
             thread_names: true,
             max_retries: 8,
+            switch_records: std::env::var("GILSCOPE_ONCPU").map_or(true, |v| v != "stat"),
         }
     }
 }
@@ -71,10 +77,17 @@ pub struct Reader {
     name_misses: HashMap<NameKey, NameMiss>,
     /// When each interpreter's `threading._active` was last read.
     names_read_at: HashMap<u64, std::time::Instant>,
-    /// What `/proc/PID/task/TID/syscall` said, read right after the stat of this reading.
-    syscalls: procfs::Syscalls,
     /// `/proc/PID/task/*` files kept open between samples.
     task_files: std::cell::RefCell<procfs::TaskFiles>,
+    /// The lists as last read (None: discover them at the next reading).
+    plan: Option<Plan>,
+    /// Reused buffers of the gather reads.
+    gather: Gather,
+    /// What the last sample's stack walks read, to read ahead in one go at the next.
+    stack_plan: Vec<(u64, usize)>,
+    stack_buf: Vec<u8>,
+    /// Each thread's on/off-CPU state.
+    oncpu: OnCpu,
 }
 
 /// A thread unknown to an interpreter's `threading` is looked for again at every reading for
@@ -136,6 +149,31 @@ struct RawTstate {
     gil_requested: Option<bool>,
     state: Option<i32>,
     whence: Option<i32>,
+}
+
+/// Where the lists were at the last reading: [`Reader::read_planned`] reads exactly these
+/// addresses in one gather read and checks every link against them; any difference (a thread
+/// or interpreter came or went) sends it back to [`Reader::discover`].
+#[derive(Debug, Default, Clone)]
+struct Plan {
+    interps: Vec<PlanInterp>,
+    /// Every distinct GIL, in first-seen order.
+    gils: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct PlanInterp {
+    addr: u64,
+    gil_addr: u64,
+    tstates: Vec<PlanTstate>,
+}
+
+#[derive(Debug, Clone)]
+struct PlanTstate {
+    addr: u64,
+    /// ≤3.10: the `pthread_t` the thread state named, and where its TID is read.
+    pthread: u64,
+    tid_at: Option<u64>,
 }
 
 struct RawReading {
@@ -229,13 +267,17 @@ impl Reader {
             layout,
             stacks: Some(StackReader::new(stack_layout)),
             python,
-            opts,
+            opts: opts.clone(),
             pthread_tid_offset: None,
             names: HashMap::new(),
             name_misses: HashMap::new(),
             names_read_at: HashMap::new(),
-            syscalls: HashMap::new(),
             task_files: Default::default(),
+            plan: None,
+            gather: Gather::default(),
+            stack_plan: Vec::new(),
+            stack_buf: Vec::new(),
+            oncpu: OnCpu::new(opts.switch_records),
         };
         reader.validate().map_err(|e| {
             unsupported(format!(
@@ -246,6 +288,12 @@ impl Reader {
         if reader.layout.tstate.native_thread_id.is_none() {
             reader.pthread_tid_offset = Some(reader.calibrate_pthread_tid()?);
         }
+        // Open the main thread's switch events now: whether perf is permitted is known (and
+        // said) before the first sample.
+        let now = monotonic_ns();
+        let _ = reader
+            .oncpu
+            .stat(reader.task_files.get_mut(), pid, pid, now);
         Ok(reader)
     }
 
@@ -259,6 +307,12 @@ impl Reader {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Where the threads' on/off-CPU state comes from, and why not from switch records when
+    /// they were asked for and refused.
+    pub fn oncpu_source(&self) -> (OnCpuSource, Option<&str>) {
+        (self.oncpu.source(), self.oncpu.refused())
     }
 
     /// Checks that the main interpreter is where the layout says, with id 0
@@ -329,10 +383,8 @@ impl Reader {
         ))
     }
 
-    fn read_gil(&self, addr: u64) -> Result<GilWord> {
+    fn parse_gil(&self, b: Bytes<'_>) -> Result<GilWord> {
         let g = &self.layout.gil;
-        let bytes = self.mem.read_vec(addr, g.read_size as usize)?;
-        let b = Bytes(&bytes);
         Ok(GilWord {
             enabled: match g.enabled {
                 Some(o) => Some(b.i32(o)?),
@@ -344,179 +396,317 @@ impl Reader {
         })
     }
 
-    fn read_interps(&self) -> Result<Vec<RawInterp>> {
+    /// Walks the interpreter and thread-state lists pointer by pointer, to learn where
+    /// everything is (see [`Plan`]). Only when the last plan no longer matches.
+    fn discover(&self) -> Result<Plan> {
         let l = &self.layout;
-        let mut out = Vec::new();
+        let mut plan = Plan::default();
         let mut seen = HashSet::new();
+        let mut total = 0usize;
         let mut addr = self
             .mem
             .read_ptr(self.runtime + l.runtime.interpreters_head)?;
         while addr != 0 {
-            if !seen.insert(addr) || out.len() >= MAX_INTERPRETERS {
+            if !seen.insert(addr) || plan.interps.len() >= MAX_INTERPRETERS {
                 bail!("interpreter list loops (torn read)");
             }
-            let id = self.mem.read_i64(addr + l.interp.id)?;
+            let gil_addr = match (
+                l.interp.ceval_gil.zip(l.interp.own_gil),
+                l.runtime.runtime_gil,
+            ) {
+                (Some((g, _)), _) => {
+                    let ptr = self.mem.read_ptr(addr + g)?;
+                    if ptr == 0 {
+                        bail!("interpreter at {addr:#x} has no GIL pointer (being created or destroyed)");
+                    }
+                    ptr
+                }
+                (None, Some(g)) => self.runtime + g,
+                (None, None) => bail!("layout has no GIL"),
+            };
+            let mut tstates = Vec::new();
+            let mut ts_seen = HashSet::new();
+            let mut ts = self.mem.read_ptr(addr + l.interp.threads_head)?;
+            while ts != 0 {
+                total += 1;
+                if !ts_seen.insert(ts) || total > MAX_THREAD_STATES {
+                    bail!("thread list of the interpreter at {addr:#x} loops (torn read)");
+                }
+                let (pthread, tid_at) = match (l.tstate.native_thread_id, self.pthread_tid_offset) {
+                    (None, Some(off)) => {
+                        let pthread = self.mem.read_u64(ts + l.tstate.thread_id)?;
+                        // A thread whose `struct pthread` is gone (or not there yet) has no
+                        // TID to read: its thread state names no live thread.
+                        let at = (pthread != 0 && self.mem.read_u32(pthread + off).is_ok())
+                            .then_some(pthread + off);
+                        (pthread, at)
+                    }
+                    _ => (0, None),
+                };
+                tstates.push(PlanTstate {
+                    addr: ts,
+                    pthread,
+                    tid_at,
+                });
+                ts = self.mem.read_ptr(ts + l.tstate.next)?;
+            }
+            if !plan.gils.contains(&gil_addr) {
+                plan.gils.push(gil_addr);
+            }
+            plan.interps.push(PlanInterp {
+                addr,
+                gil_addr,
+                tstates,
+            });
+            addr = self.mem.read_ptr(addr + l.interp.next)?;
+        }
+        Ok(plan)
+    }
+
+    /// Reads everything the plan names in one gather read, and checks every link against
+    /// it. `Ok(None)`: the lists changed since the plan was made (discover again).
+    fn read_planned(&self, plan: &Plan, gather: &mut Gather) -> Result<Option<RawReading>> {
+        let l = &self.layout;
+        let (ri, t) = (&l.interp, &l.tstate);
+        gather.clear();
+        let head = gather.add(self.runtime + l.runtime.interpreters_head, 8);
+        let current = l
+            .runtime
+            .tstate_current
+            .map(|o| gather.add(self.runtime + o, 8));
+        let opt = |g: &mut Gather, base: u64, off: Option<u64>, len: u64| {
+            off.map(|o| g.add(base + o, len))
+        };
+        struct Parts {
+            id: usize,
+            runtime: Option<usize>,
+            gil: Option<usize>,
+            own: Option<usize>,
+            main: Option<usize>,
+            gc: Option<usize>,
+            next: usize,
+            threads: usize,
+        }
+        let mut iparts = Vec::with_capacity(plan.interps.len());
+        for i in &plan.interps {
+            let a = i.addr;
+            iparts.push(Parts {
+                id: gather.add(a + ri.id, 8),
+                runtime: opt(gather, a, ri.runtime, 8),
+                gil: opt(gather, a, ri.ceval_gil, 8),
+                own: opt(gather, a, ri.own_gil, 4),
+                main: opt(gather, a, ri.threads_main, 8),
+                gc: opt(gather, a, ri.gc_collecting, 4),
+                next: gather.add(a + ri.next, 8),
+                threads: gather.add(a + ri.threads_head, 8),
+            });
+        }
+        let gparts: Vec<usize> = plan
+            .gils
+            .iter()
+            .map(|&g| gather.add(g, l.gil.read_size))
+            .collect();
+        let mut tparts = Vec::new();
+        for i in &plan.interps {
+            for ts in &i.tstates {
+                let tid = ts.tid_at.map(|at| gather.add(at, 4));
+                tparts.push((gather.add(ts.addr, t.read_size), tid));
+            }
+        }
+        if let Err(e) = gather.run(&self.mem) {
+            if super::error::classify(&e) == Some(ReadErrorKind::NoProcess) {
+                return Err(e);
+            }
+            // Freed memory where a planned structure was: the lists changed.
+            return Ok(None);
+        }
+
+        if gather.get(head).u64(0)? != plan.interps.first().map_or(0, |i| i.addr) {
+            return Ok(None);
+        }
+        let tstate_current = match current {
+            Some(c) => gather.get(c).u64(0)?,
+            None => 0,
+        };
+        let mut gils = BTreeMap::new();
+        for (&addr, &p) in plan.gils.iter().zip(&gparts) {
+            gils.insert(addr, self.parse_gil(gather.get(p))?);
+        }
+        let mut interps = Vec::with_capacity(plan.interps.len());
+        let mut tstates = Vec::new();
+        let mut tparts = tparts.into_iter();
+        for (n, (i, p)) in plan.interps.iter().zip(&iparts).enumerate() {
+            let addr = i.addr;
+            let next_planned = plan.interps.get(n + 1).map_or(0, |x| x.addr);
+            if gather.get(p.next).u64(0)? != next_planned
+                || gather.get(p.threads).u64(0)? != i.tstates.first().map_or(0, |x| x.addr)
+            {
+                return Ok(None);
+            }
+            let id = gather.get(p.id).i64(0)?;
             if id < 0 {
                 bail!("interpreter at {addr:#x} has id {id} (torn read)");
             }
-            if let Some(off) = l.interp.runtime {
-                if self.mem.read_ptr(addr + off)? != self.runtime {
+            if let Some(r) = p.runtime {
+                if gather.get(r).u64(0)? != self.runtime {
                     bail!(
                         "interpreter at {addr:#x} does not point back to the runtime (torn read)"
                     );
                 }
             }
-            let (gil_addr, own_gil) = match (l.interp.ceval_gil, l.interp.own_gil) {
+            let own_gil = match (p.gil, p.own) {
                 (Some(g), Some(o)) => {
-                    let ptr = self.mem.read_ptr(addr + g)?;
-                    let own = self.mem.read_i32(addr + o)?;
-                    if ptr == 0 {
-                        bail!("interpreter {id} has no GIL pointer (being created or destroyed)");
+                    let ptr = gather.get(g).u64(0)?;
+                    if ptr != i.gil_addr {
+                        return Ok(None);
                     }
-                    let embedded = l.interp.embedded_gil.map(|e| addr + e);
-                    let own_by_ptr = embedded == Some(ptr);
+                    let own = gather.get(o).i32(0)?;
+                    let own_by_ptr = ri.embedded_gil.map(|e| addr + e) == Some(ptr);
                     if !(own == 0 || own == 1) || (own == 1) != own_by_ptr {
                         bail!("interpreter {id}: own_gil {own} disagrees with its GIL pointer");
                     }
-                    (ptr, own_by_ptr)
+                    own_by_ptr
                 }
-                _ => {
-                    let Some(g) = l.runtime.runtime_gil else {
-                        bail!("layout has no GIL");
-                    };
-                    // One GIL per process: only the main interpreter "owns" it.
-                    (self.runtime + g, false)
-                }
+                // ≤3.11: the main interpreter (id 0) owns the single GIL.
+                _ => id == 0,
             };
-            let threads_main = match l.interp.threads_main {
-                Some(o) => self.mem.read_ptr(addr + o)?,
-                None => 0,
-            };
-            let gc_collecting = match l.interp.gc_collecting {
-                Some(o) => Some(self.mem.read_i32(addr + o)? != 0),
-                None => None,
-            };
-            out.push(RawInterp {
+            interps.push(RawInterp {
                 addr,
                 id,
-                gil_addr,
+                gil_addr: i.gil_addr,
                 own_gil,
-                threads_main,
-                gc_collecting,
+                threads_main: match p.main {
+                    Some(m) => gather.get(m).u64(0)?,
+                    None => 0,
+                },
+                gc_collecting: match p.gc {
+                    Some(g) => Some(gather.get(g).i32(0)? != 0),
+                    None => None,
+                },
             });
-            addr = self.mem.read_ptr(addr + l.interp.next)?;
-        }
-        // ≤3.11: the main interpreter (id 0) owns the single GIL.
-        if l.interp.ceval_gil.is_none() {
-            for i in &mut out {
-                i.own_gil = i.id == 0;
+            for (k, planned) in i.tstates.iter().enumerate() {
+                let ts = planned.addr;
+                let Some((part, tid_part)) = tparts.next() else {
+                    bail!("thread-state parts out of step with the plan");
+                };
+                let b = gather.get(part);
+                let next_planned = i.tstates.get(k + 1).map_or(0, |x| x.addr);
+                if b.u64(t.next)? != next_planned {
+                    return Ok(None);
+                }
+                let interp_addr = b.u64(t.interp)?;
+                if interp_addr != addr {
+                    bail!(
+                        "thread state {ts:#x} in interpreter {id} points to another interpreter (torn read)"
+                    );
+                }
+                let thread_id = b.u64(t.thread_id)?;
+                let tid = match (t.native_thread_id, tid_part) {
+                    (Some(o), _) => b.u64(o)? as u32,
+                    // A thread state that took another pthread since: plan again.
+                    (None, _) if thread_id != planned.pthread => return Ok(None),
+                    (None, Some(tp)) => gather.get(tp).u32(0)?,
+                    (None, None) => 0,
+                };
+                tstates.push(self.parse_tstate(ts, b, interp_addr, id, thread_id, tid)?);
             }
         }
-        if !out.iter().any(|i| i.id == 0) {
+        if !interps.iter().any(|i| i.id == 0) {
             bail!("no main interpreter in the interpreter list");
         }
-        Ok(out)
-    }
-
-    fn pthread_to_tid(&self, pthread: u64) -> Option<u32> {
-        let off = self.pthread_tid_offset?;
-        if pthread == 0 {
-            return None;
-        }
-        self.mem.read_u32(pthread + off).ok()
-    }
-
-    fn read_tstates(&self, interp: &RawInterp, total: &mut usize) -> Result<Vec<RawTstate>> {
-        let t = &self.layout.tstate;
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        let mut addr = self
-            .mem
-            .read_ptr(interp.addr + self.layout.interp.threads_head)?;
-        while addr != 0 {
-            *total += 1;
-            if !seen.insert(addr) || *total > MAX_THREAD_STATES {
-                bail!("thread list of interpreter {} loops (torn read)", interp.id);
-            }
-            let bytes = self.mem.read_vec(addr, t.read_size as usize)?;
-            let b = Bytes(&bytes);
-            let interp_addr = b.u64(t.interp)?;
-            if interp_addr != interp.addr {
-                bail!(
-                    "thread state {addr:#x} in interpreter {} points to another interpreter (torn read)",
-                    interp.id
-                );
-            }
-            let thread_id = b.u64(t.thread_id)?;
-            let tid = match t.native_thread_id {
-                Some(o) => b.u64(o)? as u32,
-                None => self.pthread_to_tid(thread_id).unwrap_or(0),
-            };
-            let status = match t.status {
-                Some(o) => Some(b.u32(o)?),
-                None => None,
-            };
-            let active = match (status, t.active_bit) {
-                (Some(s), Some(bit)) => Some(s & (1 << bit) != 0),
-                _ => None,
-            };
-            let holds_flag = match t.holds_gil {
-                HoldsGil::FromGil => None,
-                HoldsGil::StatusBit(bit) => status.map(|s| s & (1 << bit) != 0),
-                HoldsGil::Int(o) => Some(b.i32(o)? != 0),
-            };
-            let gil_requested = match t.gil_requested {
-                Some(o) => Some(b.i32(o)? != 0),
-                None => None,
-            };
-            let state = match t.state {
-                Some(o) => Some(b.i32(o)?),
-                None => None,
-            };
-            let whence = match t.whence {
-                Some(o) => Some(b.i32(o)?),
-                None => None,
-            };
-            out.push(RawTstate {
-                addr,
-                interp_addr,
-                interp_id: interp.id,
-                thread_id,
-                tid,
-                active,
-                holds_flag,
-                gil_requested,
-                state,
-                whence,
-            });
-            addr = b.u64(t.next)?;
-        }
-        Ok(out)
-    }
-
-    fn read_all(&self) -> Result<RawReading> {
-        let interps = self.read_interps()?;
-        let mut gils = BTreeMap::new();
-        for i in &interps {
-            if let std::collections::btree_map::Entry::Vacant(e) = gils.entry(i.gil_addr) {
-                e.insert(self.read_gil(i.gil_addr)?);
-            }
-        }
-        let tstate_current = match self.layout.runtime.tstate_current {
-            Some(o) => self.mem.read_ptr(self.runtime + o)?,
-            None => 0,
-        };
-        let mut tstates = Vec::new();
-        let mut total = 0;
-        for i in &interps {
-            tstates.extend(self.read_tstates(i, &mut total)?);
-        }
-        Ok(RawReading {
+        Ok(Some(RawReading {
             interps,
             tstates,
             gils,
             tstate_current,
+        }))
+    }
+
+    fn parse_tstate(
+        &self,
+        addr: u64,
+        b: Bytes<'_>,
+        interp_addr: u64,
+        interp_id: i64,
+        thread_id: u64,
+        tid: u32,
+    ) -> Result<RawTstate> {
+        let t = &self.layout.tstate;
+        let status = match t.status {
+            Some(o) => Some(b.u32(o)?),
+            None => None,
+        };
+        let active = match (status, t.active_bit) {
+            (Some(s), Some(bit)) => Some(s & (1 << bit) != 0),
+            _ => None,
+        };
+        let holds_flag = match t.holds_gil {
+            HoldsGil::FromGil => None,
+            HoldsGil::StatusBit(bit) => status.map(|s| s & (1 << bit) != 0),
+            HoldsGil::Int(o) => Some(b.i32(o)? != 0),
+        };
+        let opt_i32 = |off: Option<u64>| -> Result<Option<i32>> {
+            Ok(match off {
+                Some(o) => Some(b.i32(o)?),
+                None => None,
+            })
+        };
+        Ok(RawTstate {
+            addr,
+            interp_addr,
+            interp_id,
+            thread_id,
+            tid,
+            active,
+            holds_flag,
+            gil_requested: opt_i32(t.gil_requested)?.map(|v| v != 0),
+            state: opt_i32(t.state)?,
+            whence: opt_i32(t.whence)?,
         })
+    }
+
+    /// One consistent-or-not reading of the lists and GILs: through the plan when it still
+    /// matches (one system call), else after discovering the lists again.
+    fn read_all(&mut self) -> Result<RawReading> {
+        let mut gather = std::mem::take(&mut self.gather);
+        let out = (|| {
+            if let Some(plan) = &self.plan {
+                if let Some(r) = self.read_planned(plan, &mut gather)? {
+                    return Ok(r);
+                }
+            }
+            self.plan = None;
+            let plan = self.discover()?;
+            let r = self.read_planned(&plan, &mut gather)?;
+            self.plan = Some(plan);
+            r.context("the interpreter or thread lists changed while being read (torn read)")
+        })();
+        if out.is_err() {
+            self.plan = None;
+        }
+        self.gather = gather;
+        out
+    }
+
+    /// The GIL words again, in one gather read: equal to `before` when nothing moved.
+    fn gils_moved(&mut self, before: &BTreeMap<u64, GilWord>) -> Vec<u64> {
+        let mut gather = std::mem::take(&mut self.gather);
+        gather.clear();
+        let addrs: Vec<u64> = before.keys().copied().collect();
+        for &a in &addrs {
+            gather.add(a, self.layout.gil.read_size);
+        }
+        let moved = match gather.run(&self.mem) {
+            Ok(()) => addrs
+                .iter()
+                .enumerate()
+                .filter(|&(i, a)| self.parse_gil(gather.get(i)).ok().as_ref() != before.get(a))
+                .map(|(_, a)| *a)
+                .collect(),
+            Err(_) => addrs,
+        };
+        self.gather = gather;
+        moved
     }
 
     /// Takes one snapshot. Retries torn readings; see the module docs.
@@ -536,18 +726,6 @@ impl Reader {
         let mut unsettled: Vec<u64> = Vec::new();
         for attempt in 0..=self.opts.max_retries {
             let time_ns = monotonic_ns();
-            // Each thread's system call right after its stat, so that the two agree (read
-            // after the memory walk, a thread stat saw asleep had often woken by then).
-            let tasks = match self.task_files.get_mut().tasks_with_syscalls(self.pid) {
-                Ok((t, syscalls)) => {
-                    self.syscalls = syscalls;
-                    t
-                }
-                Err(e) => {
-                    runtime::check_process(self.pid)?;
-                    return Err(e);
-                }
-            };
             let raw = match self.read_all() {
                 Ok(r) => r,
                 Err(e) => {
@@ -567,17 +745,14 @@ impl Reader {
             // Re-read every GIL: a reading is consistent only if none moved. (Stacks are read
             // once, after a consistent reading: retrying them with the states made a busy
             // many-thread target, whose GIL changes hands every 5 ms, retry for ever.)
-            let mut moved = Vec::new();
-            for (&addr, before) in &raw.gils {
-                match self.read_gil(addr) {
-                    Ok(after) if after == *before => {}
-                    _ => moved.push(addr),
-                }
-            }
+            let moved = self.gils_moved(&raw.gils);
             if !moved.is_empty() && attempt < self.opts.max_retries {
                 unsettled = moved;
                 continue;
             }
+            // The kernel's view of the threads the lists name (no listing of /proc/PID/task:
+            // the interpreters' own lists say which threads there are).
+            let tasks = self.task_stats(&raw)?;
             unsettled = moved;
             let frames = self.read_frames(&raw);
             return Ok(self.build(time_ns, attempt, &raw, &tasks, frames, &unsettled));
@@ -596,6 +771,31 @@ impl Reader {
         )))
     }
 
+    /// `/proc/PID/task/TID/stat` of every thread a thread state names, through kept handles.
+    fn task_stats(&mut self, raw: &RawReading) -> Result<Vec<TaskStat>> {
+        let files = self.task_files.get_mut();
+        let now = monotonic_ns();
+        let oncpu = &mut self.oncpu;
+        let mut tids: Vec<u32> = raw
+            .tstates
+            .iter()
+            .map(|t| t.tid)
+            .filter(|&t| t != 0)
+            .collect();
+        tids.sort_unstable();
+        tids.dedup();
+        let out: Vec<TaskStat> = tids
+            .iter()
+            .filter_map(|&tid| oncpu.stat(files, self.pid, tid, now))
+            .collect();
+        if out.is_empty() && !raw.tstates.is_empty() {
+            runtime::check_process(self.pid)?;
+        }
+        files.retain(|tid| out.binary_search_by_key(&tid, |t| t.tid).is_ok());
+        oncpu.retain(|tid| out.binary_search_by_key(&tid, |t| t.tid).is_ok());
+        Ok(out)
+    }
+
     /// Python stacks of every thread state (innermost first), by address.
     fn read_frames(&mut self, raw: &RawReading) -> HashMap<u64, Vec<super::stack::RawFrame>> {
         let mut out = HashMap::new();
@@ -605,9 +805,14 @@ impl Reader {
         let Some(stacks) = self.stacks.as_mut() else {
             return out;
         };
-        // One page cache for every thread (they share code objects); a thread whose frames
-        // changed under us is read again a little, each time with fresh pages.
-        let shared = super::memory::PageCache::new(&self.mem);
+        // One cache for every thread (they share code objects), reading ahead what the last
+        // sample's walks read; a thread whose frames changed under us is read again a
+        // little, each time with fresh pages.
+        let shared = super::memory::ReadAhead::with_buffer(
+            &self.mem,
+            &self.stack_plan,
+            std::mem::take(&mut self.stack_buf),
+        );
         for ts in &raw.tstates {
             if let Ok(f) = stacks.read_stack(&shared, ts.addr) {
                 out.insert(ts.addr, f);
@@ -621,6 +826,7 @@ impl Reader {
                 }
             }
         }
+        (self.stack_plan, self.stack_buf) = shared.into_parts();
         out
     }
 
@@ -1002,9 +1208,13 @@ impl Reader {
         let in_gil = |addr: u64| {
             gil_addr != 0 && addr >= gil_addr + g.wait_begin && addr < gil_addr + g.switch_end
         };
-        let now = match self.syscalls.get(&tid) {
-            Some(read) => *read,
-            None => self.task_files.borrow_mut().syscall_state(self.pid, tid),
+        // A runnable thread's `syscall` file says `running`, whatever it does: no need to ask.
+        let now = if task.on_cpu() {
+            Some(SyscallState::Running)
+        } else {
+            self.task_files
+                .borrow_mut()
+                .syscall_unless_unchanged(self.pid, tid)
         };
         match now {
             Some(SyscallState::Blocked { nr, arg0 }) if nr == SYS_FUTEX && in_gil(arg0) => {

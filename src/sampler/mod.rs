@@ -24,7 +24,9 @@ use crate::trace::{EventTap, Metadata, OptionsMeta, TraceWriter};
 
 pub use clock::{Clock, MonotonicClock};
 use progress::behind_pct;
-pub use progress::{behind_message, human_bytes, Progress, ProgressPrinter, BEHIND_WARN_PCT};
+pub use progress::{
+    behind_message, human_bytes, rate_text, Progress, ProgressPrinter, BEHIND_WARN_PCT, RATE_MAX,
+};
 pub use stop::install_stop_handler;
 
 /// Anything that can read the target once.
@@ -63,6 +65,11 @@ pub trait SnapshotSource {
 
     /// What one probe hit costs the target, ns (for the trace header).
     fn probe_ns_per_event(&self) -> Option<u64> {
+        None
+    }
+
+    /// Where the threads' on/off-CPU state comes from (for the trace header).
+    fn oncpu_source(&self) -> Option<String> {
         None
     }
 
@@ -467,6 +474,7 @@ impl<'a> Recording<'a> {
             subprocesses: opts.subprocesses,
             max_overhead_pct: opts.max_overhead.map(|f| f * 100.0),
             probe_ns_per_event: source.probe_ns_per_event(),
+            oncpu_source: source.oncpu_source(),
         };
         self.budget.exact = source.mode() == Source::Exact;
         // Wall-clock time of the first sample (same monotonic clock).

@@ -35,9 +35,24 @@ pub(crate) fn behind_pct(asked: f64, achieved: f64) -> f64 {
     }
 }
 
+/// `--rate max`: a period of 1 ns, so the sampler never sleeps. Never "behind".
+pub const RATE_MAX: f64 = 1e9;
+
+/// "1000 Hz", or "as fast as it can" for [`RATE_MAX`].
+pub fn rate_text(hz: f64) -> String {
+    if hz >= RATE_MAX {
+        "as fast as it can".to_string()
+    } else {
+        format!("{hz} Hz")
+    }
+}
+
 /// "asked 1000 Hz, achieved 612 Hz (39% behind)" when behind by more than
 /// [`BEHIND_WARN_PCT`].
 pub fn behind_message(asked: f64, achieved: f64) -> Option<String> {
+    if asked >= RATE_MAX {
+        return None;
+    }
     let b = behind_pct(asked, achieved);
     (b > BEHIND_WARN_PCT)
         .then(|| format!("asked {asked:.0} Hz, achieved {achieved:.0} Hz ({b:.0}% behind)"))

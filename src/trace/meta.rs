@@ -92,6 +92,10 @@ pub struct OptionsMeta {
     /// What one probe hit costs the target, ns (exact mode; calibrated at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_ns_per_event: Option<u64>,
+    /// Where on/off-CPU states came from: "perf context-switch records" or
+    /// "/proc/TID/stat" (live recordings; absent in older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oncpu_source: Option<String>,
 }
 
 impl Default for OptionsMeta {
@@ -103,6 +107,7 @@ impl Default for OptionsMeta {
             subprocesses: false,
             max_overhead_pct: None,
             probe_ns_per_event: None,
+            oncpu_source: None,
         }
     }
 }
