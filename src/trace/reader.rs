@@ -769,6 +769,37 @@ fn decode_record_v1(
                 probes_ppm: p.uvarint()?,
             }
         }
+        tag::GC => {
+            let len = c.uvarint()?;
+            if len > c.remaining() as u64 {
+                return Err(Bad::Decode(DecodeError::Eof));
+            }
+            let mut p = Cursor::new(c.bytes(len as usize)?);
+            let end_ns = p.uvarint()?;
+            let Some(start_ns) = end_ns.checked_sub(p.uvarint()?) else {
+                return invalid("GC record starts before time 0");
+            };
+            let interpreter = p.ivarint()?;
+            let thread = match p.uvarint()? {
+                0 => None,
+                t if t - 1 < tables.threads => Some(u32_of(t - 1, "thread")?),
+                t => return invalid(format!("thread {} is not defined", t - 1)),
+            };
+            let stack = p.uvarint()?;
+            if stack > tables.stacks {
+                return invalid(format!("stack {stack} is not defined"));
+            }
+            let samples = u32_of(p.uvarint()?, "sample count")?;
+            // Later fields, if a newer writer adds any, are skipped.
+            Event::Gc(crate::model::timeline::GcRun {
+                interpreter,
+                start_ns,
+                end_ns,
+                samples,
+                thread,
+                stack: u32_of(stack, "stack")?,
+            })
+        }
         t if t >= tag::SKIPPABLE_MIN => {
             let len = c.uvarint()?;
             if len > c.remaining() as u64 {
