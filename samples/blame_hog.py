@@ -54,10 +54,12 @@ def spin(out, started):
 
 
 def wait_for_go():
-    """With GO_LINE=1: start once a line comes on stdin (the test sends it once the recorder
+    """With GO_LINE=1: say so on stderr, and start once a line comes on stdin (the test sends it once the recorder
     samples, so everything measured is recorded); then 0.3 s more for the recorder to see the
     threads."""
     if os.environ.get("GO_LINE") == "1":
+        sys.stderr.write("waiting for the go line\n")
+        sys.stderr.flush()
         sys.stdin.readline()
     time.sleep(0.3)
 

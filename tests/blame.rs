@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use common::*;
 use serde_json::Value;
 
@@ -104,11 +104,22 @@ fn record_workload(
             let _ = wout.read_to_string(&mut s);
             s
         });
+        let (wtx, wrx) = mpsc::channel::<()>();
         let werr_thread = std::thread::spawn(move || {
             let mut s = String::new();
-            let _ = werr.read_to_string(&mut s);
+            for line in BufReader::new(&mut werr).lines().map_while(Result::ok) {
+                if line.starts_with("waiting for the go line") {
+                    let _ = wtx.send(());
+                }
+                s.push_str(&line);
+                s.push('\n');
+            }
             s
         });
+        // Attach once the interpreter runs the workload (not while it is still starting).
+        if wrx.recv_timeout(TIMEOUT).is_err() {
+            bail!("the workload never said it waits for the go line");
+        }
         let (pid, o) = (
             workload.id().to_string(),
             trace.to_string_lossy().into_owned(),
