@@ -407,18 +407,35 @@ fn check_trace_events(text: &str) -> Result<Value> {
                 let dur = e["dur"].as_f64().context("dur")?;
                 ensure!(ts >= 0.0 && dur >= 0.0, "negative time in {e}");
                 let cat = e["cat"].as_str().context("cat")?;
-                ensure!(cat == "gil" || cat == "stack", "category {cat}");
+                ensure!(
+                    cat == "gil" || cat == "stack" || cat == "gc",
+                    "category {cat}"
+                );
                 slices.entry((pid, tid)).or_default().push((
                     ns(ts),
                     ns(ts) + ns(dur),
                     e["name"].as_str().unwrap_or("").to_string(),
                 ));
             }
+            "C" if e["name"] == "threads holding a GIL" => {
+                // The parallelism counter: whole numbers of threads.
+                for k in ["holding", "on_cpu"] {
+                    let n = e["args"][k].as_u64().context("parallelism counter value")?;
+                    ensure!(n < 10_000, "{k} {n}");
+                }
+                ensure!(e["ts"].as_f64().is_some(), "counter ts");
+            }
             "C" => {
                 let busy = e["args"]["busy"].as_f64().context("counter value")?;
                 ensure!((0.0..=100.0).contains(&busy), "busy {busy}");
                 ensure!(e["ts"].as_f64().is_some(), "counter ts");
                 counters += 1;
+            }
+            // Hand-over flows (exact mode): start and end of one id.
+            "s" | "f" => {
+                ensure!(e["id"].as_u64().is_some(), "flow id in {e}");
+                ensure!(e["ts"].as_f64().is_some(), "flow ts");
+                ensure!(e["cat"] == "handover", "flow category in {e}");
             }
             "i" => ensure!(e["ts"].as_f64().is_some(), "instant ts"),
             _ => bail!("unexpected phase {ph}"),
