@@ -314,6 +314,11 @@ fn blame_names_the_holder_and_its_code_exact() {
                 let p99 = f(&h["latency_p99_s"], "latency_p99_s")?;
                 ensure!(count >= 10, "{count} hand-overs: {h}");
                 ensure!(p50 <= p99 && p99 < 0.1, "latency p50 {p50} p99 {p99}");
+                // One GIL: one holder at a time, but for sampled seams at a thread's start
+                // (threads created after the probes were attached once showed holds from the
+                // attach time: 1.04–1.14 here).
+                let mean = f(&s["parallelism"]["gil_holders_mean"], "gil_holders_mean")?;
+                ensure!(mean <= 1.01, "gil_holders_mean {mean} on one GIL");
                 Ok(format!(
                     "{line}; {count} hand-overs p50 {p50} s p99 {p99} s"
                 ))
@@ -446,7 +451,7 @@ fn gc_pauses_match_gc_callbacks() {
                 let want = f(&truth["gc_seconds"], "gc_seconds")?;
                 let n = truth["collections"].as_u64().unwrap_or(0);
                 ensure!(
-                    want > 0.5 && n > 10,
+                    want > 0.5 && n >= 5,
                     "the workload collected only {n} times, {want} s"
                 );
                 let gc = &s["interpreters"][0]["gc"];

@@ -357,7 +357,7 @@ fn who(tid: Option<u32>, name: Option<&str>) -> String {
     match (tid, name) {
         (Some(t), Some(n)) => format!("{t} {}", truncate(n, NAME_WIDTH)),
         (Some(t), None) => t.to_string(),
-        _ => "(unknown)".to_owned(),
+        _ => "(none seen)".to_owned(),
     }
 }
 
