@@ -431,6 +431,81 @@ fn parallel_subinterpreters_hold_three_gils_at_once() {
     );
 }
 
+/// Records `sample` (with `env`) for 3 s at 200 Hz, sampled; its summary and text.
+fn record_sample(
+    py: &Python,
+    sample: &str,
+    env: &[(&str, &str)],
+    name: &str,
+) -> Result<(Value, String)> {
+    let dir = Scratch::new(name, py)?;
+    let target = Target::start_with_env(py, sample, env)?;
+    let trace = dir.path("p.trace");
+    let (pid, o) = (
+        target.pid().to_string(),
+        trace.to_string_lossy().into_owned(),
+    );
+    let out = output_with_timeout(
+        gilscope(&[
+            "record",
+            "--mode",
+            "sampling",
+            "--pid",
+            &pid,
+            "-o",
+            &o,
+            "--rate",
+            "200",
+            "--duration",
+            "3",
+        ]),
+        TIMEOUT,
+    )?;
+    ensure!(
+        out.status.success(),
+        "record failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    summarize(&trace)
+}
+
+/// samples/freethreaded.py: two pure-Python spinners in one interpreter. With a GIL (every
+/// default build; free-threaded with PYTHON_GIL=1) exactly one of them holds it at any time
+/// (they always want it): gil_holders_mean ≈ 1, never more than 1 at once. Free-threaded with
+/// PYTHON_GIL=0: both are attached all the time: ≈ 2.
+#[test]
+fn parallel_spinners_one_gil_or_none() {
+    let _serial = serial();
+    for_each_python(
+        "parallel_spinners_one_gil_or_none",
+        "any CPython 3.9+",
+        |_| true,
+        |py| {
+            let mut cases: Vec<(&str, Vec<(&str, &str)>, f64, f64, u64)> =
+                vec![("gil", gil_env(py), 0.9, 1.01, 1)];
+            if py.free_threaded {
+                cases.push(("no-gil", vec![("PYTHON_GIL", "0")], 1.8, 2.05, 2));
+            }
+            let mut lines = Vec::new();
+            for (what, env, lo, hi, max_want) in cases {
+                let (s, text) = record_sample(py, "freethreaded.py", &env, what)?;
+                let r = (|| -> Result<String> {
+                    let p = &s["parallelism"];
+                    let mean = f(&p["gil_holders_mean"], "gil_holders_mean")?;
+                    let max = p["gil_holders_max"].as_u64().unwrap_or(0);
+                    let line = format!("{what}: holders mean {mean:.3} max {max}");
+                    ensure!((lo..=hi).contains(&mean), "{line}: want {lo}..{hi}");
+                    ensure!(max == max_want, "{line}: want max {max_want}");
+                    Ok(line)
+                })();
+                lines.push(r.with_context(|| format!("summary:\n{text}"))?);
+            }
+            println!("parallel spinners [{}]: {}", py.name, lines.join("; "));
+            Ok(())
+        },
+    );
+}
+
 // --------------------------------------------------------------------------------------- gc
 
 /// samples/gc_timed.py: gc seconds within 10 % of what gc.callbacks timed, a collection count
