@@ -481,8 +481,9 @@ fn parallel_spinners_one_gil_or_none() {
         "any CPython 3.9+",
         |_| true,
         |py| {
-            let mut cases: Vec<(&str, Vec<(&str, &str)>, f64, f64, u64)> =
-                vec![("gil", gil_env(py), 0.9, 1.01, 1)];
+            // (what, environment, mean from..to, max)
+            type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64, f64, u64);
+            let mut cases: Vec<Case> = vec![("gil", gil_env(py), 0.9, 1.01, 1)];
             if py.free_threaded {
                 cases.push(("no-gil", vec![("PYTHON_GIL", "0")], 1.8, 2.05, 2));
             }
