@@ -78,7 +78,21 @@ const HOT_STACKS: usize = 5;
 pub struct ViewBuilder {
     timeline: Timeline,
     gil_tracks: HashMap<GilIdx, GilTrack>,
+    /// Blame and the parallelism strip, with the model end they were computed at: a live
+    /// view recomputes them once a second of new data (they walk every interval).
+    derived: std::cell::RefCell<Option<Derived>>,
 }
+
+#[derive(Clone)]
+struct Derived {
+    at_end_ns: u64,
+    waited: HashMap<u32, Vec<WaitedFor>>,
+    parallel: ParallelTrack,
+    parallel_max: u32,
+}
+
+/// How much newer the model must be before a live view recomputes [`Derived`].
+const DERIVED_EVERY_NS: u64 = 1_000_000_000;
 
 /// A thread's lane: its model intervals, the time it ran garbage collections (inside its
 /// held or attached intervals) in the `gc` state.
@@ -280,8 +294,32 @@ impl ViewBuilder {
                 threads: Vec::new(),
             })
             .collect();
-        let mut waited = waited_for(tl);
-        let (parallel, parallel_max) = parallel_track(tl);
+        let now = tl.end_ns.unwrap_or(0);
+        let cached = self
+            .derived
+            .borrow()
+            .as_ref()
+            .filter(|d| {
+                live && now.saturating_sub(d.at_end_ns) < DERIVED_EVERY_NS && now >= d.at_end_ns
+            })
+            .cloned();
+        let d = cached.unwrap_or_else(|| {
+            let (parallel, parallel_max) = parallel_track(tl);
+            let d = Derived {
+                at_end_ns: now,
+                waited: waited_for(tl),
+                parallel,
+                parallel_max,
+            };
+            *self.derived.borrow_mut() = Some(d.clone());
+            d
+        });
+        let Derived {
+            mut waited,
+            parallel,
+            parallel_max,
+            ..
+        } = d;
         let mut threads: Vec<&gilscope::model::timeline::Thread> = tl.threads.iter().collect();
         threads.sort_by_key(|t| (t.tid, t.start_ticks));
         for t in threads {
