@@ -573,6 +573,32 @@ mod tests {
     }
 
     #[test]
+    fn parallel_track_averages_holders() {
+        let p = ParallelTrack::from_segments([
+            ParallelSegment {
+                start_ns: 0,
+                end_ns: 10,
+                holders: 3,
+            },
+            ParallelSegment {
+                start_ns: 10,
+                end_ns: 20,
+                holders: 1,
+            },
+        ]);
+        assert_eq!(p.mean(0, 20), Some(2.0));
+        assert_eq!(p.cells(0, 20, 2), vec![Some(3.0), Some(1.0)]);
+        assert_eq!(p.mean(30, 40), None);
+        // gc is held time drawn apart: it wins ties.
+        let lane = Lane::from_segments([
+            Segment::new(0, 5, LaneState::Held),
+            Segment::new(5, 10, LaneState::Gc),
+        ]);
+        assert_eq!(lane.times(0, 10).dominant(), Some(LaneState::Gc));
+        assert!(lane.times(0, 10).on_cpu_ns == 10);
+    }
+
+    #[test]
     fn gil_busy_fraction() {
         let g = GilTrack::from_segments([
             GilSegment::new(0, 30, GilLock::Busy),
