@@ -407,18 +407,35 @@ fn check_trace_events(text: &str) -> Result<Value> {
                 let dur = e["dur"].as_f64().context("dur")?;
                 ensure!(ts >= 0.0 && dur >= 0.0, "negative time in {e}");
                 let cat = e["cat"].as_str().context("cat")?;
-                ensure!(cat == "gil" || cat == "stack", "category {cat}");
+                ensure!(
+                    cat == "gil" || cat == "stack" || cat == "gc",
+                    "category {cat}"
+                );
                 slices.entry((pid, tid)).or_default().push((
                     ns(ts),
                     ns(ts) + ns(dur),
                     e["name"].as_str().unwrap_or("").to_string(),
                 ));
             }
+            "C" if e["name"] == "threads holding a GIL" => {
+                // The parallelism counter: whole numbers of threads.
+                for k in ["holding", "on_cpu"] {
+                    let n = e["args"][k].as_u64().context("parallelism counter value")?;
+                    ensure!(n < 10_000, "{k} {n}");
+                }
+                ensure!(e["ts"].as_f64().is_some(), "counter ts");
+            }
             "C" => {
                 let busy = e["args"]["busy"].as_f64().context("counter value")?;
                 ensure!((0.0..=100.0).contains(&busy), "busy {busy}");
                 ensure!(e["ts"].as_f64().is_some(), "counter ts");
                 counters += 1;
+            }
+            // Hand-over flows (exact mode): start and end of one id.
+            "s" | "f" => {
+                ensure!(e["id"].as_u64().is_some(), "flow id in {e}");
+                ensure!(e["ts"].as_f64().is_some(), "flow ts");
+                ensure!(e["cat"] == "handover", "flow category in {e}");
             }
             "i" => ensure!(e["ts"].as_f64().is_some(), "instant ts"),
             _ => bail!("unexpected phase {ph}"),
@@ -626,4 +643,67 @@ fn exports_of_a_trace_with_subinterpreters_validate() {
         2,
         "the reused TID 4001 is two lanes"
     );
+}
+
+// ---------------------------------------------------------------------- blame (issue 14)
+
+/// The real exact-mode recording of samples/contention.py (CPython 3.12.1): its spinner waits
+/// for the GIL exactly while the holder holds it (the sample's ground truth). `summary
+/// --json` blames the spinner's waiting on the holder in `hold_loop`, as much as the holder
+/// held the GIL while the spinner was there; `flame --blame` draws the same; Perfetto has a
+/// hand-over arrow (a start and an end) per hand-over `summary` counts.
+#[test]
+fn blame_of_an_exact_recording_in_summary_flame_and_perfetto() {
+    let fx = golden_dir().join("contention-exact-3.12.trace");
+    let fx = fx.to_str().unwrap();
+    let s: Value = serde_json::from_str(&run(&["summary", fx, "--json"])).unwrap();
+    let name_of = |tid: &Value| {
+        s["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| &t["tid"] == tid)
+            .map(|t| t["name"].as_str().unwrap_or("").to_string())
+    };
+    let first = &s["blame"][0];
+    assert_eq!(first["waiter_name"], "spinner", "{first}");
+    assert_eq!(first["holder_name"], "holder", "{first}");
+    assert_eq!(name_of(&first["holder_tid"]).as_deref(), Some("holder"));
+    let top = &first["holder_stacks"][0]["frames"][0];
+    assert_eq!(top["function"], "hold_loop", "{first}");
+    // The holder's held time while the spinner existed ≈ the spinner's wait for it.
+    let holder = s["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "holder")
+        .unwrap();
+    let held =
+        holder["held_pct"].as_f64().unwrap() / 100.0 * holder["observed_s"].as_f64().unwrap();
+    let blamed = first["seconds"].as_f64().unwrap();
+    assert!(
+        (blamed - held).abs() <= 0.05 * held,
+        "spinner waited {blamed} s for the holder, which held {held} s"
+    );
+    let count = s["interpreters"][0]["handovers"]["count"].as_u64().unwrap();
+    assert!(count > 0);
+
+    let folded = run(&["flame", fx, "--blame", "-o", "-"]);
+    assert!(
+        folded.contains("holder holder ("),
+        "flame --blame has no holder root"
+    );
+    assert!(
+        folded.contains("hold_loop"),
+        "flame --blame lacks hold_loop"
+    );
+
+    let p = check_trace_events(&run(&["export", fx, "-f", "perfetto", "-o", "-"])).unwrap();
+    let events = p["traceEvents"].as_array().unwrap();
+    let flows = |ph: &str| events.iter().filter(|e| e["ph"] == ph).count() as u64;
+    assert_eq!(flows("s"), count);
+    assert_eq!(flows("f"), count);
+    assert!(events
+        .iter()
+        .any(|e| e["ph"] == "C" && e["name"] == "threads holding a GIL"));
 }

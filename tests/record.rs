@@ -73,13 +73,14 @@ struct SummaryInterpreter {
     gil: usize,
     shares_gil_with: Vec<i64>,
     gil_busy_pct: Option<f64>,
-    handovers: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 struct SummaryGil {
     index: usize,
     interpreters: Vec<i64>,
+    /// Counted from samples (`interpreters[].handovers` is exact mode's, null here).
+    handovers: u64,
     held_s: f64,
     hot_stacks: Vec<SummaryStack>,
 }
@@ -567,7 +568,7 @@ fn check_duty_cycle(s: &Summary, ready: &Ready) -> Result<String> {
         releaser.shares(),
         main.shares(),
         interp.gil_busy_pct.unwrap_or(f64::NAN),
-        interp.handovers
+        s.gils[interp.gil].handovers
     );
     let r = (|| -> Result<()> {
         // The duty thread holds the GIL half the time: PyDLL usleep(200 ms) then CDLL

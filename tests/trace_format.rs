@@ -414,3 +414,66 @@ fn size_per_thread_minute_is_within_budget() {
         std::fs::remove_file(&path).ok();
     }
 }
+
+/// `gc.collecting` read in samples 100–149 and 400–409 becomes two GC records (skippable tag
+/// 0x82) that survive the file, named after the GIL holder and its stack then; the model
+/// counts them per interpreter.
+#[test]
+fn garbage_collections_round_trip() {
+    let opts = SynthOptions {
+        samples: 600,
+        ..SynthOptions::default()
+    };
+    let mut snaps = synth::snapshots(&opts);
+    for (i, s) in snaps.iter_mut().enumerate() {
+        s.interpreters[0].gc_collecting = Some((100..150).contains(&i) || (400..410).contains(&i));
+    }
+    let holder = snaps[100].interpreters[0].gil.holder_tid.unwrap();
+    let path = tmp("gc.gilscope");
+    let mut meta = Metadata::from_snapshot(&snaps[0]);
+    meta.options.rate_hz = f64::from(opts.rate_hz);
+    let mut w = TraceWriter::create(&path, &meta).unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let tap_seen = seen.clone();
+    w.set_tap(Box::new(move |e| tap_seen.borrow_mut().push(e.clone())));
+    for (i, s) in snaps.iter().enumerate() {
+        w.write_snapshot(s).unwrap();
+        if i % 64 == 63 {
+            w.flush().unwrap();
+        }
+    }
+    w.finish(None, 0).unwrap();
+    let written = seen.borrow().clone();
+    let read = read_all(&path);
+    assert!(read == written, "events differ after a round trip");
+    let gcs: Vec<_> = read
+        .iter()
+        .filter_map(|e| match e {
+            Event::Gc(g) => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gcs.len(), 2, "{gcs:?}");
+    let period = 1_000_000u64;
+    assert_eq!(gcs[0].samples, 50);
+    assert_eq!(gcs[0].end_ns - gcs[0].start_ns, 50 * period);
+    assert_eq!(gcs[0].start_ns, snaps[100].time_ns);
+    let rp = replay(&path).unwrap();
+    let tl = &rp.timeline;
+    let t = &tl.threads[gcs[0].thread.unwrap() as usize];
+    assert_eq!(t.tid, holder);
+    let want = &snaps[100].thread(holder).unwrap().frames;
+    let got = tl.stack_frames(gcs[0].stack);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got[0].function, want[0].function);
+    assert_eq!(got[0].line, want[0].line);
+    let st = &tl.gc[&0];
+    assert_eq!(st.collections, 2);
+    assert_eq!(st.total.ns, 60 * period);
+    assert_eq!(st.longest.as_ref().unwrap().samples, 50);
+    let s = summarize_replay(&rp, &SummaryOptions::default());
+    assert_eq!(s.interpreters[0].gc.collections, 2);
+    assert!((s.interpreters[0].gc.seconds - 0.060).abs() < 1e-9);
+    assert!((s.interpreters[0].gc.longest_seconds - 0.050).abs() < 1e-9);
+    assert_eq!(s.interpreters[0].gc.longest_tid, Some(holder));
+}

@@ -60,6 +60,70 @@ pub struct Summary {
     pub threads: Vec<ThreadSummary>,
     /// Threads not listed in `threads` ([`Summary::keep_most_active`]); 0 when all are.
     pub threads_left_out: usize,
+    /// Who held the GIL while others waited: waiter → holder, most waiting first.
+    pub blame: Vec<BlameSummary>,
+    pub parallelism: ParallelismSummary,
+}
+
+/// Waiting one thread did while another held the GIL, and the holder's code then.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlameSummary {
+    pub interpreter: i64,
+    pub waiter_tid: u32,
+    pub waiter_name: String,
+    /// Null: no thread was seen holding the GIL while it waited.
+    pub holder_tid: Option<u32>,
+    pub holder_name: Option<String>,
+    pub seconds: f64,
+    /// The holder's stacks over that time, most first (at most `top_stacks`).
+    pub holder_stacks: Vec<BlameStack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlameStack {
+    pub seconds: f64,
+    /// Innermost first; `<GC>` on top while the holder ran a garbage collection.
+    pub frames: Vec<BlameFrame>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlameFrame {
+    pub function: String,
+    pub file: String,
+    pub line: i32,
+}
+
+/// How many threads ran Python at once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParallelismSummary {
+    /// Time average of the threads holding a GIL (free-threaded, GIL off: attached).
+    pub gil_holders_mean: f64,
+    pub gil_holders_max: u32,
+    /// Time average of the target's threads on a CPU (running or runnable).
+    pub on_cpu_mean: f64,
+}
+
+/// Garbage collections of one interpreter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GcSummary {
+    pub collections: u64,
+    pub seconds: f64,
+    pub longest_seconds: f64,
+    /// The thread that ran the longest one, and the Python line it was at (what triggered
+    /// it), when known.
+    pub longest_tid: Option<u32>,
+    pub longest_thread_name: Option<String>,
+    pub longest_trigger: Option<BlameFrame>,
+}
+
+/// GIL hand-overs seen by exact mode.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandoverSummary {
+    /// Drops while another thread waited.
+    pub count: u64,
+    /// From the drop to the next take.
+    pub latency_p50_s: f64,
+    pub latency_p99_s: f64,
 }
 
 impl Summary {
@@ -130,8 +194,11 @@ pub struct InterpreterSummary {
     pub shares_gil_with: Vec<i64>,
     /// Busy share of its GIL (null while the GIL was never enabled).
     pub gil_busy_pct: Option<f64>,
-    /// Hand-overs of its GIL (shared GILs: counted once, shown for each).
-    pub handovers: u64,
+    /// Exact mode: hand-overs of its GIL and their latency (shared GILs: the same for each);
+    /// null without exact mode (`gils[].handovers` counts them from samples).
+    pub handovers: Option<HandoverSummary>,
+    /// Its garbage collections (`collections` 0 when none was seen).
+    pub gc: GcSummary,
     /// Threads whose main interpreter this is.
     pub threads: usize,
     pub first_seen_s: f64,
@@ -202,6 +269,8 @@ pub struct ThreadSummary {
     pub attached_pct: f64,
     pub unknown_pct: f64,
     pub on_cpu_pct: f64,
+    /// Running a garbage collection (part of `held_pct`, or `attached_pct`).
+    pub gc_pct: f64,
     pub samples: u64,
     pub observed_s: f64,
     pub first_seen_s: f64,
@@ -210,6 +279,72 @@ pub struct ThreadSummary {
     /// [`Summary::keep_most_active`] ranks by.
     #[serde(skip)]
     pub active_ns: u64,
+}
+
+fn frame_of(f: &Frame) -> BlameFrame {
+    BlameFrame {
+        function: f.function.clone(),
+        file: f.file.clone(),
+        line: f.line,
+    }
+}
+
+fn gc_summary(tl: &Timeline, interpreter: i64) -> GcSummary {
+    let st = tl.gc.get(&interpreter).cloned().unwrap_or_default();
+    let longest = st.longest.as_ref();
+    let thread = longest
+        .and_then(|l| l.thread)
+        .and_then(|t| tl.threads.get(t as usize));
+    GcSummary {
+        collections: st.collections,
+        seconds: secs(st.total.ns),
+        longest_seconds: longest.map_or(0.0, |l| secs(l.end_ns.saturating_sub(l.start_ns))),
+        longest_tid: thread.map(|t| t.tid),
+        longest_thread_name: thread.map(|t| t.name.clone()),
+        longest_trigger: longest
+            .and_then(|l| tl.stack_frames(l.stack).first().map(|f| frame_of(f))),
+    }
+}
+
+/// Frames of a holder stack, innermost first, `<GC>` on top while it collected.
+pub fn blame_frames(tl: &Timeline, hs: crate::analysis::blame::HolderStack) -> Vec<BlameFrame> {
+    let mut frames = Vec::new();
+    if hs.gc {
+        frames.push(BlameFrame {
+            function: "<GC>".into(),
+            file: String::new(),
+            line: 0,
+        });
+    }
+    frames.extend(tl.stack_frames(hs.stack).into_iter().map(frame_of));
+    frames
+}
+
+fn blame_summary(tl: &Timeline, opts: &SummaryOptions) -> Vec<BlameSummary> {
+    crate::analysis::blame::blame(tl)
+        .into_iter()
+        .map(|b| {
+            let waiter = tl.threads.get(b.waiter as usize);
+            let holder = b.holder.and_then(|h| tl.threads.get(h as usize));
+            BlameSummary {
+                interpreter: b.interpreter,
+                waiter_tid: waiter.map_or(0, |t| t.tid),
+                waiter_name: waiter.map_or_else(String::new, |t| t.name.clone()),
+                holder_tid: holder.map(|t| t.tid),
+                holder_name: holder.map(|t| t.name.clone()),
+                seconds: secs(b.ns),
+                holder_stacks: b
+                    .stacks
+                    .iter()
+                    .take(opts.top_stacks)
+                    .map(|&(hs, ns)| BlameStack {
+                        seconds: secs(ns),
+                        frames: blame_frames(tl, hs),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 fn round(v: f64, digits: i32) -> f64 {
@@ -283,6 +418,7 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
                 attached_pct: share(GilState::Attached),
                 unknown_pct: share(GilState::Unknown),
                 on_cpu_pct: pct(t.on_cpu.ns, obs.ns),
+                gc_pct: pct(t.gc.ns, obs.ns),
                 // Exact runs carry no samples: count the sampled ones (stacks).
                 samples: if t.exact {
                     t.stacks.values().map(|v| v.samples).sum()
@@ -366,6 +502,7 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
         })
         .collect();
 
+    let handovers = crate::analysis::parallel::handovers(tl);
     let interpreters = tl
         .interpreters
         .values()
@@ -386,7 +523,12 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
                     })
                     .unwrap_or_default(),
                 gil_busy_pct: g.and_then(|g| g.busy_pct),
-                handovers: g.map_or(0, |g| g.handovers),
+                handovers: handovers.get(&i.gil).map(|h| HandoverSummary {
+                    count: h.count,
+                    latency_p50_s: secs(h.latency_p50_ns),
+                    latency_p99_s: secs(h.latency_p99_ns),
+                }),
+                gc: gc_summary(tl, i.id),
                 threads: threads
                     .iter()
                     .filter(|t| t.interpreter == Some(i.id))
@@ -429,6 +571,15 @@ pub fn summarize(meta: &Metadata, tl: &Timeline, opts: &SummaryOptions) -> Summa
         gils,
         threads,
         threads_left_out: 0,
+        blame: blame_summary(tl, opts),
+        parallelism: {
+            let p = crate::analysis::parallel::parallelism(tl);
+            ParallelismSummary {
+                gil_holders_mean: round(p.holders_mean, 3),
+                gil_holders_max: p.holders_max,
+                on_cpu_mean: round(p.on_cpu_mean, 3),
+            }
+        },
     }
 }
 
@@ -575,7 +726,8 @@ mod tests {
         assert_eq!(s.interpreters[1].shares_gil_with, vec![0]);
         assert!(!s.interpreters[1].own_gil);
         assert_eq!(s.interpreters[0].gil_busy_pct, Some(50.0));
-        assert_eq!(s.interpreters[1].handovers, 2);
+        assert_eq!(s.gils[s.interpreters[1].gil as usize].handovers, 2);
+        assert_eq!(s.interpreters[1].handovers, None);
         // Held 30 ns in spin←main (interp 0) and 10 ns in main (interp 1),
         // both on GIL 0.
         let hot: Vec<_> = s.gils[0]

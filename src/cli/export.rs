@@ -43,6 +43,7 @@ impl StackFilterArgs {
             no_lines: self.no_lines,
             thread_roots: self.thread_roots,
             weight: self.weight,
+            blame: false,
         }
     }
 }
@@ -56,6 +57,10 @@ pub struct FlameArgs {
     output: std::path::PathBuf,
     #[command(flatten)]
     filter: StackFilterArgs,
+    /// Draw the stacks of the threads holding the GIL, weighted by the time others waited for
+    /// it meanwhile (which code makes everyone else wait); `--thread` picks the waiter.
+    #[arg(long, conflicts_with = "state")]
+    blame: bool,
 }
 
 #[derive(Args)]
@@ -73,7 +78,15 @@ pub struct ExportArgs {
 }
 
 pub fn run_flame(args: &FlameArgs) -> Result<u8> {
-    let opts = args.filter.options(output::flame::StateFilter::default());
+    let mut opts = args.filter.options(output::flame::StateFilter::default());
+    if args.blame {
+        if opts.weight == output::flame::Weight::Samples {
+            anyhow::bail!(
+                "--blame weighs stacks by waiting time; --weight samples does not apply (leave it out)"
+            );
+        }
+        opts.blame = true;
+    }
     output::flame::flame_file(&args.file, &args.output, &opts)?;
     Ok(0)
 }

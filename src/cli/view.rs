@@ -17,8 +17,8 @@ use gilscope::model::{GilState, Snapshot};
 use gilscope::reader::{Reader, ReaderOptions};
 use gilscope::trace::{Metadata, SnapshotEncoder, TraceReader, TraceWriter};
 use gilscope_ui::{
-    GilLock, GilSegment, GilTrack, GilView, HotStack, InterpView, Lane, LaneState, Segment,
-    ThreadKey, ThreadView, TimeRange, ViewModel,
+    GilLock, GilSegment, GilTrack, GilView, HotStack, InterpView, Lane, LaneState, ParallelSegment,
+    ParallelTrack, Segment, ThreadKey, ThreadView, TimeRange, ViewModel, WaitedFor,
 };
 
 use super::parse_rate;
@@ -78,16 +78,124 @@ const HOT_STACKS: usize = 5;
 pub struct ViewBuilder {
     timeline: Timeline,
     gil_tracks: HashMap<GilIdx, GilTrack>,
+    /// Blame and the parallelism strip, with the model end they were computed at: a live
+    /// view recomputes them once a second of new data (they walk every interval).
+    derived: std::cell::RefCell<Option<Derived>>,
 }
 
-/// A thread's lane: its model intervals.
-pub fn lane_of(thread: &gilscope::model::timeline::Thread) -> Lane {
-    Lane::from_segments(
-        thread
-            .intervals
-            .iter()
-            .map(|i| Segment::new(i.start_ns, i.end_ns, lane_state(i.state)).with_on_cpu(i.on_cpu)),
-    )
+#[derive(Clone)]
+struct Derived {
+    at_end_ns: u64,
+    waited: HashMap<u32, Vec<WaitedFor>>,
+    parallel: ParallelTrack,
+    parallel_max: u32,
+}
+
+/// How much newer the model must be before a live view recomputes [`Derived`].
+const DERIVED_EVERY_NS: u64 = 1_000_000_000;
+
+/// A thread's lane: its model intervals, the time it ran garbage collections (inside its
+/// held or attached intervals) in the `gc` state.
+pub fn lane_of(tl: &Timeline, thread: &gilscope::model::timeline::Thread) -> Lane {
+    let mut segs = Vec::with_capacity(thread.intervals.len());
+    for i in &thread.intervals {
+        let state = lane_state(i.state);
+        let seg = |s: u64, e: u64, st: LaneState| Segment::new(s, e, st).with_on_cpu(i.on_cpu);
+        if !matches!(i.state, GilState::Held | GilState::Attached) {
+            segs.push(seg(i.start_ns, i.end_ns, state));
+            continue;
+        }
+        let mut at = i.start_ns;
+        for g in tl.gc_of_thread(thread.idx, i.start_ns, i.end_ns) {
+            let (gs, ge) = (g.start_ns.max(at), g.end_ns.min(i.end_ns));
+            if ge <= gs {
+                continue;
+            }
+            if gs > at {
+                segs.push(seg(at, gs, state));
+            }
+            segs.push(seg(gs, ge, LaneState::Gc));
+            at = ge;
+        }
+        if i.end_ns > at {
+            segs.push(seg(at, i.end_ns, state));
+        }
+    }
+    Lane::from_segments(segs)
+}
+
+/// Holders listed per waiting thread in the stacks panel.
+const WAITED_FOR: usize = 5;
+
+fn frame_text(f: &gilscope::model::timeline::Frame) -> String {
+    let file = f.file.rsplit('/').next().unwrap_or(&f.file);
+    format!("{} ({file}:{})", f.function, f.line)
+}
+
+/// Who held the GIL while each thread waited (the whole model), by waiter.
+fn waited_for(tl: &Timeline) -> HashMap<u32, Vec<WaitedFor>> {
+    let mut by_waiter: HashMap<u32, Vec<(u64, WaitedFor)>> = HashMap::new();
+    for b in gilscope::analysis::blame::blame(tl) {
+        let holder = b
+            .holder
+            .and_then(|h| tl.threads.get(h as usize))
+            .map_or_else(
+                || "(unknown)".to_string(),
+                |h| format!("{} ({})", h.name, h.tid),
+            );
+        let frames = b.stacks.first().map_or_else(Vec::new, |(hs, _)| {
+            let mut f: Vec<String> = Vec::new();
+            if hs.gc {
+                f.push("<GC>".to_string());
+            }
+            f.extend(tl.stack_frames(hs.stack).into_iter().map(frame_text));
+            if f.is_empty() {
+                f.push("(no Python frames)".to_string());
+            }
+            f
+        });
+        by_waiter.entry(b.waiter).or_default().push((
+            b.ns,
+            WaitedFor {
+                holder,
+                pct: 0.0,
+                seconds: b.ns as f64 / 1e9,
+                frames,
+            },
+        ));
+    }
+    by_waiter
+        .into_iter()
+        .map(|(w, mut v)| {
+            let total: u64 = v.iter().map(|(ns, _)| ns).sum();
+            v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.holder.cmp(&b.1.holder)));
+            v.truncate(WAITED_FOR);
+            let list = v
+                .into_iter()
+                .map(|(ns, mut x)| {
+                    x.pct = if total == 0 {
+                        0.0
+                    } else {
+                        ns as f64 * 100.0 / total as f64
+                    };
+                    x
+                })
+                .collect();
+            (w, list)
+        })
+        .collect()
+}
+
+/// The parallelism strip: the model's curve as segments.
+fn parallel_track(tl: &Timeline) -> (ParallelTrack, u32) {
+    let steps = gilscope::analysis::parallel::steps(tl);
+    let max = steps.iter().map(|s| s.holders).max().unwrap_or(0);
+    let track = ParallelTrack::from_segments(steps.windows(2).map(|w| ParallelSegment {
+        start_ns: w[0].time_ns,
+        end_ns: w[1].time_ns,
+        holders: w[0].holders,
+    }));
+    (track, max)
 }
 
 impl ViewBuilder {
@@ -186,6 +294,32 @@ impl ViewBuilder {
                 threads: Vec::new(),
             })
             .collect();
+        let now = tl.end_ns.unwrap_or(0);
+        let cached = self
+            .derived
+            .borrow()
+            .as_ref()
+            .filter(|d| {
+                live && now.saturating_sub(d.at_end_ns) < DERIVED_EVERY_NS && now >= d.at_end_ns
+            })
+            .cloned();
+        let d = cached.unwrap_or_else(|| {
+            let (parallel, parallel_max) = parallel_track(tl);
+            let d = Derived {
+                at_end_ns: now,
+                waited: waited_for(tl),
+                parallel,
+                parallel_max,
+            };
+            *self.derived.borrow_mut() = Some(d.clone());
+            d
+        });
+        let Derived {
+            mut waited,
+            parallel,
+            parallel_max,
+            ..
+        } = d;
         let mut threads: Vec<&gilscope::model::timeline::Thread> = tl.threads.iter().collect();
         threads.sort_by_key(|t| (t.tid, t.start_ticks));
         for t in threads {
@@ -205,9 +339,10 @@ impl ViewBuilder {
                 } else {
                     t.name.clone()
                 },
-                lane: lane_of(t),
+                lane: lane_of(tl, t),
                 hot_stacks_held: self.hot_stacks(t, GilState::Held),
                 hot_stacks_waiting: self.hot_stacks(t, GilState::Waiting),
+                waited_for: waited.remove(&t.idx).unwrap_or_default(),
             });
         }
         interpreters.sort_by_key(|i| i.id);
@@ -219,6 +354,8 @@ impl ViewBuilder {
             notice: None,
             gils,
             interpreters,
+            parallel,
+            parallel_max,
         }
     }
 }
@@ -527,8 +664,16 @@ mod tests {
                 .find(|(_, v)| v.key.tid == t.tid && v.key.start_ticks == t.start_ticks)
                 .unwrap_or_else(|| panic!("thread {} not in the view", t.tid));
             let times = th.lane.times(vm.time_range.start_ns, vm.time_range.end_ns);
+            // A collection is held (or attached) time in the summary, its own state in lanes.
+            let gc = times.pct(LaneState::Gc);
+            let (held_gc, attached_gc) = if t.attached_pct > 0.0 {
+                (0.0, gc)
+            } else {
+                (gc, 0.0)
+            };
             let pairs = [
-                ("held", times.pct(LaneState::Held), t.held_pct),
+                ("held", times.pct(LaneState::Held) + held_gc, t.held_pct),
+                ("gc", gc, t.gc_pct),
                 (
                     "waiting",
                     times.pct(LaneState::Waiting),
@@ -536,7 +681,11 @@ mod tests {
                 ),
                 ("released", times.pct(LaneState::Released), t.released_pct),
                 ("idle", times.pct(LaneState::Idle), t.idle_pct),
-                ("attached", times.pct(LaneState::Attached), t.attached_pct),
+                (
+                    "attached",
+                    times.pct(LaneState::Attached) + attached_gc,
+                    t.attached_pct,
+                ),
                 ("unknown", times.pct(LaneState::Unknown), t.unknown_pct),
                 ("on CPU", times.on_cpu_pct(), t.on_cpu_pct),
             ];
@@ -551,6 +700,127 @@ mod tests {
             compared += 1;
         }
         compared
+    }
+
+    /// A holder in `hog` (collecting for 10 of its 100 ms) and a waiter: the waiter's stacks
+    /// panel says who held the GIL while it waited and in what code, the holder's lane shows
+    /// the collection in its own state, and the parallelism strip stays hidden (one holder).
+    #[test]
+    fn waiter_panel_names_the_holder_and_gc_has_its_lane_state() {
+        use gilscope::model::timeline::{Frame, GcRun, Run, Source};
+        let ms = 1_000_000u64;
+        let run = |thread: u32, s: u64, e: u64, state: GilState, stack: u32| {
+            Event::Run(Run {
+                thread,
+                start_ns: s * ms,
+                end_ns: e * ms,
+                samples: (e - s) as u32,
+                interpreter: 0,
+                state,
+                on_cpu: state == GilState::Held,
+                stack,
+                source: Source::Sampled,
+            })
+        };
+        let mut events = vec![
+            Event::Gil {
+                gil: 0,
+                address: 0x1000,
+            },
+            Event::Interpreter {
+                time_ns: 0,
+                id: 0,
+                main: true,
+                own_gil: true,
+                gil: 0,
+                address: 0x2000,
+            },
+            Event::Frame {
+                id: 1,
+                frame: Frame {
+                    function: "hog".into(),
+                    file: "/app/hog.py".into(),
+                    line: 7,
+                    interpreter: 0,
+                },
+            },
+            Event::Stack {
+                id: 1,
+                parent: 0,
+                frame: 1,
+            },
+        ];
+        for (t, name) in [(0, "gil-hog"), (1, "waiter")] {
+            events.push(Event::ThreadStart {
+                time_ns: 0,
+                thread: t,
+                tid: 100 + t,
+                start_ticks: 1,
+                name: name.into(),
+                os_name: String::new(),
+            });
+        }
+        events.extend([
+            run(0, 0, 100, GilState::Held, 1),
+            run(1, 0, 100, GilState::Waiting, 0),
+            Event::Gc(GcRun {
+                interpreter: 0,
+                start_ns: 50 * ms,
+                end_ns: 60 * ms,
+                samples: 10,
+                thread: Some(0),
+                stack: 1,
+            }),
+        ]);
+        let mut b = ViewBuilder::default();
+        for e in &events {
+            b.apply(e);
+        }
+        let vm = b.view("t", false);
+        assert!(!vm.shows_parallel());
+        assert!(vm.has_gc());
+        let (_, hog) = vm
+            .threads()
+            .find(|(_, t)| t.name == "gil-hog")
+            .expect("hog");
+        let times = hog.lane.times(0, 100 * ms);
+        assert_eq!(times.get(LaneState::Gc), 10 * ms);
+        assert_eq!(times.get(LaneState::Held), 90 * ms);
+        let (_, w) = vm
+            .threads()
+            .find(|(_, t)| t.name == "waiter")
+            .expect("waiter");
+        assert_eq!(w.waited_for.len(), 1);
+        assert_eq!(w.waited_for[0].holder, "gil-hog (100)");
+        assert_eq!(w.waited_for[0].frames, ["hog (hog.py:7)"]);
+        assert!((w.waited_for[0].pct - 100.0).abs() < 1e-9);
+        // The screen: select the waiter (second thread), open its stacks panel.
+        let opts = Options {
+            theme: Theme { color: false },
+            ..Options::default()
+        };
+        let (wd, ht) = (100u16, 30u16);
+        let mut app = App::new(opts, (wd, ht), false);
+        for k in [Key::Down, Key::Down, Key::Enter] {
+            app.update(Input::Key(k), &vm);
+        }
+        let mut term = Terminal::new(TestBackend::new(wd, ht)).expect("test backend");
+        let frame = term.draw(|f| app.draw(f, &vm)).expect("draw");
+        let buf = frame.buffer.clone();
+        let mut text = String::new();
+        for y in 0..ht {
+            for x in 0..wd {
+                text.push_str(buf[(x, y)].symbol());
+            }
+            text.push('\n');
+        }
+        assert!(
+            text.contains("While it waited, the GIL was held by"),
+            "{text}"
+        );
+        assert!(text.contains("100.0% gil-hog (100)"), "{text}");
+        assert!(text.contains("in hog (hog.py:7)"), "{text}");
+        assert!(text.contains('▚') && text.contains("gc"), "{text}");
     }
 
     /// A sampled recording (tests/golden/outputs/threads-3.12.trace).

@@ -243,8 +243,12 @@ impl LiveExact {
     ) {
         let seen = self.threads.get(&iv.tid);
         let mut start = iv.start_ns.max(self.first_ns.unwrap_or(0));
-        if iv.from_attach && iv.kind == IntervalKind::NotHolding {
-            // "Not holding since attach" of a thread that started later: from its first sample.
+        if iv.from_attach {
+            // "Since attach" (not holding, or held: its first event was a drop) of a thread
+            // that started later: from its first sample. Before, it did not exist (a new
+            // thread's probes open after a snapshot lists it, so its first event can be the
+            // drop ending its first hold: without this, that hold covered the time since the
+            // probes were attached, overlapping other threads' holds).
             start = start.max(seen.map_or(0, |s| s.first_seen));
         }
         let mut end = iv.end_ns;

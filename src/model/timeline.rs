@@ -83,6 +83,29 @@ pub struct GilRun {
     pub switch_number: u64,
 }
 
+/// A garbage collection seen running in one interpreter (its `gc.collecting` flag set)
+/// during `[start_ns, end_ns)`: sampled, it covers `samples` consecutive samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcRun {
+    pub interpreter: i64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub samples: u32,
+    /// The thread that ran it (its GIL's holder at the first sample), when known.
+    pub thread: Option<ThreadIdx>,
+    /// That thread's stack at the first sample: the Python line that triggered it.
+    pub stack: StackId,
+}
+
+/// Collections of one interpreter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcStats {
+    pub collections: u64,
+    pub total: Totals,
+    /// The longest collection seen (the first one on ties).
+    pub longest: Option<GcRun>,
+}
+
 /// Everything a source can tell the model. Times are CLOCK_MONOTONIC ns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -139,6 +162,8 @@ pub enum Event {
     },
     Run(Run),
     GilRun(GilRun),
+    /// A garbage collection (one whole collection: it is written when it ends).
+    Gc(GcRun),
     /// A sample could not be taken; the time until the next sample is a gap.
     SampleError {
         time_ns: u64,
@@ -194,6 +219,7 @@ impl Event {
             | Event::End { time_ns, .. } => Some(*time_ns),
             Event::Run(r) => Some(r.end_ns),
             Event::GilRun(g) => Some(g.end_ns),
+            Event::Gc(g) => Some(g.end_ns),
         }
     }
 }
@@ -279,6 +305,12 @@ pub struct Thread {
     pub on_cpu: Totals,
     /// Time per (state, interpreter, stack): the flame graph by GIL state.
     pub stacks: HashMap<(GilState, i64, StackId), Totals>,
+    /// Time it spent running garbage collections (inside its held time): the `gc` state.
+    pub gc: Totals,
+    /// Its stacks over time, from the sampled runs: `(start, end, stack)`, in time order,
+    /// adjacent equal ones merged (trimmed with `intervals`). Blame reads the holder's stack
+    /// at the time from them.
+    pub stack_spans: Vec<(u64, u64, StackId)>,
     /// The thread has exact-mode runs: its states (`intervals`, `by_state`,
     /// `by_interpreter`) come from them only; sampled runs still give `stacks`
     /// and `on_cpu`.
@@ -512,6 +544,11 @@ pub struct Timeline {
     pub exact_until: Option<u64>,
     /// COST records: (time, gilscope's CPU, the probes' traps), ppm of one CPU.
     pub costs: Vec<(u64, u64, u64)>,
+    /// Garbage collections in time order (kept like `intervals`: trimmed by
+    /// [`Timeline::trim_intervals_before`]); `gc` keeps the totals.
+    pub gc_runs: Vec<GcRun>,
+    /// Collections per interpreter (cumulative).
+    pub gc: BTreeMap<i64, GcStats>,
 }
 
 /// A MODE record: from `time_ns` on, states come from `mode` at `rate_hz`.
@@ -647,7 +684,11 @@ impl Timeline {
         for t in &mut self.threads {
             let keep_from = t.intervals.partition_point(|i| i.end_ns < t_ns);
             t.intervals.drain(..keep_from);
+            let keep_from = t.stack_spans.partition_point(|s| s.1 < t_ns);
+            t.stack_spans.drain(..keep_from);
         }
+        let keep_from = self.gc_runs.partition_point(|g| g.end_ns < t_ns);
+        self.gc_runs.drain(..keep_from);
     }
 
     /// Interpreters that use GIL `gil`, by id.
@@ -681,6 +722,7 @@ impl Timeline {
             let start = match event {
                 Event::Run(r) => r.start_ns,
                 Event::GilRun(g) => g.start_ns,
+                Event::Gc(g) => g.start_ns,
                 _ => t,
             };
             self.see_time(start, t);
@@ -777,6 +819,8 @@ impl Timeline {
                         sampled_on_cpu: Totals::default(),
                         cpu_spans: Vec::new(),
                         stack_log: Vec::new(),
+                        gc: Totals::default(),
+                        stack_spans: Vec::new(),
                     });
                 } else {
                     self.inconsistent_events += 1;
@@ -800,6 +844,7 @@ impl Timeline {
             }
             Event::Run(r) => self.apply_run(r),
             Event::GilRun(g) => self.apply_gil_run(g),
+            Event::Gc(g) => self.apply_gc(g),
             Event::SampleError { message, .. } => {
                 *self.sample_errors.entry(message.clone()).or_insert(0) += 1;
             }
@@ -878,6 +923,12 @@ impl Timeline {
         t.first_seen_ns = t.first_seen_ns.min(r.start_ns);
         if !exact {
             t.add_sampled_stack(r);
+            if r.end_ns > r.start_ns {
+                match t.stack_spans.last_mut() {
+                    Some(last) if last.1 == r.start_ns && last.2 == r.stack => last.1 = r.end_ns,
+                    _ => t.stack_spans.push((r.start_ns, r.end_ns, r.stack)),
+                }
+            }
             if r.on_cpu && r.end_ns > r.start_ns {
                 match t.cpu_spans.last_mut() {
                     Some(last) if last.1 >= r.start_ns => last.1 = last.1.max(r.end_ns),
@@ -937,6 +988,52 @@ impl Timeline {
         for (s, e, on_cpu) in pieces {
             t.add_piece(r, s, e, on_cpu, 0);
         }
+    }
+
+    fn apply_gc(&mut self, g: &GcRun) {
+        if let Some(t) = g.thread {
+            match self.threads.get_mut(t as usize) {
+                Some(th) => th
+                    .gc
+                    .add(g.end_ns.saturating_sub(g.start_ns), u64::from(g.samples)),
+                None => {
+                    self.inconsistent_events += 1;
+                    return;
+                }
+            }
+        }
+        let ns = g.end_ns.saturating_sub(g.start_ns);
+        let st = self.gc.entry(g.interpreter).or_default();
+        st.collections += 1;
+        st.total.add(ns, u64::from(g.samples));
+        if st
+            .longest
+            .as_ref()
+            .is_none_or(|l| ns > l.end_ns.saturating_sub(l.start_ns))
+        {
+            st.longest = Some(g.clone());
+        }
+        let at = self.gc_runs.partition_point(|r| r.start_ns <= g.start_ns);
+        self.gc_runs.insert(at, g.clone());
+    }
+
+    /// The collections overlapping `[start_ns, end_ns)` that thread `thread` ran.
+    pub fn gc_of_thread(&self, thread: ThreadIdx, start_ns: u64, end_ns: u64) -> Vec<&GcRun> {
+        // Sorted by start; none is longer than the longest.
+        let longest = self
+            .gc
+            .values()
+            .filter_map(|s| s.longest.as_ref())
+            .map(|l| l.end_ns.saturating_sub(l.start_ns))
+            .max()
+            .unwrap_or(0);
+        let from = start_ns.saturating_sub(longest);
+        let first = self.gc_runs.partition_point(|r| r.start_ns < from);
+        self.gc_runs[first..]
+            .iter()
+            .take_while(|r| r.start_ns < end_ns)
+            .filter(|r| r.thread == Some(thread) && r.end_ns > start_ns)
+            .collect()
     }
 
     fn apply_gil_run(&mut self, g: &GilRun) {

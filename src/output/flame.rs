@@ -160,11 +160,17 @@ pub struct FoldOptions {
     /// Put a `thread NAME (TID)` frame at the root of every stack.
     pub thread_roots: bool,
     pub weight: Weight,
+    /// Blame: the stacks of the threads *holding* the GIL, weighted by the waiting they
+    /// caused others (`flame --blame`); `thread` then selects the waiter, `state` is unused.
+    pub blame: bool,
 }
 
 impl FoldOptions {
     /// A deterministic title for a flame graph of these options.
     pub fn title(&self) -> String {
+        if self.blame {
+            return "Stacks holding the GIL, weighted by the waiting they caused".to_string();
+        }
         match self.state {
             StateFilter::One(GilState::Held) => "Python stacks holding the GIL",
             StateFilter::One(GilState::Waiting) => "Python stacks waiting for the GIL",
@@ -413,7 +419,19 @@ pub fn fold_reader<R: Read>(reader: TraceReader<R>, opts: &FoldOptions) -> Resul
 /// interpreter, stack), filtered by `opts`. A thread is selected by its TID or its last
 /// name.
 pub fn fold_timeline(tl: &crate::model::timeline::Timeline, opts: &FoldOptions) -> Folded {
+    if opts.blame {
+        return fold_blame(tl, opts);
+    }
     let mut out = Folded::default();
+    // Time each thread ran collections, by (interpreter, stack at the collection's start).
+    let mut gc: HashMap<(ThreadIdx, i64, StackId), (u64, u64)> = HashMap::new();
+    for g in &tl.gc_runs {
+        if let Some(t) = g.thread {
+            let e = gc.entry((t, g.interpreter, g.stack)).or_default();
+            e.0 += g.end_ns.saturating_sub(g.start_ns);
+            e.1 += u64::from(g.samples);
+        }
+    }
     for t in &tl.threads {
         let selected = match &opts.thread {
             None => true,
@@ -429,12 +447,25 @@ pub fn fold_timeline(tl: &crate::model::timeline::Timeline, opts: &FoldOptions) 
                 continue;
             }
             out.runs += 1;
-            let w = match opts.weight {
+            let mut w = match opts.weight {
                 Weight::Time => tot.ns,
                 Weight::Samples => tot.samples,
             };
             if w == 0 {
                 continue;
+            }
+            // The part of a held (attached) stack spent collecting gets a `<GC>` leaf.
+            let mut gc_w = 0;
+            if matches!(state, GilState::Held | GilState::Attached) {
+                if let Some(g) = gc.get_mut(&(t.idx, interp, stack)) {
+                    let left = match opts.weight {
+                        Weight::Time => &mut g.0,
+                        Weight::Samples => &mut g.1,
+                    };
+                    gc_w = (*left).min(w);
+                    *left -= gc_w;
+                    w -= gc_w;
+                }
             }
             let mut parts: Vec<String> = Vec::new();
             if opts.thread_roots {
@@ -450,9 +481,70 @@ pub fn fold_timeline(tl: &crate::model::timeline::Timeline, opts: &FoldOptions) 
             for f in frames.into_iter().rev() {
                 parts.push(frame_label(f, opts.no_lines, opts.annotate_interpreter));
             }
+            if w > 0 {
+                let v = out.stacks.entry(parts.join(";")).or_insert(0);
+                *v = v.saturating_add(w);
+                out.total = out.total.saturating_add(w);
+            }
+            if gc_w > 0 {
+                parts.push(GC_FRAME.to_string());
+                let v = out.stacks.entry(parts.join(";")).or_insert(0);
+                *v = v.saturating_add(gc_w);
+                out.total = out.total.saturating_add(gc_w);
+            }
+        }
+    }
+    out
+}
+
+/// The leaf frame of time spent in a garbage collection.
+pub const GC_FRAME: &str = "<GC>";
+
+/// `flame --blame`: each holder stack weighted by the waiting it caused (time only: waits
+/// have no samples); `--thread` picks the waiter, `--thread-roots` starts each stack with
+/// `waiter NAME (TID)`, and the holder is the frame below: `holder NAME (TID)`.
+fn fold_blame(tl: &crate::model::timeline::Timeline, opts: &FoldOptions) -> Folded {
+    let mut out = Folded::default();
+    for b in crate::analysis::blame::blame(tl) {
+        out.runs_seen += 1;
+        let Some(waiter) = tl.threads.get(b.waiter as usize) else {
+            continue;
+        };
+        let selected = match &opts.thread {
+            None => true,
+            Some(ThreadSelector::Tid(tid)) => waiter.tid == *tid,
+            Some(ThreadSelector::Name(n)) => &waiter.name == n,
+        };
+        if !selected || opts.interpreter.is_some_and(|i| i != b.interpreter) {
+            continue;
+        }
+        out.runs += 1;
+        let holder = b.holder.and_then(|h| tl.threads.get(h as usize));
+        for (hs, ns) in b.stacks {
+            let mut parts: Vec<String> = Vec::new();
+            if opts.thread_roots {
+                parts.push(sanitize(&format!(
+                    "waiter {} ({})",
+                    waiter.name, waiter.tid
+                )));
+            }
+            parts.push(match holder {
+                Some(h) => sanitize(&format!("holder {} ({})", h.name, h.tid)),
+                None => "[holder unknown]".to_string(),
+            });
+            let frames = tl.stack_frames(hs.stack);
+            if frames.is_empty() && !hs.gc {
+                parts.push(NO_FRAMES.to_string());
+            }
+            for f in frames.into_iter().rev() {
+                parts.push(frame_label(f, opts.no_lines, opts.annotate_interpreter));
+            }
+            if hs.gc {
+                parts.push(GC_FRAME.to_string());
+            }
             let v = out.stacks.entry(parts.join(";")).or_insert(0);
-            *v = v.saturating_add(w);
-            out.total = out.total.saturating_add(w);
+            *v = v.saturating_add(ns);
+            out.total = out.total.saturating_add(ns);
         }
     }
     out
@@ -473,6 +565,15 @@ pub fn write_svg(
     opts: &FoldOptions,
     trace_name: &str,
 ) -> Result<()> {
+    if folded.stacks.is_empty() && opts.blame {
+        bail!(
+            "nothing to draw: no thread of {trace_name} was seen waiting for a GIL{} (waits are \
+             seen in exact mode, on Python 3.15+, or while a waiter sleeps in take_gil)",
+            opts.thread
+                .as_ref()
+                .map_or_else(String::new, |t| format!(" (waiter {t})")),
+        );
+    }
     if folded.stacks.is_empty() {
         bail!(
             "nothing to draw: no run of {} matched (state {}, interpreter {}, thread {})",

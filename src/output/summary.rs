@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use crate::analysis::summary::{HotStack, Summary};
+use crate::analysis::summary::{BlameFrame, HotStack, Summary};
 
 /// The JSON form is the serde form of [`Summary`].
 pub fn write_json(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
@@ -221,7 +221,7 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             format!("{kind}{ended}"),
             gil,
             opt_p(i.gil_busy_pct),
-            count(i.handovers),
+            count(g.map_or(0, |g| g.handovers)),
             g.map_or("-".to_owned(), |g| format!("{:.1}", g.handovers_per_s)),
             i.threads.to_string(),
         ]);
@@ -300,6 +300,11 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
         )?;
     }
 
+    write_parallelism(out, s)?;
+    write_handovers(out, s)?;
+    write_gc(out, s)?;
+    write_blame(out, s)?;
+
     for g in &s.gils {
         if g.hot_stacks.is_empty() {
             continue;
@@ -320,6 +325,165 @@ pub fn write_text(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
             .map(|h| vec![p(h.pct), format!("{:.3} s", h.seconds), stack_line(h, 4)])
             .collect();
         table(out, "  ", &[R, R, L], &rows)?;
+    }
+    Ok(())
+}
+
+fn frames_line(frames: &[BlameFrame], max_frames: usize) -> String {
+    let mut parts: Vec<String> = frames
+        .iter()
+        .take(max_frames)
+        .map(|f| {
+            if f.line > 0 {
+                format!("{} ({}:{})", f.function, short_file(&f.file), f.line)
+            } else if f.file.is_empty() {
+                f.function.clone()
+            } else {
+                format!("{} ({})", f.function, short_file(&f.file))
+            }
+        })
+        .collect();
+    if frames.len() > max_frames {
+        parts.push(format!("… {} more", frames.len() - max_frames));
+    }
+    if parts.is_empty() {
+        "(no Python frames)".to_owned()
+    } else {
+        parts.join(" ← ")
+    }
+}
+
+fn who(tid: Option<u32>, name: Option<&str>) -> String {
+    match (tid, name) {
+        (Some(t), Some(n)) => format!("{t} {}", truncate(n, NAME_WIDTH)),
+        (Some(t), None) => t.to_string(),
+        _ => "(none seen)".to_owned(),
+    }
+}
+
+fn write_parallelism(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    let p = &s.parallelism;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Parallelism  {:.2} threads holding a GIL at once on average (max {}), {:.2} on a CPU",
+        p.gil_holders_mean, p.gil_holders_max, p.on_cpu_mean
+    )
+}
+
+fn write_handovers(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = s
+        .interpreters
+        .iter()
+        .filter_map(|i| {
+            i.handovers.as_ref().map(|h| {
+                vec![
+                    i.id.to_string(),
+                    count(h.count),
+                    format!("{:.3} ms", h.latency_p50_s * 1e3),
+                    format!("{:.3} ms", h.latency_p99_s * 1e3),
+                ]
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "GIL hand-overs (exact: a drop while another thread waited → the next take)"
+    )?;
+    let mut all = vec![["INTERP", "HAND-OVERS", "LATENCY P50", "P99"]
+        .map(String::from)
+        .to_vec()];
+    all.extend(rows);
+    use Align::Right as R;
+    table(out, "  ", &[R, R, R, R], &all)
+}
+
+fn write_gc(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = s
+        .interpreters
+        .iter()
+        .filter(|i| i.gc.collections > 0)
+        .map(|i| {
+            let g = &i.gc;
+            let trigger = g
+                .longest_trigger
+                .as_ref()
+                .map_or_else(String::new, |f| frames_line(std::slice::from_ref(f), 1));
+            vec![
+                i.id.to_string(),
+                count(g.collections),
+                format!("{:.3} s", g.seconds),
+                format!("{:.3} s", g.longest_seconds),
+                who(g.longest_tid, g.longest_thread_name.as_deref()),
+                trigger,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "Garbage collection pauses")?;
+    let mut all = vec![[
+        "INTERP",
+        "COLLECTIONS",
+        "TOTAL",
+        "LONGEST",
+        "BY THREAD",
+        "TRIGGERED AT",
+    ]
+    .map(String::from)
+    .to_vec()];
+    all.extend(rows);
+    use Align::{Left as L, Right as R};
+    table(out, "  ", &[R, R, R, R, L, L], &all)
+}
+
+fn write_blame(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    if s.blame.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "Who held the GIL while others waited")?;
+    let mut rows = vec![["WAITED", "WAITER", "HOLDER", "HOLDER'S CODE"]
+        .map(String::from)
+        .to_vec()];
+    for b in s.blame.iter().take(10) {
+        let mut first = true;
+        for st in b.holder_stacks.iter().take(3) {
+            rows.push(vec![
+                if first {
+                    format!("{:.3} s", b.seconds)
+                } else {
+                    String::new()
+                },
+                if first {
+                    who(Some(b.waiter_tid), Some(&b.waiter_name))
+                } else {
+                    String::new()
+                },
+                if first {
+                    who(b.holder_tid, b.holder_name.as_deref())
+                } else {
+                    String::new()
+                },
+                format!("{:.3} s  {}", st.seconds, frames_line(&st.frames, 4)),
+            ]);
+            first = false;
+        }
+    }
+    use Align::{Left as L, Right as R};
+    table(out, "  ", &[R, L, L, L], &rows)?;
+    if s.blame.len() > 10 {
+        writeln!(
+            out,
+            "  … {} more pairs (summary --json has them all)",
+            s.blame.len() - 10
+        )?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::model::timeline::{
-    Event, Frame, FrameId, GilIdx, GilRun, Run, Source, StackId, ThreadIdx,
+    Event, Frame, FrameId, GcRun, GilIdx, GilRun, Run, Source, StackId, ThreadIdx,
 };
 use crate::model::{FrameInfo, GilState, Snapshot};
 
@@ -83,6 +83,8 @@ pub struct SnapshotEncoder {
     interps: BTreeMap<i64, InterpSt>,
     gils: HashMap<u64, GilSt>,
     warnings: HashSet<String>,
+    /// Collections in progress, by interpreter (written whole, when they end).
+    gc: BTreeMap<i64, GcRun>,
 }
 
 fn close_run(thread: ThreadIdx, open: Open<RunKey>, end_ns: u64, out: &mut Vec<Event>) {
@@ -151,6 +153,7 @@ impl SnapshotEncoder {
             interps: BTreeMap::new(),
             gils: HashMap::new(),
             warnings: HashSet::new(),
+            gc: BTreeMap::new(),
         }
     }
 
@@ -390,6 +393,8 @@ impl SnapshotEncoder {
             }
         }
 
+        self.push_gc(snap, now, out);
+
         for w in &snap.warnings {
             if self.warnings.insert(w.clone()) {
                 out.push(Event::Warning {
@@ -402,7 +407,69 @@ impl SnapshotEncoder {
         self.last_ns = Some(now);
     }
 
+    /// Garbage collections: a run per interpreter while its `gc.collecting` flag stays set,
+    /// named after the thread running it (its GIL's holder; free-threaded: the attached thread
+    /// on a CPU with Python frames) and that thread's stack at the first sample.
+    fn push_gc(&mut self, snap: &Snapshot, now: u64, out: &mut Vec<Event>) {
+        for i in &snap.interpreters {
+            if i.gc_collecting != Some(true) {
+                if let Some(mut g) = self.gc.remove(&i.id) {
+                    g.end_ns = now.max(g.start_ns);
+                    out.push(Event::Gc(g));
+                }
+                continue;
+            }
+            if let Some(g) = self.gc.get_mut(&i.id) {
+                g.samples = g.samples.saturating_add(1);
+                continue;
+            }
+            let runner = i
+                .gil
+                .holder_tid
+                .filter(|_| i.gil.enabled)
+                .and_then(|tid| snap.thread(tid))
+                .or_else(|| {
+                    snap.threads.iter().find(|t| {
+                        t.interpreter == i.id
+                            && matches!(t.gil_state, GilState::Attached | GilState::Held)
+                            && t.on_cpu
+                            && !t.frames.is_empty()
+                    })
+                });
+            let (thread, stack) = runner
+                .and_then(|t| self.threads.get(&(t.tid, t.start_ticks)))
+                .map_or((None, 0), |st| (Some(st.idx), st.last_stack));
+            self.gc.insert(
+                i.id,
+                GcRun {
+                    interpreter: i.id,
+                    start_ns: now,
+                    end_ns: now,
+                    samples: 1,
+                    thread,
+                    stack,
+                },
+            );
+        }
+        let gone: Vec<i64> = self
+            .gc
+            .keys()
+            .copied()
+            .filter(|id| snap.interpreter(*id).is_none())
+            .collect();
+        for id in gone {
+            if let Some(mut g) = self.gc.remove(&id) {
+                g.end_ns = now.max(g.start_ns);
+                out.push(Event::Gc(g));
+            }
+        }
+    }
+
     fn close_all(&mut self, end_ns: u64, out: &mut Vec<Event>) {
+        for (_, mut g) in std::mem::take(&mut self.gc) {
+            g.end_ns = end_ns.max(g.start_ns);
+            out.push(Event::Gc(g));
+        }
         let mut threads: Vec<&mut ThreadSt> = self.threads.values_mut().collect();
         threads.sort_unstable_by_key(|t| t.idx);
         for st in threads {

@@ -43,6 +43,9 @@ pub mod tag {
     /// Skippable: what the recording cost since the previous COST. Payload: `time_ns`
     /// (absolute), `own_ppm`, `probes_ppm`.
     pub const COST: u8 = 0x81;
+    /// Skippable: one garbage collection. Payload: `end_ns` (absolute), `duration`,
+    /// `interpreter` (ivarint), `thread + 1` (0: not known), `stack`, `samples`.
+    pub const GC: u8 = 0x82;
 }
 
 pub fn state_code(s: GilState) -> u8 {

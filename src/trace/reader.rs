@@ -769,6 +769,37 @@ fn decode_record_v1(
                 probes_ppm: p.uvarint()?,
             }
         }
+        tag::GC => {
+            let len = c.uvarint()?;
+            if len > c.remaining() as u64 {
+                return Err(Bad::Decode(DecodeError::Eof));
+            }
+            let mut p = Cursor::new(c.bytes(len as usize)?);
+            let end_ns = p.uvarint()?;
+            let Some(start_ns) = end_ns.checked_sub(p.uvarint()?) else {
+                return invalid("GC record starts before time 0");
+            };
+            let interpreter = p.ivarint()?;
+            let thread = match p.uvarint()? {
+                0 => None,
+                t if t - 1 < tables.threads => Some(u32_of(t - 1, "thread")?),
+                t => return invalid(format!("thread {} is not defined", t - 1)),
+            };
+            let stack = p.uvarint()?;
+            if stack > tables.stacks {
+                return invalid(format!("stack {stack} is not defined"));
+            }
+            let samples = u32_of(p.uvarint()?, "sample count")?;
+            // Later fields, if a newer writer adds any, are skipped.
+            Event::Gc(crate::model::timeline::GcRun {
+                interpreter,
+                start_ns,
+                end_ns,
+                samples,
+                thread,
+                stack: u32_of(stack, "stack")?,
+            })
+        }
         t if t >= tag::SKIPPABLE_MIN => {
             let len = c.uvarint()?;
             if len > c.remaining() as u64 {
@@ -887,6 +918,16 @@ mod tests {
     fn skippable_records_are_skipped_and_unknown_ones_refused() {
         let events = read(&with_thread(&[0x9F, 3, 1, 2, 3, tag::THREAD_END, 0, 0])).unwrap();
         assert_eq!(events.len(), 3);
+        // A GC record with a field a later writer appended: read, the extra field skipped.
+        let events = read(&with_thread(&[tag::GC, 7, 10, 4, 0, 1, 0, 2, 99])).unwrap();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::Gc(g) if g.start_ns == 6 && g.end_ns == 10 && g.thread == Some(0)
+                    && g.samples == 2
+            )),
+            "{events:?}"
+        );
         let e = err_of(&with_thread(&[0x50]));
         assert_eq!(e.kind, TraceErrorKind::Corrupt);
         assert!(e.message.contains("unknown record type 0x50"), "{e}");
@@ -951,6 +992,13 @@ mod tests {
                 vec![tag::FRAME, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f, 0],
                 "line number out of range",
             ),
+            // GC: end 0, duration 0, interpreter 0, thread 5 + 1, stack 0, samples 1
+            (
+                vec![tag::GC, 6, 0, 0, 0, 6, 0, 1],
+                "thread 5 is not defined",
+            ),
+            (vec![tag::GC, 6, 0, 0, 0, 1, 9, 1], "stack 9 is not defined"),
+            (vec![tag::GC, 6, 0, 5, 0, 1, 0, 1], "before time 0"),
         ];
         for (rest, needle) in cases {
             let e = err_of(&with_thread(&rest));

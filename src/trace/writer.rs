@@ -357,6 +357,19 @@ impl TraceWriter {
                 put_uvarint(r, p.len() as u64);
                 r.extend_from_slice(&p);
             }
+            Event::Gc(g) => {
+                let mut p = Vec::new();
+                put_uvarint(&mut p, g.end_ns);
+                put_uvarint(&mut p, g.end_ns.saturating_sub(g.start_ns));
+                put_ivarint(&mut p, g.interpreter);
+                put_uvarint(&mut p, g.thread.map_or(0, |t| u64::from(t) + 1));
+                put_uvarint(&mut p, u64::from(g.stack));
+                put_uvarint(&mut p, u64::from(g.samples));
+                let r = &mut self.records;
+                r.push(tag::GC);
+                put_uvarint(r, p.len() as u64);
+                r.extend_from_slice(&p);
+            }
             Event::End {
                 time_ns,
                 samples,

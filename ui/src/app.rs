@@ -183,6 +183,8 @@ pub(crate) const MIN_H: u16 = 8;
 /// A row of the lanes list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Row {
+    /// The parallelism strip (threads holding a GIL at once), above the interpreters.
+    Parallel,
     Interp(usize),
     Thread(usize, usize),
 }
@@ -328,7 +330,10 @@ impl App {
     }
 
     pub(crate) fn lane_rows(vm: &ViewModel) -> Vec<Row> {
-        let mut rows = Vec::with_capacity(vm.thread_count() + vm.interpreters.len());
+        let mut rows = Vec::with_capacity(vm.thread_count() + vm.interpreters.len() + 1);
+        if vm.shows_parallel() {
+            rows.push(Row::Parallel);
+        }
         for (i, it) in vm.interpreters.iter().enumerate() {
             rows.push(Row::Interp(i));
             rows.extend((0..it.threads.len()).map(|t| Row::Thread(i, t)));
@@ -411,7 +416,7 @@ impl App {
             let rows = Self::lane_rows(vm);
             let i = rows.iter().position(|r| match *r {
                 Row::Thread(i, t) => vm.interpreters[i].threads[t].key == key,
-                Row::Interp(_) => false,
+                Row::Interp(_) | Row::Parallel => false,
             })?;
             Some((i, i > 0 && matches!(rows[i - 1], Row::Interp(_))))
         }
@@ -692,7 +697,7 @@ impl App {
         } else {
             match Self::lane_rows(vm).get(idx)? {
                 Row::Thread(i, t) => Some(vm.interpreters[*i].threads[*t].key),
-                Row::Interp(_) => None,
+                Row::Interp(_) | Row::Parallel => None,
             }
         }
     }

@@ -134,7 +134,7 @@ impl App {
                 .iter()
                 .filter_map(|r| match r {
                     Row::Thread(i, t) => Some(thread_number(vm, *i, *t)),
-                    Row::Interp(_) => None,
+                    Row::Interp(_) | Row::Parallel => None,
                 })
                 .collect();
             match (shown.first(), shown.last()) {
@@ -179,6 +179,24 @@ impl App {
         for (n, row) in rows.iter().skip(top).take(body.height as usize).enumerate() {
             let y = body.y + n as u16;
             match *row {
+                Row::Parallel => {
+                    let mean = vm.parallel.mean(a, b).unwrap_or(0.0);
+                    let candidates = [
+                        format!("GIL holders at once ({mean:.2} avg)"),
+                        format!("holders {mean:.2}"),
+                        "holders".to_string(),
+                    ];
+                    let text = fit(&candidates, areas.label_w as usize - 1);
+                    put(buf, body.x, y, &text, areas.label_w - 1, theme.heading());
+                    let style = theme.state(LaneState::Held);
+                    for (c, cell) in vm.parallel.cells(a, b, cols).into_iter().enumerate() {
+                        let ch = match cell {
+                            None => ' ',
+                            Some(m) => holders_glyph(m),
+                        };
+                        buf[(lanes.x + c as u16, y)].set_char(ch).set_style(style);
+                    }
+                }
                 Row::Interp(i) => {
                     let it = &vm.interpreters[i];
                     let text = interp_label(vm, it, a, b, areas.label_w as usize - 1);
@@ -394,6 +412,19 @@ impl App {
                 LaneState::Held
             }),
         );
+        let (right, blame) = if th.waited_for.is_empty() || right.height < 6 {
+            (right, None)
+        } else {
+            let h = right.height / 2;
+            (
+                Rect { height: h, ..right },
+                Some(Rect {
+                    y: right.y + h,
+                    height: right.height - h,
+                    ..right
+                }),
+            )
+        };
         draw_stacks(
             buf,
             &theme,
@@ -402,6 +433,9 @@ impl App {
             &th.hot_stacks_waiting,
             theme.state(LaneState::Waiting),
         );
+        if let Some(area) = blame {
+            draw_waited_for(buf, &theme, area, &th.waited_for);
+        }
     }
 
     fn draw_legend(&self, buf: &mut Buffer, areas: &Areas, vm: &ViewModel) {
@@ -423,8 +457,13 @@ impl App {
             ("", false, " GIL"),
             ("", true, " GIL"),
         ];
+        let has_gc = vm.has_gc();
+        let states: Vec<LaneState> = LaneState::ALL
+            .into_iter()
+            .filter(|s| *s != LaneState::Gc || has_gc)
+            .collect();
         let legend_len = |(sep, sh, gil): (&str, bool, &str)| -> usize {
-            LaneState::ALL
+            states
                 .iter()
                 .map(|s| 1 + sep.len() + if sh { short(*s) } else { s.as_str() }.len() + 1)
                 .sum::<usize>()
@@ -437,7 +476,7 @@ impl App {
             .find(|v| legend_len(*v) + 15 <= r.width as usize)
             .unwrap_or(variants[2]);
         let mut x = r.x;
-        for s in LaneState::ALL {
+        for &s in &states {
             let g = glyph(s).to_string();
             x = put(buf, x, r.y, &g, end - x, theme.state(s));
             let label = format!("{sep}{} ", if sh { short(s) } else { s.as_str() });
@@ -505,6 +544,21 @@ impl App {
                 Style::new(),
             ));
         }
+        if vm.has_gc() {
+            lines.push((
+                format!(
+                    "{} runs a garbage collection (holding the GIL)",
+                    glyph(LaneState::Gc)
+                ),
+                Style::new(),
+            ));
+        }
+        if vm.shows_parallel() {
+            lines.push((
+                "Top strip: threads holding a GIL at once (digits)".into(),
+                Style::new(),
+            ));
+        }
         lines.push((
             "?  this help                  q/Esc  quit".into(),
             Style::new(),
@@ -526,6 +580,7 @@ impl App {
                 LaneState::Idle => "off CPU, no GIL",
                 LaneState::Attached => "runs, GIL disabled",
                 LaneState::Unknown => "unknown",
+                LaneState::Gc => "runs a garbage collection",
             };
             lines.push((
                 format!(
@@ -708,6 +763,17 @@ fn interp_label(vm: &ViewModel, it: &InterpView, a: u64, b: u64, w: usize) -> St
     fit(&candidates, w)
 }
 
+/// A parallelism cell: the mean number of holders, rounded, as a digit (`+` for 10 or more,
+/// blank for none).
+fn holders_glyph(mean: f64) -> char {
+    let n = mean.round() as u32;
+    match n {
+        0 => ' ',
+        1..=9 => char::from_digit(n, 10).unwrap_or('+'),
+        _ => '+',
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn draw_lane(
     buf: &mut Buffer,
@@ -724,6 +790,52 @@ fn draw_lane(
             buf[(x + c as u16, y)]
                 .set_char(glyph(s))
                 .set_style(theme.state(s));
+        }
+    }
+}
+
+/// "While it waited, the GIL was held by": one line per holder (share of the waiting, name),
+/// its hottest stack's innermost frames below.
+fn draw_waited_for(buf: &mut Buffer, theme: &Theme, area: Rect, who: &[crate::view::WaitedFor]) {
+    if area.height == 0 || area.width == 0 {
+        return;
+    }
+    put(
+        buf,
+        area.x,
+        area.y,
+        "While it waited, the GIL was held by",
+        area.width,
+        theme.state(LaneState::Held),
+    );
+    let mut y = area.y + 1;
+    let end = area.y + area.height;
+    let w = (area.width as usize).saturating_sub(7);
+    for h in who {
+        if y >= end {
+            break;
+        }
+        put(
+            buf,
+            area.x,
+            y,
+            &format!("{:>5.1}% {} {:.3} s", h.pct, h.holder, h.seconds),
+            area.width,
+            Style::new(),
+        );
+        y += 1;
+        for (i, f) in h.frames.iter().take(2).enumerate() {
+            if y >= end {
+                break;
+            }
+            let f = shorten_frame(f, w);
+            let text = if i == 0 {
+                format!("     in {f}")
+            } else {
+                format!("      ← {f}")
+            };
+            put(buf, area.x, y, &text, area.width, theme.dim());
+            y += 1;
         }
     }
 }

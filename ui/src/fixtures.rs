@@ -114,6 +114,7 @@ fn thread(tid: u32, name: &str, ascii: &str) -> ThreadView {
         lane: lane(ascii, T0, TICK_NS),
         hot_stacks_held: Vec::new(),
         hot_stacks_waiting: Vec::new(),
+        waited_for: Vec::new(),
     }
 }
 
@@ -231,6 +232,8 @@ pub fn demo_view() -> ViewModel {
     let t_sub_b = thread(4281, "", &sub_b);
 
     ViewModel {
+        parallel: Default::default(),
+        parallel_max: 0,
         title: "demo.gilscope".to_string(),
         time_range: TimeRange::new(T0, T0 + 1000 * TICK_NS),
         live: false,
@@ -306,6 +309,8 @@ pub fn free_threaded_view() -> ViewModel {
         })
         .collect();
     ViewModel {
+        parallel: Default::default(),
+        parallel_max: 0,
         title: "nbody-3.13t.gilscope".to_string(),
         time_range: TimeRange::new(T0, T0 + 500 * TICK_NS),
         live: false,
@@ -350,6 +355,8 @@ pub fn many_threads_view(n: usize) -> ViewModel {
         })
         .collect();
     ViewModel {
+        parallel: Default::default(),
+        parallel_max: 0,
         title: format!("{n} workers"),
         time_range: TimeRange::new(T0, T0 + 600 * TICK_NS),
         live: false,
@@ -416,6 +423,7 @@ pub fn synthetic_view(threads: usize, duration_ns: u64, period_ns: u64, seed: u6
             lane,
             hot_stacks_held: vec![stack(50.0, &["work (synthetic.py:1)"])],
             hot_stacks_waiting: vec![stack(50.0, &["work (synthetic.py:1)"])],
+            waited_for: Vec::new(),
         });
     }
     let mut track = GilTrack::new();
@@ -435,6 +443,8 @@ pub fn synthetic_view(threads: usize, duration_ns: u64, period_ns: u64, seed: u6
         k += len;
     }
     ViewModel {
+        parallel: Default::default(),
+        parallel_max: 0,
         title: format!("synthetic {threads} threads"),
         time_range: TimeRange::new(T0, T0 + samples * period_ns),
         live: false,

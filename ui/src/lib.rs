@@ -34,5 +34,6 @@ pub use text::{shorten_distinct, shorten_middle};
 pub use theme::{glyph, Theme};
 pub use view::{
     GilLock, GilSegment, GilTimes, GilTrack, GilView, HotStack, InterpView, Lane, LaneState,
-    Segment, StateTimes, ThreadKey, ThreadView, TimeRange, ViewModel,
+    ParallelSegment, ParallelTrack, Segment, StateTimes, ThreadKey, ThreadView, TimeRange,
+    ViewModel, WaitedFor,
 };

@@ -14,6 +14,7 @@ pub fn glyph(s: LaneState) -> char {
         LaneState::Idle => '·',
         LaneState::Attached => '▓',
         LaneState::Unknown => '?',
+        LaneState::Gc => '▚',
     }
 }
 
@@ -59,6 +60,7 @@ impl Theme {
             LaneState::Idle => Color::DarkGray,
             LaneState::Attached => Color::Magenta,
             LaneState::Unknown => Color::DarkGray,
+            LaneState::Gc => Color::Blue,
         })
     }
 

@@ -22,21 +22,26 @@ pub enum LaneState {
     Attached = 4,
     /// Could not be determined.
     Unknown = 5,
+    /// Holds the GIL (or is attached) and runs a garbage collection.
+    Gc = 6,
 }
 
 impl LaneState {
-    /// Display order (legend, tables).
-    pub const ALL: [LaneState; 6] = [
+    /// Display order (legend, tables). The legend shows [`LaneState::Gc`] only when some
+    /// lane has it.
+    pub const ALL: [LaneState; 7] = [
         LaneState::Held,
         LaneState::Waiting,
         LaneState::Released,
         LaneState::Idle,
         LaneState::Attached,
         LaneState::Unknown,
+        LaneState::Gc,
     ];
 
     /// Which state a cell shows when several take exactly as long in it.
-    pub const PRIORITY: [LaneState; 6] = [
+    pub const PRIORITY: [LaneState; 7] = [
+        LaneState::Gc,
         LaneState::Held,
         LaneState::Attached,
         LaneState::Waiting,
@@ -53,6 +58,7 @@ impl LaneState {
             LaneState::Idle => "idle",
             LaneState::Attached => "attached",
             LaneState::Unknown => "unknown",
+            LaneState::Gc => "gc",
         }
     }
 
@@ -61,7 +67,7 @@ impl LaneState {
     pub fn usually_on_cpu(self) -> bool {
         matches!(
             self,
-            LaneState::Held | LaneState::Released | LaneState::Attached
+            LaneState::Held | LaneState::Released | LaneState::Attached | LaneState::Gc
         )
     }
 }
@@ -93,9 +99,10 @@ impl Segment {
     }
 }
 
-/// Category indices in a lane's track: the six states, then on-CPU time.
-const ON_CPU: usize = 6;
-const LANE_CATS: usize = 7;
+/// Category indices in a lane's track: the seven states, then on-CPU time.
+const STATE_COUNT: usize = 7;
+const ON_CPU: usize = STATE_COUNT;
+const LANE_CATS: usize = STATE_COUNT + 1;
 
 impl Span<LANE_CATS> for Segment {
     fn start(&self) -> u64 {
@@ -125,14 +132,14 @@ impl Span<LANE_CATS> for Segment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StateTimes {
     /// Indexed by `LaneState as usize`.
-    pub ns: [u64; 6],
+    pub ns: [u64; STATE_COUNT],
     pub on_cpu_ns: u64,
 }
 
 impl StateTimes {
     fn from_cats(c: &[u64; LANE_CATS]) -> Self {
-        let mut ns = [0; 6];
-        ns.copy_from_slice(&c[..6]);
+        let mut ns = [0; STATE_COUNT];
+        ns.copy_from_slice(&c[..STATE_COUNT]);
         StateTimes {
             ns,
             on_cpu_ns: c[ON_CPU],
@@ -318,6 +325,72 @@ pub struct ThreadKey {
     pub start_ticks: u64,
 }
 
+/// How many threads held a GIL at once over `[start_ns, end_ns)` (free-threaded, GIL off:
+/// were attached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelSegment {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub holders: u32,
+}
+
+impl Span<2> for ParallelSegment {
+    fn start(&self) -> u64 {
+        self.start_ns
+    }
+    fn end(&self) -> u64 {
+        self.end_ns
+    }
+    fn set_start(&mut self, t: u64) {
+        self.start_ns = t;
+    }
+    fn set_end(&mut self, t: u64) {
+        self.end_ns = t;
+    }
+    fn add(&self, acc: &mut [u64; 2], ns: u64) {
+        acc[0] += ns * u64::from(self.holders);
+        acc[1] += ns;
+    }
+    fn same_kind(&self, next: &Self) -> bool {
+        self.holders == next.holders
+    }
+}
+
+/// The parallelism strip: threads holding a GIL at once, over time.
+pub type ParallelTrack = Track<ParallelSegment, 2>;
+
+impl Track<ParallelSegment, 2> {
+    /// The time-average number of holders in each of `cols` cells (`None`: not observed).
+    pub fn cells(&self, from_ns: u64, to_ns: u64, cols: usize) -> Vec<Option<f64>> {
+        let mut out = vec![None; cols];
+        self.cells_with(from_ns, to_ns, cols, |c, t| {
+            if t[1] > 0 {
+                out[c] = Some(t[0] as f64 / t[1] as f64);
+            }
+        });
+        out
+    }
+
+    /// The time-average over `[from_ns, to_ns)`.
+    pub fn mean(&self, from_ns: u64, to_ns: u64) -> Option<f64> {
+        let t = self.sum(from_ns, to_ns);
+        (t[1] > 0).then(|| t[0] as f64 / t[1] as f64)
+    }
+}
+
+/// Who held the GIL while a thread waited for it, and in what code.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WaitedFor {
+    /// `name (tid)`, or `(unknown)`.
+    pub holder: String,
+    /// Share of the thread's waiting, percent.
+    pub pct: f64,
+    pub seconds: f64,
+    /// The holder's hottest stack then, innermost first, formatted like [`HotStack`]'s
+    /// (`<GC>` on top when it was collecting).
+    pub frames: Vec<String>,
+}
+
 /// A stack seen while holding (or waiting for) the GIL.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HotStack {
@@ -338,6 +411,8 @@ pub struct ThreadView {
     pub hot_stacks_held: Vec<HotStack>,
     /// Hottest stacks while waiting for the GIL, hottest first.
     pub hot_stacks_waiting: Vec<HotStack>,
+    /// Who held the GIL while it waited, most first.
+    pub waited_for: Vec<WaitedFor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -388,6 +463,11 @@ pub struct ViewModel {
     pub notice: Option<String>,
     pub gils: Vec<GilView>,
     pub interpreters: Vec<InterpView>,
+    /// Threads holding a GIL at once; drawn (a strip above the lanes) when more than one
+    /// ever did.
+    pub parallel: ParallelTrack,
+    /// The most threads that held a GIL at once.
+    pub parallel_max: u32,
 }
 
 impl ViewModel {
@@ -397,6 +477,24 @@ impl ViewModel {
             .iter()
             .enumerate()
             .flat_map(|(i, it)| it.threads.iter().map(move |t| (i, t)))
+    }
+
+    /// The parallelism strip is shown.
+    pub fn shows_parallel(&self) -> bool {
+        self.parallel_max > 1
+    }
+
+    /// Some lane has garbage-collection time (the legend then shows it).
+    pub fn has_gc(&self) -> bool {
+        self.threads().any(|(_, t)| {
+            t.lane
+                .times(
+                    self.time_range.start_ns,
+                    self.time_range.end_ns.saturating_add(1),
+                )
+                .get(LaneState::Gc)
+                > 0
+        })
     }
 
     pub fn thread_count(&self) -> usize {
@@ -430,6 +528,7 @@ impl ViewModel {
     /// [`ViewModel::time_range`] is left alone: times are still shown from
     /// the session's start, and the forgotten part is drawn blank.
     pub fn trim_before(&mut self, t_ns: u64) {
+        self.parallel.trim_before(t_ns);
         for g in &mut self.gils {
             g.track.trim_before(t_ns);
         }
@@ -471,6 +570,32 @@ mod tests {
         assert_eq!(t.observed(), 40);
         assert_eq!(t.on_cpu_ns, 24);
         assert_eq!(t.pct(LaneState::Held), 35.0);
+    }
+
+    #[test]
+    fn parallel_track_averages_holders() {
+        let p = ParallelTrack::from_segments([
+            ParallelSegment {
+                start_ns: 0,
+                end_ns: 10,
+                holders: 3,
+            },
+            ParallelSegment {
+                start_ns: 10,
+                end_ns: 20,
+                holders: 1,
+            },
+        ]);
+        assert_eq!(p.mean(0, 20), Some(2.0));
+        assert_eq!(p.cells(0, 20, 2), vec![Some(3.0), Some(1.0)]);
+        assert_eq!(p.mean(30, 40), None);
+        // gc is held time drawn apart: it wins ties.
+        let lane = Lane::from_segments([
+            Segment::new(0, 5, LaneState::Held),
+            Segment::new(5, 10, LaneState::Gc),
+        ]);
+        assert_eq!(lane.times(0, 10).dominant(), Some(LaneState::Gc));
+        assert!(lane.times(0, 10).on_cpu_ns == 10);
     }
 
     #[test]

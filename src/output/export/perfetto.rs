@@ -11,6 +11,14 @@
 //!   off CPU) is left empty, as are gaps in the recording;
 //! * one counter per GIL, `GIL N busy %`: the share of each 10 ms window the
 //!   lock was taken, on the process of the lowest interpreter using it;
+//! * one counter `threads holding a GIL` (`holding`, `on_cpu`) on the main interpreter's
+//!   process: how many threads held a GIL (free-threaded, GIL off: were attached) and how many
+//!   were on a CPU, at each change (the model's parallelism curve);
+//! * garbage collections as `GC` slices on a `garbage collector` track in the interpreter's
+//!   process (`tid` = [`GC_TID`] + interpreter id), with the thread that ran each and the line
+//!   that triggered it;
+//! * exact mode: a flow arrow (`hand-over`) from the thread that dropped a GIL while another
+//!   waited to the thread that took it next;
 //! * sample errors as global instant events.
 //!
 //! Times (`ts`, `dur`) are microseconds since the trace's first sample.
@@ -30,6 +38,9 @@ use crate::trace::TraceReader;
 
 /// Width of the GIL busy-% windows.
 pub const BUSY_WINDOW_NS: u64 = 10_000_000;
+
+/// `tid` of the garbage-collector track of an interpreter (plus its id).
+pub const GC_TID: i64 = 1 << 40;
 
 /// The `pid` of an interpreter's process track.
 pub fn pid_of(interpreter: i64) -> i64 {
@@ -342,6 +353,84 @@ impl Exporter<'_> {
     }
 }
 
+/// The tracks drawn from the model: the parallelism counter, GC slices, hand-over flows.
+fn write_model_tracks(out: &mut Out<'_>, tl: &Timeline) -> io::Result<()> {
+    let main_pid = pid_of(
+        tl.interpreters
+            .values()
+            .find(|i| i.main)
+            .map_or(0, |i| i.id),
+    );
+    for st in crate::analysis::parallel::steps(tl) {
+        let body = format!(
+            r#"{{"ph":"C","name":"threads holding a GIL","pid":{main_pid},"tid":0,"ts":{},"args":{{"holding":{},"on_cpu":{}}}}}"#,
+            out.ts(st.time_ns),
+            st.holders,
+            st.on_cpu
+        );
+        out.event(&body)?;
+    }
+    let mut gc_tracks = BTreeSet::new();
+    for g in &tl.gc_runs {
+        let (pid, tid) = (pid_of(g.interpreter), GC_TID + g.interpreter);
+        if gc_tracks.insert(g.interpreter) {
+            out.event(&format!(
+                r#"{{"ph":"M","name":"thread_name","pid":{pid},"tid":{tid},"args":{{"name":"garbage collector"}}}}"#
+            ))?;
+        }
+        let thread = g.thread.and_then(|t| tl.threads.get(t as usize));
+        let trigger = tl
+            .stack_frames(g.stack)
+            .first()
+            .map_or_else(String::new, |f| {
+                format!("{} ({}:{})", f.function, f.file, f.line)
+            });
+        let body = format!(
+            r#"{{"ph":"X","cat":"gc","name":"GC","pid":{pid},"tid":{tid},"ts":{},"dur":{},"args":{{"thread":{},"tid":{},"triggered_at":{}}}}}"#,
+            out.ts(g.start_ns),
+            micros(g.end_ns.saturating_sub(g.start_ns)),
+            json_str(thread.map_or("", |t| t.name.as_str())),
+            thread.map_or_else(|| "null".to_string(), |t| t.tid.to_string()),
+            json_str(&trigger)
+        );
+        out.event(&body)?;
+    }
+    // Hand-over flows: from the dropping thread's slice to the taking thread's.
+    let interp_at = |t: ThreadIdx, at: u64| -> i64 {
+        tl.threads.get(t as usize).map_or(0, |th| {
+            let i = th.intervals.partition_point(|i| i.end_ns <= at);
+            th.intervals
+                .get(i)
+                .or(th.intervals.last())
+                .map_or(0, |iv| iv.interpreter)
+        })
+    };
+    let mut id = 0u64;
+    for h in crate::analysis::parallel::handovers(tl).values() {
+        for &(drop, latency, from, to) in &h.each {
+            let (Some(f), Some(t)) = (tl.threads.get(from as usize), tl.threads.get(to as usize))
+            else {
+                continue;
+            };
+            id += 1;
+            let take = drop + latency;
+            out.event(&format!(
+                r#"{{"ph":"s","cat":"handover","name":"hand-over","id":{id},"pid":{},"tid":{},"ts":{}}}"#,
+                pid_of(interp_at(from, drop.saturating_sub(1))),
+                f.tid,
+                out.ts(drop.saturating_sub(1_000))
+            ))?;
+            out.event(&format!(
+                r#"{{"ph":"f","bp":"e","cat":"handover","name":"hand-over","id":{id},"pid":{},"tid":{},"ts":{}}}"#,
+                pid_of(interp_at(to, take)),
+                t.tid,
+                out.ts(take)
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 /// Write the whole trace as Chrome trace-event JSON. `name` (the trace's
 /// file name) goes into `otherData`.
 ///
@@ -397,6 +486,9 @@ pub fn write<R: Read>(
     let gils: Vec<GilIdx> = ex.busy.keys().copied().collect();
     for g in gils {
         ex.emit_busy(g)?;
+    }
+    if let Some(tl) = model {
+        write_model_tracks(&mut ex.out, tl)?;
     }
     let python = meta.python.as_ref().map_or("", |p| p.version.as_str());
     let w = ex.out.w;
