@@ -181,10 +181,21 @@ pub fn locate(pid: u32, process: &remoteprocess::Process) -> Result<RuntimeLocat
             let Some(bin) = bin else { continue };
             if let Some((address, found_by)) = runtime_in(bin) {
                 let binary = if is_lib {
-                    maps.iter()
-                        .find(|m| is_libpython(&m.path) && m.start <= bin.addr && bin.addr < m.end)
-                        .map(|m| m.path.clone())
-                        .unwrap_or_else(|| "libpython".into())
+                    // py-spy read the maps after us: a libpython mapped in between (a process
+                    // just launched) is in a fresh reading. Never a made-up path: without a
+                    // mapping that names the file, the scan below decides.
+                    let holding = |maps: &[MapEntry]| {
+                        maps.iter()
+                            .find(|m| {
+                                is_libpython(&m.path) && m.start <= bin.addr && bin.addr < m.end
+                            })
+                            .map(|m| m.path.clone())
+                    };
+                    match holding(&maps).or_else(|| read_maps(pid).ok().and_then(|m| holding(&m)))
+                    {
+                        Some(path) => path,
+                        None => continue,
+                    }
                 } else {
                     exe_link.clone()
                 };
