@@ -323,6 +323,15 @@ fn pprof_export_is_read_by_go_tool_pprof() {
                 "holder held {held_all} ns, in hold_loop at its line {held_in_loop} ns: {:?}",
                 locations.values().collect::<Vec<_>>()
             );
+            // Module-level code keeps its name (pprof strips `<...>` from names it takes
+            // for C++ when a function has a system name).
+            ensure!(
+                locations
+                    .values()
+                    .any(|(f, file, _)| f == "<module>" && file.ends_with("contention.py")),
+                "no <module> frame of contention.py: {:?}",
+                locations.values().collect::<Vec<_>>()
+            );
             // -tagfocus keeps the held samples only, and all of them.
             let focused = pprof(&go, &["-raw", "-tagfocus=gil_state=held", &pb_s])?;
             let (fs, _) = parse_raw(&focused)?;

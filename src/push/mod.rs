@@ -14,7 +14,7 @@
 //! ([`crate::output::export::pprof::StackTotals`]), so the backend shows the shares the trace
 //! file's `summary` gives. A backend that is down, slow or answers an error is reported on
 //! stderr (first failure, then at most every 30 s, and when it is back) and retried with
-//! exponential backoff (1 s to 30 s); recording goes on, and while the backend is away at
+//! exponential backoff (1 s doubling to the push interval, at most 30 s); recording goes on, and while the backend is away at
 //! most `max_queued` windows wait (the oldest are dropped and counted). A window the backend
 //! refuses for good (4xx other than 408/429) is dropped and counted as rejected.
 
@@ -420,8 +420,8 @@ fn send_windows(cfg: &PushConfig, shared: &Shared, report: &(dyn Fn(&str) + Send
                     let dropped = q.stats.dropped;
                     drop(q);
                     report(&format!(
-                        "{} is back after {n} failed attempts: sending the {waiting} windows \
-                         waiting ({dropped} dropped so far)",
+                        "{} is back after {n} failed attempts; {waiting} more windows queued \
+                         ({dropped} dropped so far)",
                         cfg.url
                     ));
                 }
@@ -446,7 +446,10 @@ fn send_windows(cfg: &PushConfig, shared: &Shared, report: &(dyn Fn(&str) + Send
                 }
                 let waiting = q.windows.len();
                 let dropped = q.stats.dropped;
-                backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+                // Capped at the interval too: once the server is back, the windows that
+                // waited go out within about one interval.
+                let cap = MAX_BACKOFF.min(cfg.interval).max(Duration::from_secs(1));
+                backoff = (backoff * 2).clamp(Duration::from_secs(1), cap);
                 let (n, last) = failing.get_or_insert((0, Instant::now() - REPORT_EVERY));
                 *n += 1;
                 let say = last.elapsed() >= REPORT_EVERY;

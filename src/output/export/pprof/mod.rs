@@ -107,10 +107,12 @@ impl Tables {
                 let id = self.functions.len() as u64 + 1;
                 let name = self.s(&f.function);
                 let filename = self.s(&f.file);
+                // No system name: pprof then takes the name as it is (it would strip
+                // `<...>` from `<module>` or `<lambda>` as C++ template arguments).
                 self.functions.push(proto::Function {
                     id,
                     name,
-                    system_name: name,
+                    system_name: 0,
                     filename,
                     start_line: 0,
                 });
