@@ -184,6 +184,8 @@ struct Queue {
     /// No more windows will come; the sender delivers what it can until `deadline`.
     closed: bool,
     deadline: Option<Instant>,
+    /// The sender thread has returned.
+    sender_done: bool,
     stats: PushStats,
 }
 
@@ -241,7 +243,11 @@ impl Pusher {
         let s_cfg = cfg.clone();
         let sender = std::thread::Builder::new()
             .name("gilscope-push".into())
-            .spawn(move || send_windows(&s_cfg, &s_shared, &*report))
+            .spawn(move || {
+                send_windows(&s_cfg, &s_shared, &*report);
+                s_shared.lock().sender_done = true;
+                s_shared.cv.notify_all();
+            })
             .context("starting the push thread")?;
         Ok(Pusher {
             cfg,
@@ -266,22 +272,35 @@ impl Pusher {
 
     /// Call once the tap is gone (the recording ended): the last window is cut, and what
     /// is queued is sent for at most `grace` (without backoff: a backend that fails now is
-    /// not retried).
+    /// not retried). Returns after `grace` at the latest, even when a request hangs (the
+    /// sender is then left to the process's exit; its window counts as unsent).
     pub fn finish(mut self, grace: Duration) -> PushStats {
         self.tx = None;
         if let Some(b) = self.builder.take() {
             let _ = b.join();
         }
-        {
-            let mut q = self.shared.lock();
-            q.closed = true;
-            q.deadline = Some(Instant::now() + grace);
-        }
-        self.shared.cv.notify_all();
-        if let Some(s) = self.sender.take() {
-            let _ = s.join();
-        }
+        let deadline = Instant::now() + grace;
         let mut q = self.shared.lock();
+        q.closed = true;
+        q.deadline = Some(deadline);
+        self.shared.cv.notify_all();
+        while !q.sender_done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = self
+                .shared
+                .cv
+                .wait_timeout(q, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if q.sender_done {
+            if let Some(s) = self.sender.take() {
+                let _ = s.join();
+            }
+        }
         q.stats.unsent = q.windows.len() as u64;
         q.stats.clone()
     }
@@ -605,23 +624,8 @@ mod tests {
         assert!(PushConfig::new("localhost:4040").is_err());
     }
 
-    #[test]
-    fn a_dead_backend_drops_the_oldest_and_never_blocks() {
-        // Nothing listens on port 9 of 127.0.0.1 (discard is not run here): connections fail.
-        let mut cfg = PushConfig::new("http://127.0.0.1:9").unwrap();
-        cfg.interval = Duration::from_millis(20);
-        cfg.max_queued = 3;
-        cfg.timeout = Duration::from_millis(200);
-        let said = Arc::new(Mutex::new(Vec::<String>::new()));
-        let s2 = said.clone();
-        let mut p = Pusher::start(
-            cfg,
-            100.0,
-            Arc::new(move |m: &str| s2.lock().unwrap().push(m.to_string())),
-        )
-        .unwrap();
-        let mut tap = p.tap().unwrap();
-        let t0 = Instant::now();
+    /// Feeds `n` runs of 10 ns (one every `every`) to `tap`, after the definitions.
+    fn feed(tap: &mut EventTap, n: u64, every: Duration) {
         let frame = crate::model::timeline::Frame {
             function: "f".into(),
             file: "f.py".into(),
@@ -642,7 +646,7 @@ mod tests {
             name: "t".into(),
             os_name: "t".into(),
         });
-        for i in 0..30u64 {
+        for i in 0..n {
             tap(&Event::Run(crate::model::timeline::Run {
                 thread: 0,
                 start_ns: i * 10,
@@ -654,10 +658,103 @@ mod tests {
                 stack: 1,
                 source: crate::model::timeline::Source::Sampled,
             }));
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(every);
         }
-        // The tap never waited for the network.
-        assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A server on 127.0.0.1 that accepts connections and, per request, either never answers
+    /// (`None`) or answers `Some(status line)`. Returns its URL.
+    fn server(answer: Option<&'static str>) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                let Some(status) = answer else {
+                    held.push(c); // never answered, never closed
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
+                    while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+                    let _ = write!(c, "{status}\r\nContent-Length: 7\r\n\r\nno way!");
+                });
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_stalled_backend_never_blocks_the_tap_nor_the_end() {
+        // The server accepts and never answers; one request would hang for 60 s. Feeding
+        // takes ~0.5 s and finishing ~0.2 s; had either waited for the request, it would
+        // take 60 s: the bounds below only tell the two apart (not a speed measurement).
+        let mut cfg = PushConfig::new(&server(None)).unwrap();
+        cfg.interval = Duration::from_millis(50);
+        cfg.timeout = Duration::from_secs(60);
+        cfg.max_queued = 4;
+        let mut p = Pusher::start(cfg, 100.0, Arc::new(|_: &str| {})).unwrap();
+        let mut tap = p.tap().unwrap();
+        let t0 = Instant::now();
+        feed(&mut tap, 40, Duration::from_millis(10));
+        assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+        drop(tap);
+        let t1 = Instant::now();
+        let st = p.finish(Duration::from_millis(200));
+        assert!(t1.elapsed() < Duration::from_secs(30), "{:?}", t1.elapsed());
+        assert_eq!(st.pushed, 0);
+        assert!(st.windows >= 5 && st.dropped >= 1, "{st:?}");
+        assert_eq!(st.dropped + st.unsent, st.windows, "{st:?}");
+    }
+
+    #[test]
+    fn a_refused_window_is_dropped_and_counted() {
+        let mut cfg = PushConfig::new(&server(Some("HTTP/1.1 400 Bad Request"))).unwrap();
+        cfg.interval = Duration::from_millis(100);
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s2 = said.clone();
+        let mut p = Pusher::start(
+            cfg,
+            100.0,
+            Arc::new(move |m: &str| s2.lock().unwrap().push(m.to_string())),
+        )
+        .unwrap();
+        let mut tap = p.tap().unwrap();
+        feed(&mut tap, 30, Duration::from_millis(10));
+        drop(tap);
+        let st = p.finish(Duration::from_secs(2));
+        assert!(st.windows >= 2, "{st:?}");
+        assert_eq!(st.rejected, st.windows, "{st:?}");
+        assert_eq!(st.failed_attempts, 0, "4xx is not retried: {st:?}");
+        let said = said.lock().unwrap();
+        assert!(
+            said.iter()
+                .any(|m| m.contains("HTTP 400") && m.contains("no way!")),
+            "{said:?}"
+        );
+        assert!(st.summary_line("u").contains("rejected by the backend"));
+    }
+
+    #[test]
+    fn a_dead_backend_drops_the_oldest_and_never_blocks() {
+        // Nothing listens on port 9 of 127.0.0.1 (discard is not run here): connections fail.
+        let mut cfg = PushConfig::new("http://127.0.0.1:9").unwrap();
+        cfg.interval = Duration::from_millis(20);
+        cfg.max_queued = 3;
+        cfg.timeout = Duration::from_millis(200);
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let s2 = said.clone();
+        let mut p = Pusher::start(
+            cfg,
+            100.0,
+            Arc::new(move |m: &str| s2.lock().unwrap().push(m.to_string())),
+        )
+        .unwrap();
+        let mut tap = p.tap().unwrap();
+        feed(&mut tap, 30, Duration::from_millis(10));
         drop(tap);
         let st = p.finish(Duration::from_millis(100));
         assert!(st.windows >= 5, "{st:?}");
