@@ -10,6 +10,7 @@ pub mod check;
 pub mod exact;
 pub mod model;
 pub mod output;
+pub mod push;
 pub mod reader;
 pub mod sampler;
 pub mod trace;

@@ -67,7 +67,7 @@ pub struct FlameArgs {
 pub struct ExportArgs {
     /// A trace written by `gilscope record`.
     file: std::path::PathBuf,
-    /// perfetto, speedscope, collapsed or timeline-svg.
+    /// perfetto, speedscope, collapsed, timeline-svg or pprof (gzip'd profile.proto).
     #[arg(long, short)]
     format: output::export::Format,
     /// The file to write (`-` for stdout).
@@ -75,6 +75,10 @@ pub struct ExportArgs {
     output: std::path::PathBuf,
     #[command(flatten)]
     filter: StackFilterArgs,
+    /// pprof: also label every sample with `thread_id` (the kernel TID). Off by default:
+    /// one label value per thread makes many series in a profiling backend.
+    #[arg(long)]
+    thread_id: bool,
 }
 
 pub fn run_flame(args: &FlameArgs) -> Result<u8> {
@@ -93,6 +97,6 @@ pub fn run_flame(args: &FlameArgs) -> Result<u8> {
 
 pub fn run_export(args: &ExportArgs) -> Result<u8> {
     let opts = args.filter.options(args.format.default_state());
-    output::export::export_file(&args.file, args.format, &args.output, &opts)?;
+    output::export::export_file(&args.file, args.format, &args.output, &opts, args.thread_id)?;
     Ok(0)
 }

@@ -11,6 +11,7 @@ use gilscope::reader;
 mod check;
 mod dump;
 mod export;
+mod push;
 mod record;
 mod summary;
 mod view;

@@ -65,6 +65,12 @@ pub struct RecordArgs {
     /// into this SVG (as `gilscope flame FILE -o SVG` would).
     #[arg(long, value_name = "SVG")]
     flame: Option<std::path::PathBuf>,
+    /// Write no local trace file (with --pyroscope: only push). Without it the trace is
+    /// written as always, whatever happens to the push.
+    #[arg(long, requires = "pyroscope", conflicts_with_all = ["flame", "subprocesses", "output"])]
+    no_trace: bool,
+    #[command(flatten)]
+    push: super::push::PushArgs,
     /// Launch this command and record it until it exits: `gilscope record -- python app.py`.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -91,8 +97,14 @@ pub fn parse_overhead(s: &str) -> std::result::Result<Overhead, String> {
 
 /// Returns the exit code: the launched command's when there was one.
 pub fn run(args: &RecordArgs) -> Result<u8> {
+    // Checked before anything is attached or launched.
+    args.push.config()?;
     let plan = RecordPlan {
-        output: args.output.clone(),
+        output: if args.no_trace {
+            PathBuf::from("/dev/null")
+        } else {
+            args.output.clone()
+        },
         rate_hz: args.rate,
         duration: args.duration,
         blocking: args.blocking,
@@ -100,6 +112,7 @@ pub fn run(args: &RecordArgs) -> Result<u8> {
         stacks: !args.no_stacks,
         mode: args.mode,
         max_overhead: args.max_overhead.0,
+        push: args.push.clone(),
     };
     match (args.pid, args.command.is_empty()) {
         (Some(pid), true) => {
@@ -245,6 +258,8 @@ pub struct RecordPlan {
     pub mode: Mode,
     /// Fraction of one CPU; `None`: no budget.
     pub max_overhead: Option<f64>,
+    /// `--pyroscope` and its options (the target only, not followed subprocesses).
+    pub push: super::push::PushArgs,
 }
 
 /// Why exact mode is off: the reason, and whether it is a missing privilege (exit code 6)
@@ -520,21 +535,39 @@ pub fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
-/// Records `reader`'s process into `output`, with a progress line.
+/// Records `reader`'s process into `output`, with a progress line; with `push`, every event
+/// written also goes to the Pyroscope pusher (its summary line is printed at the end).
 fn record_one(
     mut source: LiveSource,
     opts: RecordOptions,
     stop: &AtomicBool,
     progress: bool,
+    push: Option<&super::push::PushArgs>,
 ) -> Result<RecordStats> {
     let mut printer = ProgressPrinter::stderr();
-    let stats = sampler::record(&mut source, &opts, stop, |p| {
-        if progress {
-            printer.update(p);
-        }
-    });
+    let mut pusher = match push {
+        Some(p) => p.start(opts.rate_hz)?,
+        None => None,
+    };
+    let tap = pusher.as_mut().and_then(|p| p.tap());
+    let stats = sampler::record_with(
+        &mut source,
+        &opts,
+        stop,
+        &mut sampler::MonotonicClock,
+        |p| {
+            if progress {
+                printer.update(p);
+            }
+        },
+        tap,
+    );
     if progress {
         printer.finish();
+    }
+    if let Some(p) = pusher {
+        let url = p.url().to_string();
+        eprintln!("{}", p.finish(super::push::FINISH_GRACE).summary_line(&url));
     }
     if let Some(ex) = source.exact.as_ref().or(source.detached.as_ref()) {
         eprintln!("{}", ex.summary_line());
@@ -586,7 +619,8 @@ fn follow_subprocesses(
                                 "gilscope: following Python subprocess {pid} → {}",
                                 opts.output.display()
                             );
-                            let r = record_one(LiveSource::sampling(reader), opts, &stop, false);
+                            let r =
+                                record_one(LiveSource::sampling(reader), opts, &stop, false, None);
                             if let Ok(mut v) = results.lock() {
                                 v.push((pid, r));
                             }
@@ -630,7 +664,7 @@ pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
         .subprocesses
         .then(|| follow_subprocesses(pid, plan, stop.clone(), done.clone()));
     let opts = record_opts(plan, plan.output.clone(), None);
-    let stats = record_one(source, opts, &stop, true);
+    let stats = record_one(source, opts, &stop, true, Some(&plan.push));
     done.store(true, Ordering::SeqCst);
     report_children(follower);
     let stats = stats?;
@@ -785,7 +819,7 @@ pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
                 }
             };
             let opts = record_opts(plan, plan.output.clone(), Some(cmd.to_vec()));
-            Some(record_one(source, opts, &stop, true))
+            Some(record_one(source, opts, &stop, true, Some(&plan.push)))
         }
         Ok(None) => {
             if !plan.subprocesses {

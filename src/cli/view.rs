@@ -40,6 +40,8 @@ pub struct TopArgs {
     /// Pause the target while reading each sample (ptrace).
     #[arg(long)]
     blocking: bool,
+    #[command(flatten)]
+    push: super::push::PushArgs,
 }
 
 pub fn run_view_args(args: &ViewArgs) -> Result<u8> {
@@ -51,7 +53,16 @@ pub fn run_top_args(args: &TopArgs) -> Result<u8> {
         blocking: args.blocking,
         ..ReaderOptions::default()
     };
-    run_top(args.pid, args.rate, opts).map(|()| 0)
+    // The pusher's messages go to the notice line: stderr belongs to the TUI.
+    let notice: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let n2 = notice.clone();
+    let report: gilscope::push::Reporter = Arc::new(move |m: &str| {
+        if let Ok(mut n) = n2.lock() {
+            *n = Some(format!("pyroscope: {m}"));
+        }
+    });
+    let pusher = args.push.start_with(args.rate, report)?;
+    run_top(args.pid, args.rate, opts, pusher, notice).map(|()| 0)
 }
 
 fn lane_state(s: GilState) -> LaneState {
@@ -400,6 +411,9 @@ pub struct LiveView {
     save_dir: PathBuf,
     ended: Option<String>,
     window_ns: u64,
+    /// `--pyroscope`: every event also goes to the pusher, whose last message is shown.
+    push_tap: Option<gilscope::trace::EventTap>,
+    push_notice: Option<Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 /// How much history `top` keeps in its lanes.
@@ -450,6 +464,8 @@ impl LiveView {
             save_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             ended: None,
             window_ns: TOP_HISTORY_NS,
+            push_tap: None,
+            push_notice: None,
         })
     }
 
@@ -533,6 +549,17 @@ impl gilscope_ui::ViewSource for LiveView {
         for e in &events {
             self.builder.apply(e);
         }
+        if let Some(tap) = self.push_tap.as_mut() {
+            events.iter().for_each(tap);
+        }
+        if let Some(m) = self
+            .push_notice
+            .as_ref()
+            .and_then(|n| n.lock().ok().and_then(|mut n| n.take()))
+        {
+            self.vm.notice = Some(m);
+            changed = true;
+        }
         if let Some(t) = self.last.as_ref().map(|s| s.time_ns) {
             self.builder.trim_before(t.saturating_sub(self.window_ns));
         }
@@ -565,9 +592,25 @@ impl Drop for LiveView {
 }
 
 /// `gilscope top --pid PID`.
-pub fn run_top(pid: u32, rate_hz: f64, opts: ReaderOptions) -> Result<()> {
+pub fn run_top(
+    pid: u32,
+    rate_hz: f64,
+    opts: ReaderOptions,
+    mut pusher: Option<gilscope::push::Pusher>,
+    notice: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<()> {
     let mut live = LiveView::start(pid, rate_hz, opts)?;
-    gilscope_ui::run_in_terminal(&mut live, gilscope_ui::Options::default())?;
+    if let Some(p) = pusher.as_mut() {
+        live.push_tap = p.tap();
+        live.push_notice = Some(notice);
+    }
+    let shown = gilscope_ui::run_in_terminal(&mut live, gilscope_ui::Options::default());
+    live.push_tap = None;
+    if let Some(p) = pusher {
+        let url = p.url().to_string();
+        eprintln!("{}", p.finish(super::push::FINISH_GRACE).summary_line(&url));
+    }
+    shown?;
     if let Some(path) = live.vm.recording.clone() {
         eprintln!("gilscope: saved the live session to {path}");
     }

@@ -3,12 +3,15 @@
 //! * [`perfetto`] — Chrome trace-event JSON (Perfetto UI, chrome://tracing);
 //! * [`speedscope`] — speedscope's file format, one sampled profile per thread;
 //! * `collapsed` — folded stacks ([`crate::output::flame`]), for any flame graph tool;
-//! * [`timeline_svg`] — a small SVG picture: one lane per thread coloured by GIL state.
+//! * [`timeline_svg`] — a small SVG picture: one lane per thread coloured by GIL state;
+//! * [`pprof`] — gzip'd profile.proto with the GIL state as a label (`go tool pprof`,
+//!   Pyroscope, Parca), from the model's stacks.
 //!
 //! Every exporter streams the trace's events ([`crate::trace::TraceReader`])
 //! rather than building the whole model, and writes deterministic output.
 
 pub mod perfetto;
+pub mod pprof;
 pub mod speedscope;
 pub mod timeline_svg;
 
@@ -27,14 +30,16 @@ pub enum Format {
     Speedscope,
     Collapsed,
     TimelineSvg,
+    Pprof,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [
+    pub const ALL: [Format; 5] = [
         Format::Perfetto,
         Format::Speedscope,
         Format::Collapsed,
         Format::TimelineSvg,
+        Format::Pprof,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,11 +48,12 @@ impl Format {
             Format::Speedscope => "speedscope",
             Format::Collapsed => "collapsed",
             Format::TimelineSvg => "timeline-svg",
+            Format::Pprof => "pprof",
         }
     }
 
     /// The state filter when none is given: held for folded stacks (like
-    /// `gilscope flame`), every state for speedscope.
+    /// `gilscope flame`), every state for speedscope and pprof.
     pub fn default_state(self) -> StateFilter {
         match self {
             Format::Collapsed => StateFilter::default(),
@@ -70,7 +76,9 @@ impl FromStr for Format {
             .into_iter()
             .find(|f| f.as_str() == s)
             .ok_or_else(|| {
-                format!("{s:?}: the format is perfetto, speedscope, collapsed or timeline-svg")
+                format!(
+                    "{s:?}: the format is perfetto, speedscope, collapsed, timeline-svg or pprof"
+                )
             })
     }
 }
@@ -78,9 +86,22 @@ impl FromStr for Format {
 /// Write `trace` as `format` into `out` (`-` is stdout). `opts.state` must
 /// already hold the format's default when the user gave none. Perfetto and
 /// the timeline picture show every state and every thread: they refuse the
-/// stack filters.
-pub fn export_file(trace: &Path, format: Format, out: &Path, opts: &FoldOptions) -> Result<()> {
+/// stack filters. pprof takes `--state`, `--interpreter` and `--thread`, labels samples with
+/// the thread instead of `--thread-roots`, and adds a `thread_id` label with `thread_id`.
+pub fn export_file(
+    trace: &Path,
+    format: Format,
+    out: &Path,
+    opts: &FoldOptions,
+    thread_id: bool,
+) -> Result<()> {
     let name = flame::trace_name(trace);
+    if thread_id && format != Format::Pprof {
+        bail!("--thread-id labels pprof samples: use it with --format pprof");
+    }
+    if format == Format::Pprof && opts.thread_roots {
+        bail!("--format pprof labels every sample with its thread (thread_name; --thread-id adds the TID): drop --thread-roots");
+    }
     if matches!(format, Format::Perfetto | Format::TimelineSvg)
         && (opts.state != StateFilter::All
             || opts.interpreter.is_some()
@@ -108,6 +129,13 @@ pub fn export_file(trace: &Path, format: Format, out: &Path, opts: &FoldOptions)
             speedscope::write(reader, &name, opts, Some(&model), &mut w)?;
         }
         Format::TimelineSvg => timeline_svg::write_file(trace, &name, &mut w)?,
+        Format::Pprof => pprof::write_file(
+            trace,
+            &pprof::Selection::from_fold(opts),
+            thread_id,
+            opts.no_lines,
+            &mut w,
+        )?,
     }
     w.flush()
         .with_context(|| format!("writing {}", out.display()))?;
