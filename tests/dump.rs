@@ -262,7 +262,7 @@ fn check_holder_stack(py: &Python, snap: &Snapshot, ready: &Ready) -> Result<()>
         .thread(holder.native_id)
         .ok_or_else(|| anyhow!("holder {} not found", holder.native_id))?;
     let frames = &t.frames;
-    let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+    let names: Vec<&str> = frames.iter().map(|f| &*f.function).collect();
     let i = frames
         .iter()
         .take(2)

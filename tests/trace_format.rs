@@ -465,7 +465,7 @@ fn garbage_collections_round_trip() {
     let want = &snaps[100].thread(holder).unwrap().frames;
     let got = tl.stack_frames(gcs[0].stack);
     assert_eq!(got.len(), want.len());
-    assert_eq!(got[0].function, want[0].function);
+    assert_eq!(*got[0].function, *want[0].function);
     assert_eq!(got[0].line, want[0].line);
     let st = &tl.gc[&0];
     assert_eq!(st.collections, 2);

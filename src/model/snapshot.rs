@@ -94,9 +94,10 @@ impl GilState {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameInfo {
-    /// Qualified name where the version has one (3.11+), else the plain name.
-    pub function: String,
-    pub file: String,
+    /// Qualified name where the version has one (3.11+), else the plain name. Shared, not
+    /// copied: the reader hands out the same name for every sample of a frame.
+    pub function: std::sync::Arc<str>,
+    pub file: std::sync::Arc<str>,
     /// 0 when the line is not known.
     pub line: i32,
     /// The interpreter this frame runs in (a thread can cross interpreters).

@@ -282,6 +282,8 @@ pub struct ReadAhead<'a, M: Memory> {
     spans: Vec<(u64, usize, usize)>,
     buf: Vec<u8>,
     log: std::cell::RefCell<Vec<(u64, usize)>>,
+    /// A read was not served from the spans: the walk went somewhere new.
+    missed: std::cell::Cell<bool>,
 }
 
 /// Bounds on what is read ahead: spans per sample, and the bytes of one merged span.
@@ -319,12 +321,23 @@ impl<'a, M: Memory> ReadAhead<'a, M> {
             spans,
             buf,
             log: Default::default(),
+            missed: std::cell::Cell::new(false),
         }
     }
 
     /// What this walk read, merged: the plan for the next one.
     pub fn into_plan(self) -> Vec<(u64, usize)> {
         self.into_parts().0
+    }
+
+    /// Whether every read was served from the spans read ahead (the plan still fits).
+    pub fn all_read_ahead(&self) -> bool {
+        !self.missed.get()
+    }
+
+    /// The buffer alone (the plan kept as it was).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
     }
 
     /// The plan for the next walk, and the buffer to read it into.
@@ -372,6 +385,7 @@ impl<M: Memory> Memory for ReadAhead<'_, M> {
                 return Ok(());
             }
         }
+        self.missed.set(true);
         self.pages.read(addr, buf)
     }
 }

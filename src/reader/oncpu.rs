@@ -61,6 +61,8 @@ struct Tracked {
     stale: bool,
     /// When `stat` was last read.
     checked_ns: u64,
+    /// Switch-in records seen.
+    switch_ins: u64,
     exited: bool,
 }
 
@@ -127,7 +129,10 @@ impl OnCpu {
                     if t.exited {
                         return None; // exiting: its thread state may outlive it a moment
                     }
-                    t.stat = st;
+                    t.stat = TaskStat {
+                        switch_ins: Some(t.switch_ins),
+                        ..st
+                    };
                     t.since_ns = now_ns;
                     t.checked_ns = now_ns;
                     t.stale = false;
@@ -161,10 +166,14 @@ impl OnCpu {
                     Tracked {
                         _fd: fd,
                         ring,
-                        stat: stat.clone(),
+                        stat: TaskStat {
+                            switch_ins: Some(0),
+                            ..stat.clone()
+                        },
                         since_ns,
                         stale: false,
                         checked_ns: since_ns,
+                        switch_ins: 0,
                         exited: false,
                     },
                 );
@@ -225,6 +234,10 @@ fn drain(t: &mut Tracked, buf: &mut Vec<u8>) {
 fn apply(t: &mut Tracked, ty: u32, misc: u16) {
     match ty {
         PERF_RECORD_SWITCH => {
+            if misc & MISC_SWITCH_OUT == 0 {
+                t.switch_ins += 1;
+                t.stat.switch_ins = Some(t.switch_ins);
+            }
             t.stat.state = if misc & MISC_SWITCH_OUT == 0 || misc & MISC_SWITCH_OUT_PREEMPT != 0 {
                 'R'
             } else {
@@ -308,6 +321,7 @@ mod tests {
             state: 'S',
             start_ticks: 1,
             cpu_ticks: 0,
+            switch_ins: None,
         };
         let Ok(fd) = sys::open_switch_events(std::process::id()) else {
             return; // perf not permitted: nothing to map a ring on (covered above)
@@ -322,10 +336,12 @@ mod tests {
             since_ns: 0,
             stale: false,
             checked_ns: 0,
+            switch_ins: 0,
             exited: false,
         };
         apply(&mut t, PERF_RECORD_SWITCH, 0);
         assert_eq!(t.stat.state, 'R');
+        assert_eq!(t.stat.switch_ins, Some(1));
         apply(
             &mut t,
             PERF_RECORD_SWITCH,

@@ -18,6 +18,9 @@ pub struct TaskStat {
     pub start_ticks: u64,
     /// utime + stime in clock ticks (fields 14, 15).
     pub cpu_ticks: u64,
+    /// Times the thread was switched onto a CPU since gilscope began to follow it, where its
+    /// context switches are followed (reader/oncpu.rs); None from `stat` alone.
+    pub switch_ins: Option<u64>,
 }
 
 impl TaskStat {
@@ -68,6 +71,7 @@ pub fn parse_stat_bytes(bytes: &[u8]) -> Option<TaskStat> {
         state,
         start_ticks,
         cpu_ticks: utime + stime,
+        switch_ins: None,
     })
 }
 
@@ -229,15 +233,26 @@ impl TaskFiles {
     /// Reading `syscall` itself takes the thread's exec lock and waits for it to be off its
     /// CPU (`wait_task_inactive`): the dearest file of all. Meant for threads `stat` says
     /// are asleep.
-    pub fn syscall_unless_unchanged(&mut self, pid: u32, tid: u32) -> Option<SyscallState> {
-        let sched = Self::read_cached(
-            &mut self.schedstat,
-            || format!("/proc/{pid}/task/{tid}/schedstat"),
-            tid,
-            &mut self.buf,
-        )
-        .ok()
-        .and_then(|()| parse_schedstat(&self.buf));
+    ///
+    /// `switch_ins` (from [`TaskStat::switch_ins`]), when known, tells the same without
+    /// reading `schedstat`: a thread that was not switched in since has not run.
+    pub fn syscall_unless_unchanged(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        switch_ins: Option<u64>,
+    ) -> Option<SyscallState> {
+        let sched = match switch_ins {
+            Some(n) => Some([u64::MAX, n, 0]),
+            None => Self::read_cached(
+                &mut self.schedstat,
+                || format!("/proc/{pid}/task/{tid}/schedstat"),
+                tid,
+                &mut self.buf,
+            )
+            .ok()
+            .and_then(|()| parse_schedstat(&self.buf)),
+        };
         if let (Some(now), Some((then, state))) = (sched, self.last_syscall.get(&tid)) {
             if now == *then && matches!(state, SyscallState::Blocked { .. }) {
                 return Some(*state);

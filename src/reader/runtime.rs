@@ -191,8 +191,7 @@ pub fn locate(pid: u32, process: &remoteprocess::Process) -> Result<RuntimeLocat
                             })
                             .map(|m| m.path.clone())
                     };
-                    match holding(&maps).or_else(|| read_maps(pid).ok().and_then(|m| holding(&m)))
-                    {
+                    match holding(&maps).or_else(|| read_maps(pid).ok().and_then(|m| holding(&m))) {
                         Some(path) => path,
                         None => continue,
                     }

@@ -56,9 +56,9 @@ use super::memory::{Bytes, Memory, MemoryExt};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RawFrame {
     /// `co_qualname` (3.11+) or `co_name`.
-    pub function: String,
+    pub function: Arc<str>,
     /// `co_filename`.
-    pub file: String,
+    pub file: Arc<str>,
     /// Line being executed; 0 when unknown (an instruction without a line).
     pub line: i32,
     /// Address of the frame (`_PyInterpreterFrame` or frame object) and the byte offset of
@@ -79,8 +79,8 @@ const LINE_CACHE_LIMIT: usize = 1 << 16;
 struct CodeInfo {
     /// (filename, name, qualname, linetable) pointers and firstlineno, as read.
     key: [u64; 5],
-    function: String,
-    file: String,
+    function: Arc<str>,
+    file: Arc<str>,
     firstlineno: i32,
     table: Vec<u8>,
     /// Python 3.12+ shim code (`<shim>` file): not a user frame.
@@ -92,11 +92,51 @@ struct CodeInfo {
 /// A frame as [`StackReader::known`] remembers it.
 #[derive(Debug, Clone)]
 struct KnownFrame {
-    function: String,
-    file: String,
+    function: Arc<str>,
+    file: Arc<str>,
     line: i32,
     offset: Option<i64>,
 }
+
+/// One frame of a walk: where it was, what it ran, where, and its caller; `out_before`: how
+/// many frames the walk had put out before it.
+#[derive(Debug, Clone, Copy)]
+struct ChainLink {
+    frame: u64,
+    previous: u64,
+    code: u64,
+    instr: u64,
+    out_before: usize,
+}
+
+impl PartialEq for ChainLink {
+    fn eq(&self, o: &Self) -> bool {
+        (self.frame, self.previous, self.code, self.instr) == (o.frame, o.previous, o.code, o.instr)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LastWalk {
+    chain: Vec<ChainLink>,
+    out: Vec<RawFrame>,
+    /// Walks that took frames from an earlier one since the last full walk, and when that was.
+    walks_since_full: u32,
+    full_at: std::time::Instant,
+}
+
+impl LastWalk {
+    fn full_walk_due(&self) -> bool {
+        self.walks_since_full + 1 >= FULL_WALK_EVERY || self.full_at.elapsed() >= FULL_WALK_AFTER
+    }
+}
+
+/// Every this many walks of a thread, and at least every [`FULL_WALK_AFTER`], the whole stack
+/// is read again (what the shortcut cannot see: a caller re-entered at the same slot, code
+/// and instruction).
+const FULL_WALK_EVERY: u32 = 64;
+const FULL_WALK_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+/// Thread states whose last walk is kept, at most.
+const CHAINS_LIMIT: usize = 1 << 14;
 
 /// How long [`StackReader::known`] frames are trusted, and how many are kept.
 const KNOWN_FRAMES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
@@ -125,6 +165,10 @@ pub struct StackReader {
     /// in between.
     known: FxHashMap<(u64, u64), Option<KnownFrame>>,
     known_since: std::time::Instant,
+    /// Each thread state's last walk (see [`ChainLink`]).
+    chains: FxHashMap<u64, LastWalk>,
+    /// The cycle check's set, kept between walks (no allocation per walk).
+    seen: FxHashSet<u64>,
     /// Lines already looked up: (code info serial, instruction offset) → line. A stack that
     /// stays where it was would otherwise decode the same line tables at every sample.
     lines: FxHashMap<(u64, i64), i32>,
@@ -142,6 +186,8 @@ impl StackReader {
             code_cache: FxHashMap::default(),
             known: FxHashMap::default(),
             known_since: std::time::Instant::now(),
+            chains: FxHashMap::default(),
+            seen: FxHashSet::default(),
             lines: FxHashMap::default(),
             next_serial: 0,
             code_type: None,
@@ -167,15 +213,29 @@ impl StackReader {
     /// cannot be one is an error: the caller should treat it as a torn read
     /// and retry.
     pub fn read_stack(&mut self, mem: &dyn Memory, tstate: u64) -> Result<Vec<RawFrame>> {
+        self.read_stack_from(mem, tstate, None)
+    }
+
+    /// [`StackReader::read_stack`], given the thread state's frame field (`current_frame`,
+    /// `cframe` or `frame`, at `layout().frame.tstate_frame`) when it was read already.
+    pub fn read_stack_from(
+        &mut self,
+        mem: &dyn Memory,
+        tstate: u64,
+        frame_field: Option<u64>,
+    ) -> Result<Vec<RawFrame>> {
         check_ptr(tstate, "thread state")?;
         let fl = self.layout.frame.clone();
         if self.known_since.elapsed() >= KNOWN_FRAMES_FOR {
             self.known.clear();
             self.known_since = std::time::Instant::now();
         }
-        let mut frame = mem
-            .read_ptr(tstate + fl.tstate_frame)
-            .context("reading the current frame of the thread state")?;
+        let mut frame = match frame_field {
+            Some(f) => f,
+            None => mem
+                .read_ptr(tstate + fl.tstate_frame)
+                .context("reading the current frame of the thread state")?,
+        };
         if let FrameChain::CFrame { current_frame } = fl.chain {
             if frame == 0 {
                 return Ok(Vec::new());
@@ -186,8 +246,12 @@ impl StackReader {
                 .context("reading cframe->current_frame")?;
         }
 
-        let mut out = Vec::new();
-        let mut seen: FxHashSet<u64> = FxHashSet::default();
+        let mut out = Vec::with_capacity(32);
+        let mut seen = std::mem::take(&mut self.seen);
+        seen.clear();
+        let last = self.chains.remove(&tstate);
+        let full_walk = last.as_ref().is_none_or(LastWalk::full_walk_due);
+        let mut chain: Vec<ChainLink> = Vec::with_capacity(32);
         let mut buf = [0u8; 512];
         let buf = buf
             .get_mut(..usize::try_from(fl.read_size)?)
@@ -236,6 +300,36 @@ impl StackReader {
                 InstrField::LastiBytes | InstrField::LastiUnits => b.i32(fl.instr)? as u64,
                 InstrField::Pointer => b.u64(fl.instr)?,
             };
+            let link = ChainLink {
+                frame,
+                previous,
+                code,
+                instr: instr_raw,
+                out_before: out.len(),
+            };
+            // A caller frame exactly as the last walk found it (same slot, code, instruction
+            // and caller): the frames below it are as they were too, as a frame's callers
+            // cannot move while it runs. Taken from the last walk without reading them.
+            if !chain.is_empty() && !full_walk {
+                if let Some(l) = &last {
+                    let k = chain.len();
+                    let j = (k.saturating_sub(2)..(k + 3).min(l.chain.len()))
+                        .find(|&j| l.chain[j] == link);
+                    if let Some(j) = j {
+                        let from = l.chain[j].out_before;
+                        let delta = out.len() as isize - from as isize;
+                        out.extend(l.out[from..].iter().cloned());
+                        out.truncate(self.max_depth);
+                        chain.extend(l.chain[j..].iter().map(|c| ChainLink {
+                            out_before: (c.out_before as isize + delta) as usize,
+                            ..*c
+                        }));
+                        frame = 0;
+                        continue;
+                    }
+                }
+            }
+            chain.push(link);
             if let Some(k) = self.known.get(&(code, instr_raw)) {
                 if let Some(k) = k {
                     out.push(RawFrame {
@@ -314,7 +408,39 @@ impl StackReader {
             );
             frame = previous;
         }
+        self.seen = seen;
+        let (walks_since_full, full_at) = match (&last, full_walk) {
+            (Some(l), false) => (l.walks_since_full + 1, l.full_at),
+            _ => (0, std::time::Instant::now()),
+        };
+        if self.chains.len() >= CHAINS_LIMIT {
+            self.chains.clear();
+        }
+        self.chains.insert(
+            tstate,
+            LastWalk {
+                chain,
+                out: out.clone(),
+                walks_since_full,
+                full_at,
+            },
+        );
         Ok(out)
+    }
+
+    /// Whether the next walk of `tstate` reads its whole stack (no last walk, or due).
+    pub fn next_walk_is_full(&self, tstate: u64) -> bool {
+        self.chains.get(&tstate).is_none_or(LastWalk::full_walk_due)
+    }
+
+    /// How many thread states' last walks are kept.
+    pub fn walks_kept(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// Forgets the last walks of thread states not in `live` (gone threads).
+    pub fn retain_walks(&mut self, live: impl Fn(u64) -> bool) {
+        self.chains.retain(|ts, _| live(*ts));
     }
 
     fn remember(&mut self, code: u64, instr: u64, frame: Option<KnownFrame>) {
@@ -448,8 +574,8 @@ impl StackReader {
             self.next_serial += 1;
             let info = Arc::new(CodeInfo {
                 key,
-                function,
-                file,
+                function: function.into(),
+                file: file.into(),
                 firstlineno: key[4] as u32 as i32,
                 table,
                 shim,

@@ -8,7 +8,10 @@
 //! holder and a warning, never a guess.
 
 use anyhow::{bail, Context, Result};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// Maps keyed by target addresses and TIDs, on every sample: a fast hash (no DoS to fear).
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::model::{
     FrameInfo, GilInfo, GilState, InterpreterInfo, PythonInfo, Snapshot, ThreadInfo, ThreadStateRef,
@@ -23,6 +26,11 @@ use super::procfs::{self, SyscallState, TaskStat};
 use super::runtime;
 use super::stack::{StackLayout, StackReader};
 
+/// Samples a read-ahead plan is kept while every walk stays within it.
+const REPLAN_EVERY: u32 = 64;
+/// A thread state's frame field is read with the state when it lies within this many bytes
+/// of the start of the struct (it always does, on every version known).
+const FRAME_FIELD_REACH: u64 = 512;
 /// Upper bounds on list walks: a torn list must not loop forever.
 const MAX_INTERPRETERS: usize = 4096;
 const MAX_THREAD_STATES: usize = 100_000;
@@ -85,6 +93,7 @@ pub struct Reader {
     gather: Gather,
     /// What the last sample's stack walks read, to read ahead in one go at the next.
     stack_plan: Vec<(u64, usize)>,
+    stack_plan_age: u32,
     stack_buf: Vec<u8>,
     /// Each thread's on/off-CPU state.
     oncpu: OnCpu,
@@ -149,6 +158,9 @@ struct RawTstate {
     gil_requested: Option<bool>,
     state: Option<i32>,
     whence: Option<i32>,
+    /// The stack layout's frame field of the thread state (`current_frame`, `cframe` or
+    /// `frame`), read with the state.
+    frame_field: Option<u64>,
 }
 
 /// Where the lists were at the last reading: [`Reader::read_planned`] reads exactly these
@@ -181,6 +193,8 @@ struct RawReading {
     tstates: Vec<RawTstate>,
     gils: BTreeMap<u64, GilWord>,
     tstate_current: u64,
+    /// GILs whose word changed between the first and the last part of the reading.
+    moved: Vec<u64>,
 }
 
 impl Reader {
@@ -269,13 +283,14 @@ impl Reader {
             python,
             opts: opts.clone(),
             pthread_tid_offset: None,
-            names: HashMap::new(),
-            name_misses: HashMap::new(),
-            names_read_at: HashMap::new(),
+            names: HashMap::default(),
+            name_misses: HashMap::default(),
+            names_read_at: HashMap::default(),
             task_files: Default::default(),
             plan: None,
             gather: Gather::default(),
             stack_plan: Vec::new(),
+            stack_plan_age: 0,
             stack_buf: Vec::new(),
             oncpu: OnCpu::new(opts.switch_records),
         };
@@ -401,7 +416,7 @@ impl Reader {
     fn discover(&self) -> Result<Plan> {
         let l = &self.layout;
         let mut plan = Plan::default();
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::default();
         let mut total = 0usize;
         let mut addr = self
             .mem
@@ -425,7 +440,7 @@ impl Reader {
                 (None, None) => bail!("layout has no GIL"),
             };
             let mut tstates = Vec::new();
-            let mut ts_seen = HashSet::new();
+            let mut ts_seen = HashSet::default();
             let mut ts = self.mem.read_ptr(addr + l.interp.threads_head)?;
             while ts != 0 {
                 total += 1;
@@ -506,13 +521,32 @@ impl Reader {
             .iter()
             .map(|&g| gather.add(g, l.gil.read_size))
             .collect();
+        // The thread state's frame pointer is read with it (one part, not another read per
+        // stack), unless it lies too far into the struct.
+        let frame_field = self
+            .stacks
+            .as_ref()
+            .filter(|_| self.opts.stacks)
+            .map(|s| s.layout().frame.tstate_frame)
+            .filter(|&o| o + 8 <= t.read_size.max(FRAME_FIELD_REACH));
+        let ts_size = match frame_field {
+            Some(o) => t.read_size.max(o + 8),
+            None => t.read_size,
+        };
         let mut tparts = Vec::new();
         for i in &plan.interps {
             for ts in &i.tstates {
                 let tid = ts.tid_at.map(|at| gather.add(at, 4));
-                tparts.push((gather.add(ts.addr, t.read_size), tid));
+                tparts.push((gather.add(ts.addr, ts_size), tid));
             }
         }
+        // Every GIL again, last: the kernel copies the parts in order, so a GIL whose two
+        // copies agree did not move while the lists were read.
+        let gparts_after: Vec<usize> = plan
+            .gils
+            .iter()
+            .map(|&g| gather.add(g, l.gil.read_size))
+            .collect();
         if let Err(e) = gather.run(&self.mem) {
             if super::error::classify(&e) == Some(ReadErrorKind::NoProcess) {
                 return Err(e);
@@ -529,8 +563,13 @@ impl Reader {
             None => 0,
         };
         let mut gils = BTreeMap::new();
-        for (&addr, &p) in plan.gils.iter().zip(&gparts) {
-            gils.insert(addr, self.parse_gil(gather.get(p))?);
+        let mut moved = Vec::new();
+        for ((&addr, &p), &after) in plan.gils.iter().zip(&gparts).zip(&gparts_after) {
+            let word = self.parse_gil(gather.get(p))?;
+            if self.parse_gil(gather.get(after))? != word {
+                moved.push(addr);
+            }
+            gils.insert(addr, word);
         }
         let mut interps = Vec::with_capacity(plan.interps.len());
         let mut tstates = Vec::new();
@@ -608,7 +647,12 @@ impl Reader {
                     (None, Some(tp)) => gather.get(tp).u32(0)?,
                     (None, None) => 0,
                 };
-                tstates.push(self.parse_tstate(ts, b, interp_addr, id, thread_id, tid)?);
+                let mut raw = self.parse_tstate(ts, b, interp_addr, id, thread_id, tid)?;
+                raw.frame_field = match frame_field {
+                    Some(o) => Some(b.u64(o)?),
+                    None => None,
+                };
+                tstates.push(raw);
             }
         }
         if !interps.iter().any(|i| i.id == 0) {
@@ -619,6 +663,7 @@ impl Reader {
             tstates,
             gils,
             tstate_current,
+            moved,
         }))
     }
 
@@ -662,6 +707,7 @@ impl Reader {
             gil_requested: opt_i32(t.gil_requested)?.map(|v| v != 0),
             state: opt_i32(t.state)?,
             whence: opt_i32(t.whence)?,
+            frame_field: None,
         })
     }
 
@@ -686,27 +732,6 @@ impl Reader {
         }
         self.gather = gather;
         out
-    }
-
-    /// The GIL words again, in one gather read: equal to `before` when nothing moved.
-    fn gils_moved(&mut self, before: &BTreeMap<u64, GilWord>) -> Vec<u64> {
-        let mut gather = std::mem::take(&mut self.gather);
-        gather.clear();
-        let addrs: Vec<u64> = before.keys().copied().collect();
-        for &a in &addrs {
-            gather.add(a, self.layout.gil.read_size);
-        }
-        let moved = match gather.run(&self.mem) {
-            Ok(()) => addrs
-                .iter()
-                .enumerate()
-                .filter(|&(i, a)| self.parse_gil(gather.get(i)).ok().as_ref() != before.get(a))
-                .map(|(_, a)| *a)
-                .collect(),
-            Err(_) => addrs,
-        };
-        self.gather = gather;
-        moved
     }
 
     /// Takes one snapshot. Retries torn readings; see the module docs.
@@ -742,10 +767,11 @@ impl Reader {
                     continue;
                 }
             };
-            // Re-read every GIL: a reading is consistent only if none moved. (Stacks are read
-            // once, after a consistent reading: retrying them with the states made a busy
-            // many-thread target, whose GIL changes hands every 5 ms, retry for ever.)
-            let moved = self.gils_moved(&raw.gils);
+            // A reading is consistent only if no GIL moved while it was read (each GIL is read
+            // first and last). Stacks are read once, after a consistent reading: retrying them
+            // with the states made a busy many-thread target, whose GIL changes hands every
+            // 5 ms, retry for ever.
+            let moved = raw.moved.clone();
             if !moved.is_empty() && attempt < self.opts.max_retries {
                 unsettled = moved;
                 continue;
@@ -798,7 +824,7 @@ impl Reader {
 
     /// Python stacks of every thread state (innermost first), by address.
     fn read_frames(&mut self, raw: &RawReading) -> HashMap<u64, Vec<super::stack::RawFrame>> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         if !self.opts.stacks {
             return out;
         }
@@ -813,8 +839,16 @@ impl Reader {
             &self.stack_plan,
             std::mem::take(&mut self.stack_buf),
         );
+        // A full walk (every so often per thread) reads the whole stack through pages of its
+        // own: what only it reads is not read ahead at every sample.
+        let pages = super::memory::PageCache::new(&self.mem);
         for ts in &raw.tstates {
-            if let Ok(f) = stacks.read_stack(&shared, ts.addr) {
+            let mem: &dyn Memory = if stacks.next_walk_is_full(ts.addr) {
+                &pages
+            } else {
+                &shared
+            };
+            if let Ok(f) = stacks.read_stack_from(mem, ts.addr, ts.frame_field) {
                 out.insert(ts.addr, f);
                 continue;
             }
@@ -826,7 +860,21 @@ impl Reader {
                 }
             }
         }
-        (self.stack_plan, self.stack_buf) = shared.into_parts();
+        if let Some(st) = self.stacks.as_mut() {
+            if st.walks_kept() > raw.tstates.len() {
+                let live: HashSet<u64> = raw.tstates.iter().map(|t| t.addr).collect();
+                st.retain_walks(|ts| live.contains(&ts));
+            }
+        }
+        // A walk served whole from what was read ahead keeps the plan (no sorting of what it
+        // read); a new plan at least every REPLAN_EVERY samples drops spans no longer read.
+        self.stack_plan_age += 1;
+        if shared.all_read_ahead() && self.stack_plan_age < REPLAN_EVERY {
+            self.stack_buf = shared.into_buffer();
+        } else {
+            (self.stack_plan, self.stack_buf) = shared.into_parts();
+            self.stack_plan_age = 0;
+        }
         out
     }
 
@@ -844,7 +892,7 @@ impl Reader {
         raw: &RawReading,
         tasks: &HashMap<u32, &TaskStat>,
     ) -> HashMap<u32, String> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         if !self.opts.thread_names {
             return out;
         }
@@ -953,7 +1001,7 @@ impl Reader {
             .unwrap_or(0);
 
         // Which thread state holds each GIL.
-        let mut holder_of_gil: HashMap<u64, u64> = HashMap::new();
+        let mut holder_of_gil: HashMap<u64, u64> = HashMap::default();
         for (&gil_addr, g) in &raw.gils {
             if unsettled.contains(&gil_addr) {
                 continue;
@@ -1214,7 +1262,7 @@ impl Reader {
         } else {
             self.task_files
                 .borrow_mut()
-                .syscall_unless_unchanged(self.pid, tid)
+                .syscall_unless_unchanged(self.pid, tid, task.switch_ins)
         };
         match now {
             Some(SyscallState::Blocked { nr, arg0 }) if nr == SYS_FUTEX && in_gil(arg0) => {

@@ -9,6 +9,9 @@
 //! Pure: the live recorder and tests both drive it with [`Snapshot`]s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::model::timeline::{
     Event, Frame, FrameId, GcRun, GilIdx, GilRun, Run, Source, StackId, ThreadIdx,
@@ -73,8 +76,12 @@ pub struct SnapshotEncoder {
     generation: u64,
     samples: u64,
     strings: HashMap<String, u32>,
-    frames: HashMap<(u32, u32, i32, i64), FrameId>,
-    stacks: HashMap<(StackId, FrameId), StackId>,
+    /// The same, by the address of a shared name (the reader hands out one `Arc` per name):
+    /// no hashing of the text at every sample. The `Arc` is kept, so its address cannot be
+    /// another string's while it is in here.
+    shared: FxHashMap<usize, (Arc<str>, u32)>,
+    frames: FxHashMap<(u32, u32, i32, i64), FrameId>,
+    stacks: FxHashMap<(StackId, FrameId), StackId>,
     threads: HashMap<(u32, u64), ThreadSt>,
     /// Threads found gone, by key: if one shows up again (a reading missed
     /// it), it keeps its number.
@@ -145,8 +152,9 @@ impl SnapshotEncoder {
             generation: 0,
             samples: 0,
             strings: HashMap::new(),
-            frames: HashMap::new(),
-            stacks: HashMap::new(),
+            shared: FxHashMap::default(),
+            frames: FxHashMap::default(),
+            stacks: FxHashMap::default(),
             threads: HashMap::new(),
             retired: HashMap::new(),
             next_thread: 0,
@@ -194,12 +202,22 @@ impl SnapshotEncoder {
         id
     }
 
+    fn shared_string(&mut self, s: &Arc<str>) -> u32 {
+        let key = Arc::as_ptr(s) as *const u8 as usize;
+        if let Some((_, id)) = self.shared.get(&key) {
+            return *id;
+        }
+        let id = self.string(s);
+        self.shared.insert(key, (s.clone(), id));
+        id
+    }
+
     fn intern_stack(&mut self, frames: &[FrameInfo], out: &mut Vec<Event>) -> StackId {
         let mut parent: StackId = 0;
         for f in frames.iter().rev() {
             let key = (
-                self.string(&f.function),
-                self.string(&f.file),
+                self.shared_string(&f.function),
+                self.shared_string(&f.file),
                 f.line,
                 f.interpreter,
             );
@@ -211,8 +229,8 @@ impl SnapshotEncoder {
                     out.push(Event::Frame {
                         id,
                         frame: Frame {
-                            function: f.function.clone(),
-                            file: f.file.clone(),
+                            function: f.function.to_string(),
+                            file: f.file.to_string(),
                             line: f.line,
                             interpreter: f.interpreter,
                         },

@@ -82,8 +82,8 @@ impl Default for SynthOptions {
 
 fn f(function: &str, file: &str, line: i32) -> FrameInfo {
     FrameInfo {
-        function: function.to_owned(),
-        file: file.to_owned(),
+        function: function.into(),
+        file: file.into(),
         line,
         interpreter: 0,
     }

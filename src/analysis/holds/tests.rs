@@ -81,7 +81,7 @@ fn a_long_call_is_found_with_its_duration_and_attribution() {
             interpreter: false,
         }
     );
-    assert_eq!(e.python_stack[0].function, "work");
+    assert_eq!(&*e.python_stack[0].function, "work");
 }
 
 #[test]

@@ -262,7 +262,7 @@ fn frames(list: &[(&str, &str, i32)]) -> Vec<(String, String, i32)> {
 fn said(stack: Vec<RawFrame>) -> Vec<(String, String, i32)> {
     stack
         .into_iter()
-        .map(|f| (f.function, f.file, f.line))
+        .map(|f| (f.function.to_string(), f.file.to_string(), f.line))
         .collect()
 }
 
