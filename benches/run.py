@@ -1402,7 +1402,8 @@ CAVEATS = """Caveats that hold for every run:
 - The peers are not doing the same work. gilscope's state-only mode (`--no-stacks`) reads every
   interpreter's GIL and every thread's state and nothing else; neither peer has such a mode, so
   it is compared with their stack sampling. gilscope with stacks also reads every GIL, every
-  thread's GIL state (held / waiting / released / idle) and the on-CPU state from /proc; py-spy
+  thread's GIL state (held / waiting / released / idle) and the on-CPU state (perf
+  context-switch records here, as root); py-spy
   reads stacks and (with `--idle` off) the on-CPU state; CPython's sampler reads stacks and, per
   its `--mode`, GIL / CPU status.
 - py-spy stops a `--duration` run after rate × duration samples, not after that many seconds;
