@@ -1400,8 +1400,9 @@ def reading():
 CAVEATS = """Caveats that hold for every run:
 
 - The peers are not doing the same work. gilscope's state-only mode (`--no-stacks`) reads every
-  interpreter's GIL and every thread's state and nothing else; neither peer has such a mode, so
-  it is compared with their stack sampling. gilscope with stacks also reads every GIL, every
+  interpreter's GIL and every thread's state and nothing else; py-spy has no such mode, so it is
+  compared with its stack sampling, and CPython's `--mode gil` (the holder's stack only) is its
+  nearest peer. gilscope with stacks also reads every GIL, every
   thread's GIL state (held / waiting / released / idle) and the on-CPU state (perf
   context-switch records here, as root); py-spy
   reads stacks and (with `--idle` off) the on-CPU state; CPython's sampler reads stacks and, per
