@@ -248,23 +248,9 @@ mod tests {
     }
 
     fn base() -> Vec<Event> {
-        vec![
-            Event::Gil {
-                gil: 0,
-                address: 0x1000,
-            },
-            Event::Interpreter {
-                time_ns: 0,
-                id: 0,
-                main: true,
-                own_gil: true,
-                gil: 0,
-                address: 0x2000,
-            },
-            start(0),
-            start(1),
-            start(2),
-        ]
+        let mut ev = crate::model::timeline::one_gil_main_interpreter();
+        ev.extend([start(0), start(1), start(2)]);
+        ev
     }
 
     #[test]

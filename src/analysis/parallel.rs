@@ -224,20 +224,7 @@ mod tests {
     }
 
     fn timeline(runs: Vec<Event>) -> Timeline {
-        let mut ev = vec![
-            Event::Gil {
-                gil: 0,
-                address: 0x1000,
-            },
-            Event::Interpreter {
-                time_ns: 0,
-                id: 0,
-                main: true,
-                own_gil: true,
-                gil: 0,
-                address: 0x2000,
-            },
-        ];
+        let mut ev = crate::model::timeline::one_gil_main_interpreter();
         for t in 0..3 {
             ev.push(Event::ThreadStart {
                 time_ns: 0,

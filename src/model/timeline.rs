@@ -1066,6 +1066,26 @@ impl Timeline {
     }
 }
 
+/// Test fixture: the events that open a trace with one GIL (0x1000) and the main interpreter
+/// (id 0, 0x2000) owning it.
+#[cfg(test)]
+pub(crate) fn one_gil_main_interpreter() -> Vec<Event> {
+    vec![
+        Event::Gil {
+            gil: 0,
+            address: 0x1000,
+        },
+        Event::Interpreter {
+            time_ns: 0,
+            id: 0,
+            main: true,
+            own_gil: true,
+            gil: 0,
+            address: 0x2000,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
