@@ -148,22 +148,6 @@ impl TaskFiles {
 
     /// Every thread of `pid`, with its stat (as [`tasks`]).
     pub fn tasks(&mut self, pid: u32) -> Result<Vec<TaskStat>> {
-        self.tasks_inner(pid, None)
-    }
-
-    /// [`TaskFiles::tasks`], and what each thread's `syscall` file says, read right after
-    /// its `stat` (microseconds apart, so the two describe the same moment).
-    pub fn tasks_with_syscalls(&mut self, pid: u32) -> Result<(Vec<TaskStat>, Syscalls)> {
-        let mut syscalls = HashMap::new();
-        let tasks = self.tasks_inner(pid, Some(&mut syscalls))?;
-        Ok((tasks, syscalls))
-    }
-
-    fn tasks_inner(
-        &mut self,
-        pid: u32,
-        mut syscalls: Option<&mut Syscalls>,
-    ) -> Result<Vec<TaskStat>> {
         let dir = format!("/proc/{pid}/task");
         let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))?;
         let mut out = Vec::new();
@@ -186,10 +170,7 @@ impl TaskFiles {
             {
                 continue; // exited meanwhile
             }
-            if let Some(st) = parse_stat(&String::from_utf8_lossy(&self.buf)) {
-                if let Some(map) = syscalls.as_deref_mut() {
-                    map.insert(tid, self.syscall_state(pid, tid));
-                }
+            if let Some(st) = parse_stat_bytes(&self.buf) {
                 out.push(st);
             }
         }
@@ -294,9 +275,6 @@ impl TaskFiles {
         parse_syscall(&String::from_utf8_lossy(&self.buf))
     }
 }
-
-/// Per TID, what its `syscall` file said (None: unreadable).
-pub type Syscalls = HashMap<u32, Option<SyscallState>>;
 
 /// `/proc/PID/task/TID/schedstat`: nanoseconds on a CPU, nanoseconds waiting for one, and
 /// time slices run.
