@@ -1236,18 +1236,20 @@ impl Reader {
         }
     }
 
-    /// The state of a thread that does not hold its (enabled) GIL, from what the kernel said
-    /// at the start of the reading (`/proc/PID/task/TID/syscall`, read right after the
-    /// thread's `stat`; when the two disagree the later one wins):
+    /// The state of a thread that does not hold its (enabled) GIL, from its on-CPU state
+    /// (switch records or `stat`) and, for a thread asleep by that, its
+    /// `/proc/PID/task/TID/syscall` (read again only when the thread ran since; when the two
+    /// disagree the later one wins):
     ///
     /// - asleep on a futex inside this GIL's condition variable or mutex (`take_gil`), or its
     ///   switch condition (`drop_gil`, asked to drop it and waiting until another thread
     ///   took it, before going for it again or on without it): waiting;
     /// - asleep in any other system call: idle;
-    /// - runnable (`running`): released if `stat` said runnable too. A runnable thread may be
+    /// - runnable (`running`): released if its on-CPU state says runnable too (then
+    ///   `syscall` is not read at all: it would say `running`). A runnable thread may be
     ///   on a CPU or queued for one, and the kernel shows neither its system call nor its
     ///   program counter then, so a preempted waiter cannot be told from a thread running C
-    ///   code without the GIL; if `stat` said asleep the thread woke between the two reads
+    ///   code without the GIL; if it read asleep the thread woke between the two reads
     ///   (microseconds apart; from what, nothing tells): unknown;
     /// - not runnable and outside a system call (stopped, faulting a page in): unknown;
     /// - unreadable: from `stat` alone, released when runnable, idle when not.
