@@ -16,8 +16,10 @@ are short (<= one switch interval, 5 ms) per cycle.
 Two own-GIL sub-interpreters A and B, each with two threads: the worker thread that created it
 (role "sub-holder-a"/"sub-holder-b") holds the GIL for ~SUB_HOLD_S in one C call, then
 `time.sleep(SUB_GAP_S)` (releases it), in a loop. The C call is `ctypes.PyDLL(None).usleep`
-(off CPU) where ctypes loads in an own-GIL interpreter (3.13+), else `sum(range(n))` calibrated
-to SUB_HOLD_S (on CPU; 3.12); the ready line says which in "sub_hold" ("pydll" or "sum").
+(off CPU) where ctypes loads in an own-GIL interpreter (3.13+), else samples/gilext's
+`hold_sleep` (off CPU too) when $GILEXT_DIR names a gilext build (scripts/build-gilext), else
+`sum(range(n))` calibrated to SUB_HOLD_S (on CPU); the ready line says which in "sub_hold"
+("pydll", "gilext" or "sum").
 A thread started inside the
 sub-interpreter (role "sub-spinner-a"/"sub-spinner-b") spins in pure Python. Ground truth: each
 spinner waits for its interpreter's GIL exactly while that interpreter's holder holds it, and
@@ -79,6 +81,7 @@ SUB_HOLD_S = 0.1
 SUB_GAP_S = 0.1
 SUB_SOURCE = """\
 import os
+import sys
 import threading
 import time
 
@@ -92,17 +95,27 @@ try:
 
     kind = "pydll"
 except ImportError:  # 3.12: _ctypes does not load in own-GIL interpreters
-    best = 1.0
-    for _ in range(5):  # the fastest of 5: calibrating on a busy machine must not shrink n
-        t0 = time.perf_counter()
-        sum(range(200_000))
-        best = min(best, time.perf_counter() - t0)
-    n = int(200_000 * {hold} / max(best, 1e-6))
+    _dir = os.environ.get("GILEXT_DIR")
+    if _dir:  # samples/gilext supports a per-interpreter GIL: held, off CPU, as with ctypes
+        sys.path.insert(0, _dir)
+        import gilext
 
-    def hold():
-        sum(range(n))  # one C call: holds the GIL, on CPU
+        def hold():
+            gilext.hold_sleep(int({hold} * 1e3))
 
-    kind = "sum"
+        kind = "gilext"
+    else:
+        best = 1.0
+        for _ in range(5):  # the fastest of 5: calibrating on a busy machine must not shrink n
+            t0 = time.perf_counter()
+            sum(range(200_000))
+            best = min(best, time.perf_counter() - t0)
+        n = int(200_000 * {hold} / max(best, 1e-6))
+
+        def hold():
+            sum(range(n))  # one C call: holds the GIL, on CPU
+
+        kind = "sum"
 
 
 def sub_spin():
@@ -168,6 +181,8 @@ def main_subinterp(watcher):
     obj = S.ready_object("contention-subinterp", threads, interpreters)
     obj["api"] = api.kind
     obj["sub_hold"] = kinds.pop() if len(kinds) == 1 else "mixed"
+    obj["sub_hold_s"] = SUB_HOLD_S
+    obj["sub_gap_s"] = SUB_GAP_S
     S.print_ready(obj)
     os.read(S.block_forever(), 1)
 
