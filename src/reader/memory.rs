@@ -228,14 +228,14 @@ const IOV_MAX: usize = 1024;
 /// made stack sampling several times faster. Every read through one cache sees the memory of
 /// the moment its page was first read: make one per snapshot. A page that cannot be read
 /// whole (the end of a mapping) falls back to exact reads.
-pub struct PageCache<'a, M: Memory> {
+pub struct PageCache<'a, M: Memory + ?Sized> {
     inner: &'a M,
     pages: std::cell::RefCell<std::collections::HashMap<u64, Option<Box<[u8; PAGE]>>>>,
 }
 
 const PAGE: usize = 4096;
 
-impl<'a, M: Memory> PageCache<'a, M> {
+impl<'a, M: Memory + ?Sized> PageCache<'a, M> {
     pub fn new(inner: &'a M) -> Self {
         PageCache {
             inner,
@@ -244,7 +244,7 @@ impl<'a, M: Memory> PageCache<'a, M> {
     }
 }
 
-impl<M: Memory> Memory for PageCache<'_, M> {
+impl<M: Memory + ?Sized> Memory for PageCache<'_, M> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
         let end = addr
             .checked_add(buf.len() as u64)

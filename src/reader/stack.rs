@@ -50,7 +50,7 @@ pub use objects::MAX_STR_CHARS;
 use layout::{FrameChain, InstrField};
 use objects::check_ptr;
 
-use super::memory::{Bytes, Memory, MemoryExt};
+use super::memory::{Bytes, Memory, MemoryExt, PageCache};
 
 /// One Python frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -176,7 +176,13 @@ pub struct StackReader {
     /// Addresses of the `code` type and (3.9/3.10) the `frame` type, once seen.
     code_type: Option<u64>,
     frame_type: Option<u64>,
+    /// Interpreter state → its `threading._active` dict, and when it was found.
+    active_dicts: FxHashMap<u64, (u64, std::time::Instant)>,
 }
+
+/// How long a found `threading._active` address is used before it is looked up again
+/// (`importlib.reload(threading)` binds a new dict).
+const ACTIVE_DICT_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl StackReader {
     pub fn new(layout: StackLayout) -> Self {
@@ -192,6 +198,7 @@ impl StackReader {
             next_serial: 0,
             code_type: None,
             frame_type: None,
+            active_dicts: FxHashMap::default(),
         }
     }
 
@@ -605,57 +612,132 @@ impl StackReader {
         mem: &dyn Memory,
         interp: u64,
     ) -> Result<HashMap<u64, ThreadingName>> {
-        let l = &self.layout;
+        self.threading_names_where(mem, interp, |_| true)
+    }
+
+    /// [`StackReader::threading_names`] of the threads whose ident `wanted` accepts only.
+    ///
+    /// What it costs, for a thread-per-request server where a new thread wants its name at
+    /// nearly every sample: the `_active` dict's address is kept per interpreter (found
+    /// through `sys.modules` at most every [`ACTIVE_DICT_FOR`], or when the kept one is no
+    /// dict any more); its entries' int keys are read in one gather read; only the wanted
+    /// `Thread` objects are read, through a page cache (an object, its class's shared keys
+    /// and its attribute strings sit on a few pages).
+    pub fn threading_names_where(
+        &mut self,
+        mem: &dyn Memory,
+        interp: u64,
+        wanted: impl Fn(u64) -> bool,
+    ) -> Result<HashMap<u64, ThreadingName>> {
         check_ptr(interp, "interpreter state")?;
         let mut names = HashMap::new();
+        let pages = PageCache::new(mem);
+        let now = std::time::Instant::now();
+        let kept = self
+            .active_dicts
+            .get(&interp)
+            .filter(|(_, at)| now.duration_since(*at) < ACTIVE_DICT_FOR)
+            .map(|&(d, _)| d)
+            .filter(|&d| {
+                objects::has_type_flag(&self.layout, mem, d, objects::TPFLAGS_DICT_SUBCLASS)
+            });
+        let active = match kept {
+            Some(d) => d,
+            None => {
+                self.active_dicts.remove(&interp);
+                match self.find_active_dict(&pages, interp)? {
+                    Some(d) => {
+                        if self.active_dicts.len() >= 4096 {
+                            self.active_dicts.clear();
+                        }
+                        self.active_dicts.insert(interp, (d, now));
+                        d
+                    }
+                    None => return Ok(names),
+                }
+            }
+        };
+        let l = &self.layout;
+        let threads = objects::dict_items(l, mem, active).context("reading threading._active")?;
+        // The int keys, in one gather read (ob_type and the digits of up to 64 bits).
+        let span = objects::u64_long_span(l);
+        let mut g = super::memory::Gather::default();
+        for &(k, _) in &threads {
+            g.add(k, span);
+        }
+        let gathered = g.run(mem).is_ok();
+        let mut long_types: FxHashMap<u64, bool> = FxHashMap::default();
+        for (i, &(key, thread)) in threads.iter().enumerate() {
+            let ident = if gathered {
+                let b = g.get(i);
+                let Ok(tp) = b.u64(l.obj.ob_type) else {
+                    continue;
+                };
+                let is_long = *long_types.entry(tp).or_insert_with(|| {
+                    mem.read_u64(tp + l.obj.tp_flags)
+                        .is_ok_and(|f| f & objects::TPFLAGS_LONG_SUBCLASS != 0)
+                });
+                if !is_long {
+                    continue;
+                }
+                objects::decode_u64_long(l, b, key)
+            } else {
+                if !objects::has_type_flag(l, mem, key, objects::TPFLAGS_LONG_SUBCLASS) {
+                    continue;
+                }
+                objects::read_u64_long(l, mem, key)
+            };
+            let Ok(ident) = ident else { continue };
+            if !wanted(ident) {
+                continue;
+            }
+            let Ok(attrs) = objects::instance_dict_items(l, &pages, thread) else {
+                continue;
+            };
+            if let Some(name) = objects::lookup(l, &pages, &attrs, "_name") {
+                if !objects::has_type_flag(l, &pages, name, objects::TPFLAGS_UNICODE_SUBCLASS) {
+                    continue;
+                }
+                if let Ok(name) = objects::read_str(l, &pages, name) {
+                    // `_native_id` is None until the thread has started (and on platforms
+                    // without native ids); anything but an int is left as unknown.
+                    let native_id = objects::lookup(l, &pages, &attrs, "_native_id")
+                        .filter(|&v| {
+                            objects::has_type_flag(l, &pages, v, objects::TPFLAGS_LONG_SUBCLASS)
+                        })
+                        .and_then(|v| objects::read_u64_long(l, &pages, v).ok());
+                    names.insert(ident, ThreadingName { name, native_id });
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// `sys.modules["threading"]._active` of the interpreter at `interp`; None when
+    /// `threading` is not imported (or there is no `sys.modules` yet).
+    fn find_active_dict(&self, mem: &dyn Memory, interp: u64) -> Result<Option<u64>> {
+        let l = &self.layout;
         let modules = mem
             .read_ptr(interp + l.interp_modules)
             .context("reading sys.modules of the interpreter")?;
         if modules == 0 {
-            return Ok(names);
+            return Ok(None);
         }
         if !objects::has_type_flag(l, mem, modules, objects::TPFLAGS_DICT_SUBCLASS) {
             bail!("sys.modules at {modules:#x} is not a dict");
         }
         let items = objects::dict_items(l, mem, modules).context("reading sys.modules")?;
         let Some(threading) = objects::lookup(l, mem, &items, "threading") else {
-            return Ok(names);
+            return Ok(None);
         };
         let globals = objects::instance_dict_items(l, mem, threading)
             .context("reading the threading module's dict")?;
         let Some(active) = objects::lookup(l, mem, &globals, "_active") else {
-            return Ok(names);
+            return Ok(None);
         };
         if !objects::has_type_flag(l, mem, active, objects::TPFLAGS_DICT_SUBCLASS) {
             bail!("threading._active at {active:#x} is not a dict");
         }
-        let threads = objects::dict_items(l, mem, active).context("reading threading._active")?;
-        for (ident, thread) in threads {
-            if !objects::has_type_flag(l, mem, ident, objects::TPFLAGS_LONG_SUBCLASS) {
-                continue;
-            }
-            let Ok(ident) = objects::read_u64_long(l, mem, ident) else {
-                continue;
-            };
-            let Ok(attrs) = objects::instance_dict_items(l, mem, thread) else {
-                continue;
-            };
-            if let Some(name) = objects::lookup(l, mem, &attrs, "_name") {
-                if !objects::has_type_flag(l, mem, name, objects::TPFLAGS_UNICODE_SUBCLASS) {
-                    continue;
-                }
-                if let Ok(name) = objects::read_str(l, mem, name) {
-                    // `_native_id` is None until the thread has started (and on platforms
-                    // without native ids); anything but an int is left as unknown.
-                    let native_id = objects::lookup(l, mem, &attrs, "_native_id")
-                        .filter(|&v| {
-                            objects::has_type_flag(l, mem, v, objects::TPFLAGS_LONG_SUBCLASS)
-                        })
-                        .and_then(|v| objects::read_u64_long(l, mem, v).ok());
-                    names.insert(ident, ThreadingName { name, native_id });
-                }
-            }
-        }
-        Ok(names)
+        Ok(Some(active))
     }
 }

@@ -928,10 +928,22 @@ impl Reader {
             let Some(stacks) = self.stacks.as_mut() else {
                 continue;
             };
-            let Ok(active) = stacks.threading_names(&self.mem, i.addr) else {
+            // Between refreshes, only the threads still without a name are read.
+            let wanted: Option<HashSet<u64>> = (!refresh_due).then(|| {
+                mine()
+                    .filter(|(k, _)| !self.names.contains_key(k))
+                    .map(|(k, _)| k.ident)
+                    .collect()
+            });
+            let active = stacks.threading_names_where(&self.mem, i.addr, |ident| {
+                wanted.as_ref().is_none_or(|w| w.contains(&ident))
+            });
+            let Ok(active) = active else {
                 continue;
             };
-            self.names_read_at.insert(i.addr, now);
+            if wanted.is_none() {
+                self.names_read_at.insert(i.addr, now);
+            }
             for (k, _) in mine() {
                 let found = active
                     .get(&k.ident)

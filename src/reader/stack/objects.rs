@@ -172,13 +172,27 @@ pub fn read_bytes(l: &StackLayout, mem: &dyn Memory, addr: u64) -> Result<Vec<u8
 /// A non-negative `int` that fits in 64 bits (thread idents).
 pub fn read_u64_long(l: &StackLayout, mem: &dyn Memory, addr: u64) -> Result<u64> {
     check_ptr(addr, "int")?;
+    let raw = mem.read_vec(addr, u64_long_span(l) as usize)?;
+    decode_u64_long(l, Bytes(&raw), addr)
+}
+
+/// How many bytes from an `int` object's start hold its header and up to 64 bits of digits.
+pub fn u64_long_span(l: &StackLayout) -> u64 {
+    let digits = match l.obj.long {
+        LongLayout::SignedSize { digits, .. } | LongLayout::Tagged { digits, .. } => digits,
+    };
+    (digits + 12).max(l.obj.ob_type + 8)
+}
+
+/// [`read_u64_long`] of the bytes `b` read from `addr` (at least [`u64_long_span`] of them).
+pub fn decode_u64_long(l: &StackLayout, b: Bytes<'_>, addr: u64) -> Result<u64> {
     let (ndigits, negative, digits_off) = match l.obj.long {
         LongLayout::SignedSize { size, digits } => {
-            let s = mem.read_i64(addr + size)?;
+            let s = b.i64(size)?;
             (s.unsigned_abs(), s < 0, digits)
         }
         LongLayout::Tagged { lv_tag, digits } => {
-            let tag = mem.read_u64(addr + lv_tag)?;
+            let tag = b.u64(lv_tag)?;
             (tag >> 3, tag & 3 == 2, digits)
         }
     };
@@ -188,10 +202,9 @@ pub fn read_u64_long(l: &StackLayout, mem: &dyn Memory, addr: u64) -> Result<u64
     if ndigits > 3 {
         bail!("int at {addr:#x} has {ndigits} digits, more than 64 bits");
     }
-    let raw = mem.read_vec(addr + digits_off, ndigits as usize * 4)?;
     let mut v: u128 = 0;
-    for (i, c) in raw.chunks_exact(4).enumerate() {
-        let d = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    for i in 0..ndigits {
+        let d = b.u32(digits_off + 4 * i)?;
         if d >= 1 << 30 {
             bail!("int at {addr:#x} has an invalid digit {d:#x}");
         }

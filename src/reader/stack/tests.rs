@@ -691,6 +691,22 @@ fn threading_names_for(l: StackLayout, store: &str) {
         l.minor
     );
 
+    // Only the wanted threads are read (the `_active` address is kept from the call above).
+    let one = 0x7f00_0000_0000u64 + 0x100_0000;
+    let only: std::collections::HashMap<_, _> = want
+        .iter()
+        .filter(|(k, _)| **k == one)
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(only.len(), 1);
+    assert_eq!(
+        r.threading_names_where(&f.mem, interp, |i| i == one)
+            .unwrap(),
+        only,
+        "3.{} {store}: one wanted thread",
+        l.minor
+    );
+
     // Without threading imported: empty.
     let modules2 = f.dict(&[(k_sys, sys_mod)], true);
     let mut interp2 = vec![0u8; l.interp_modules as usize + 8];
