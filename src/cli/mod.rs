@@ -83,6 +83,24 @@ pub(crate) fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
 /// Exit codes (docs/cli.md).
 const EXIT_OTHER: u8 = 1;
 
+/// Errors are printed as their chain of contexts (`{:#}`), never with a backtrace, yet an
+/// `anyhow` error captures one whenever `RUST_BACKTRACE` is set (a developer's shell often
+/// has it): and the sampler makes and drops errors at its full rate (a thread gone in the
+/// middle of a read). A captured backtrace costs tens of microseconds, so capturing is
+/// switched off: the standard library decides once, from `RUST_LIB_BACKTRACE` first, and
+/// keeps the answer. The variable is set only for that moment, before any thread starts,
+/// and put back, so commands gilscope launches see the environment as it was. Panics still
+/// print their backtrace under `RUST_BACKTRACE`.
+fn no_error_backtraces() {
+    let before = std::env::var_os("RUST_LIB_BACKTRACE");
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    let _ = std::backtrace::Backtrace::capture();
+    match before {
+        Some(v) => std::env::set_var("RUST_LIB_BACKTRACE", v),
+        None => std::env::remove_var("RUST_LIB_BACKTRACE"),
+    }
+}
+
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
@@ -92,6 +110,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Parse the command line, run the command, map the outcome to an exit code.
 pub fn main() -> ExitCode {
+    no_error_backtraces();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Dump(args) => dump::run(args),
