@@ -8,7 +8,9 @@
 //! by preemption → runnable (still `R`, queued for a CPU); switched out otherwise → asleep
 //! (`S`). One thing a switch record cannot tell is a wake-up: a sleeper that was woken but
 //! has not run yet still reads asleep until it is switched in (microseconds, usually). A lost
-//! record, an exit or a rename sends the thread back to `stat` once.
+//! record, an exit or a rename sends the thread back to `stat` once. A thread is followed
+//! from the second sample that sees it; at its first, `stat` tells (short-lived threads, such
+//! as a server's thread per request, never cost an event).
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -74,6 +76,8 @@ pub struct OnCpu {
     threads: HashMap<u32, Tracked>,
     /// Threads whose event could not be opened (read through `stat`).
     untracked: HashMap<u32, ()>,
+    /// Threads seen at one sample so far (read through `stat`).
+    seen_once: std::collections::HashSet<u32>,
     buf: Vec<u8>,
 }
 
@@ -85,6 +89,7 @@ impl OnCpu {
             refused: None,
             threads: HashMap::new(),
             untracked: HashMap::new(),
+            seen_once: Default::default(),
             buf: Vec::new(),
         }
     }
@@ -152,6 +157,13 @@ impl OnCpu {
             self.untracked.insert(tid, ());
             return files.stat(pid, tid);
         }
+        // A thread is followed from its second sample on: one seen once only (a server's
+        // thread per request, gone within a millisecond) costs a `stat` read, not an event
+        // opened, mapped, unmapped and closed.
+        if self.seen_once.insert(tid) {
+            return files.stat(pid, tid);
+        }
+        self.seen_once.remove(&tid);
         // Open first, then read `stat`: a switch between the two is in the ring, stamped
         // after the stat's moment only if it came after it (records up to `since` are
         // dropped, as the stat already says what they did).
@@ -197,6 +209,7 @@ impl OnCpu {
     pub fn retain(&mut self, live: impl Fn(u32) -> bool) {
         self.threads.retain(|tid, _| live(*tid));
         self.untracked.retain(|tid, _| live(*tid));
+        self.seen_once.retain(|tid| live(*tid));
     }
 }
 
@@ -276,6 +289,9 @@ mod tests {
         let now = super::super::walk::monotonic_ns;
         let first = oncpu.stat(&mut files, me, tid, now()).unwrap();
         assert_eq!(first.tid, tid);
+        // Seen once: `stat` only; followed from the second look on.
+        assert!(!oncpu.threads.contains_key(&tid));
+        assert_eq!(oncpu.stat(&mut files, me, tid, now()).unwrap().tid, tid);
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             // Root may always open them (the CI machines run as root).
