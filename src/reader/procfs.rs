@@ -105,7 +105,61 @@ pub struct TaskFiles {
     schedstat: HashMap<u32, File>,
     /// Per thread: its `schedstat` when its `syscall` file was last read, and what it said.
     last_syscall: HashMap<u32, ([u64; 3], SyscallState)>,
+    /// `/proc/PID/task`, kept open: new threads' files are opened relative to it.
+    task_dir: Option<(u32, File)>,
     buf: Vec<u8>,
+}
+
+/// [`TaskFiles::read_cached_in`] of `/proc/PID/task/TID/NAME`, a new file opened relative
+/// to the kept `/proc/PID/task` (opened at the first need for it).
+fn read_task(
+    files: &mut HashMap<u32, File>,
+    dir: &mut Option<(u32, File)>,
+    pid: u32,
+    tid: u32,
+    name: &str,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if !files.contains_key(&tid) && dir.as_ref().is_none_or(|(p, _)| *p != pid) {
+        *dir = File::open(format!("/proc/{pid}/task"))
+            .ok()
+            .map(|f| (pid, f));
+    }
+    let d = dir.as_ref().filter(|(p, _)| *p == pid).map(|(_, f)| f);
+    let rel = d.is_some();
+    TaskFiles::read_cached_in(
+        files,
+        d,
+        || {
+            if rel {
+                format!("{tid}/{name}")
+            } else {
+                format!("/proc/{pid}/task/{tid}/{name}")
+            }
+        },
+        tid,
+        buf,
+    )
+}
+
+/// `openat(dir, rel, O_RDONLY | O_CLOEXEC)`.
+fn open_at(dir: &File, rel: &str) -> std::io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let c = std::ffi::CString::new(rel)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid directory fd and a NUL-terminated path; the new fd is ours to own.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Reads a /proc file from offset 0 through `file`, into `buf`.
@@ -132,6 +186,19 @@ impl TaskFiles {
         tid: u32,
         buf: &mut Vec<u8>,
     ) -> std::io::Result<()> {
+        Self::read_cached_in(files, None, path, tid, buf)
+    }
+
+    /// [`TaskFiles::read_cached`]; a file not open yet is opened relative to `dir` when given
+    /// (`TID/stat` under a kept `/proc/PID/task`: a shorter path walk than from `/`, for the
+    /// threads that come and go all the time in a thread-per-request server).
+    fn read_cached_in(
+        files: &mut HashMap<u32, File>,
+        dir: Option<&File>,
+        path: impl FnOnce() -> String,
+        tid: u32,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         if let Some(f) = files.get(&tid) {
             match pread_all(f, buf) {
                 Ok(()) if !buf.is_empty() => return Ok(()),
@@ -140,7 +207,10 @@ impl TaskFiles {
                 }
             }
         }
-        let f = File::open(path())?;
+        let f = match dir {
+            Some(d) => open_at(d, &path())?,
+            None => File::open(path())?,
+        };
         pread_all(&f, buf)?;
         files.insert(tid, f);
         Ok(())
@@ -190,10 +260,12 @@ impl TaskFiles {
     /// The stat of thread `tid` of `pid`, through a kept handle. None: the thread is gone,
     /// or is not one of `pid`'s.
     pub fn stat(&mut self, pid: u32, tid: u32) -> Option<TaskStat> {
-        Self::read_cached(
+        read_task(
             &mut self.stat,
-            || format!("/proc/{pid}/task/{tid}/stat"),
+            &mut self.task_dir,
+            pid,
             tid,
+            "stat",
             &mut self.buf,
         )
         .ok()?;
@@ -225,10 +297,12 @@ impl TaskFiles {
     ) -> Option<SyscallState> {
         let sched = match switch_ins {
             Some(n) => Some([u64::MAX, n, 0]),
-            None => Self::read_cached(
+            None => read_task(
                 &mut self.schedstat,
-                || format!("/proc/{pid}/task/{tid}/schedstat"),
+                &mut self.task_dir,
+                pid,
                 tid,
+                "schedstat",
                 &mut self.buf,
             )
             .ok()
@@ -253,10 +327,12 @@ impl TaskFiles {
 
     /// What `/proc/PID/task/TID/syscall` says now (None: unreadable, or the thread is gone).
     pub fn syscall_state(&mut self, pid: u32, tid: u32) -> Option<SyscallState> {
-        Self::read_cached(
+        read_task(
             &mut self.syscall,
-            || format!("/proc/{pid}/task/{tid}/syscall"),
+            &mut self.task_dir,
+            pid,
             tid,
+            "syscall",
             &mut self.buf,
         )
         .ok()?;
@@ -265,10 +341,12 @@ impl TaskFiles {
 
     /// As [`blocked_syscall`], through a kept handle.
     pub fn blocked_syscall(&mut self, pid: u32, tid: u32) -> Option<(i64, u64)> {
-        Self::read_cached(
+        read_task(
             &mut self.syscall,
-            || format!("/proc/{pid}/task/{tid}/syscall"),
+            &mut self.task_dir,
+            pid,
             tid,
+            "syscall",
             &mut self.buf,
         )
         .ok()?;
