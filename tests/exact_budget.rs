@@ -186,6 +186,37 @@ fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
                 waiting > truth_held * 0.5 && waiting < truth_held + 8.0,
                 "releaser waiting {waiting:.1}% vs holder's holds {truth_held:.1}%"
             );
+            // The exports say which periods were exact and at what rate they were sampled.
+            let tr = trace.to_string_lossy().into_owned();
+            let o = common::output_with_timeout(
+                common::gilscope(&["export", &tr, "-f", "perfetto", "-o", "-"]),
+                GILSCOPE_TIMEOUT,
+            )?;
+            ensure!(o.status.success(), "export failed");
+            let p: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+            let periods: Vec<&str> = p["traceEvents"]
+                .as_array()
+                .context("traceEvents")?
+                .iter()
+                .filter(|e| e["cat"] == "gilscope")
+                .filter_map(|e| e["name"].as_str())
+                .collect();
+            ensure!(
+                periods.first() == Some(&"exact")
+                    && periods.len() >= 2
+                    && periods[1..].iter().all(|n| n.starts_with("sampled ")),
+                "perfetto periods {periods:?}"
+            );
+            let o = common::output_with_timeout(
+                common::gilscope(&["export", &tr, "-f", "speedscope", "-o", "-"]),
+                GILSCOPE_TIMEOUT,
+            )?;
+            let sp: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+            let name = sp["name"].as_str().unwrap_or("");
+            ensure!(
+                name.contains(" — exact 0.000–") && name.contains(", sampled "),
+                "speedscope name {name:?}"
+            );
             let _ = std::fs::remove_file(&trace);
             drop(child);
             std::thread::sleep(Duration::from_millis(10));

@@ -408,9 +408,21 @@ fn check_trace_events(text: &str) -> Result<Value> {
                 ensure!(ts >= 0.0 && dur >= 0.0, "negative time in {e}");
                 let cat = e["cat"].as_str().context("cat")?;
                 ensure!(
-                    cat == "gil" || cat == "stack" || cat == "gc",
+                    matches!(cat, "gil" | "stack" | "gc" | "gilscope"),
                     "category {cat}"
                 );
+                if cat == "gilscope" {
+                    // The recording's periods: "exact" or "sampled N Hz", with the rate.
+                    let name = e["name"].as_str().unwrap_or("");
+                    ensure!(
+                        name == "exact" || (name.starts_with("sampled ") && name.ends_with(" Hz")),
+                        "period slice {name:?}"
+                    );
+                    ensure!(
+                        e["args"]["rate_hz"].as_f64().is_some(),
+                        "period rate in {e}"
+                    );
+                }
                 slices.entry((pid, tid)).or_default().push((
                     ns(ts),
                     ns(ts) + ns(dur),
@@ -506,6 +518,33 @@ fn perfetto_export_is_well_formed_trace_event_json() {
     assert!(events
         .iter()
         .any(|e| e["ph"] == "C" && e["name"] == "GIL 0 busy %"));
+    // One period (no budget switch): sampled at the recording's rate (the fixture's 200 Hz),
+    // from the first run to the last; otherData says the same.
+    let periods = x("sampled 200 Hz");
+    let meta = events
+        .iter()
+        .find(|e| e["ph"] == "M" && e["args"]["name"] == "gilscope recording")
+        .expect("the gilscope recording track is named");
+    assert_eq!(periods.len(), 1, "{periods:?}");
+    assert_eq!(periods[0]["tid"], meta["tid"]);
+    let last_end = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["cat"] == "gil")
+        .map(|e| e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let p_end = periods[0]["ts"].as_f64().unwrap() + periods[0]["dur"].as_f64().unwrap();
+    assert!(
+        (p_end - last_end).abs() < 1.0,
+        "period ends at {p_end} µs, the last state slice at {last_end} µs"
+    );
+    assert!(
+        v["otherData"]["periods"]
+            .as_str()
+            .unwrap()
+            .starts_with("sampled 0.000–"),
+        "{}",
+        v["otherData"]["periods"]
+    );
 }
 
 // ------------------------------------------------------------------------ live

@@ -40,6 +40,11 @@ pub struct TopArgs {
     /// Pause the target while reading each sample (ptrace).
     #[arg(long)]
     blocking: bool,
+    /// The overhead budget, in percent of one CPU (`1`, `0.5%`), or `none`: gilscope's own
+    /// CPU (sampling and drawing) is measured all the time, and over the budget the sampling
+    /// rate is lowered (never below 50 Hz); the notice line says so.
+    #[arg(long, default_value = "1", value_name = "PCT|none", value_parser = super::record::parse_overhead)]
+    max_overhead: super::record::Overhead,
     #[command(flatten)]
     push: super::push::PushArgs,
 }
@@ -62,7 +67,15 @@ pub fn run_top_args(args: &TopArgs) -> Result<u8> {
         }
     });
     let pusher = args.push.start_with(args.rate, report)?;
-    run_top(args.pid, args.rate, opts, pusher, notice).map(|()| 0)
+    run_top(
+        args.pid,
+        args.rate,
+        args.max_overhead.0,
+        opts,
+        pusher,
+        notice,
+    )
+    .map(|()| 0)
 }
 
 fn lane_state(s: GilState) -> LaneState {
@@ -376,12 +389,44 @@ pub fn view_of_file(path: &Path) -> Result<ViewModel> {
     let reader = TraceReader::open(path)?;
     let mut b = ViewBuilder::default();
     let mut reader = reader;
+    // The overhead budget's switches (MODE records), and the span of the recording.
+    let mut modes = Vec::new();
+    let (mut first, mut last) = (None::<u64>, 0u64);
     while let Some(e) = reader.next_event()? {
         b.apply(&e);
+        match &e {
+            gilscope::model::timeline::Event::Mode {
+                time_ns,
+                mode,
+                rate_hz,
+                own_ppm,
+                probes_ppm,
+                reason,
+            } => modes.push(gilscope::model::timeline::ModeChange {
+                time_ns: *time_ns,
+                mode: *mode,
+                rate_hz: *rate_hz,
+                own_ppm: *own_ppm,
+                probes_ppm: *probes_ppm,
+                reason: reason.clone(),
+            }),
+            gilscope::model::timeline::Event::Run(r) => {
+                first = Some(first.map_or(r.start_ns, |f| f.min(r.start_ns)));
+                last = last.max(r.end_ns);
+            }
+            _ => {}
+        }
     }
     let mut title = path.display().to_string();
     if let Some(py) = reader.metadata().python.as_ref() {
         title.push_str(&format!(" — Python {}", py.version));
+    }
+    // Which periods were exact and at what rate they were sampled, when that changed.
+    if let Some(first) = first {
+        let p = gilscope::trace::periods::periods_of(reader.metadata(), first, last, &modes);
+        if p.len() > 1 {
+            title.push_str(&format!(" — {}", gilscope::trace::periods::describe(&p)));
+        }
     }
     let mut vm = b.view(&title, false);
     if let Some(d) = reader.damage() {
@@ -414,22 +459,100 @@ pub struct LiveView {
     /// `--pyroscope`: every event also goes to the pusher, whose last message is shown.
     push_tap: Option<gilscope::trace::EventTap>,
     push_notice: Option<Arc<std::sync::Mutex<Option<String>>>>,
+    /// The overhead budget's message when it lowered the rate.
+    budget_notice: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// `top`'s overhead budget: gilscope's own CPU (getrusage) over windows of 250 ms; four
+/// windows over the budget in a row lower the rate as `record` does
+/// ([`gilscope::sampler::lowered_rate`], never below 50 Hz).
+struct TopBudget {
+    rate_hz: f64,
+    limit: Option<f64>,
+    window: (std::time::Instant, u64),
+    over: u32,
+    floor_said: bool,
+}
+
+impl TopBudget {
+    const WINDOW: Duration = Duration::from_millis(250);
+
+    fn new(rate_hz: f64, limit: Option<f64>) -> Self {
+        TopBudget {
+            rate_hz,
+            limit,
+            window: (std::time::Instant::now(), gilscope::sampler::own_cpu_ns()),
+            over: 0,
+            floor_said: false,
+        }
+    }
+
+    /// After each sample: a message when the rate was lowered (or cannot be lowered more).
+    fn check(&mut self) -> Option<String> {
+        let limit = self.limit?;
+        let dt = self.window.0.elapsed();
+        if dt < Self::WINDOW {
+            return None;
+        }
+        let cpu = gilscope::sampler::own_cpu_ns();
+        let own = cpu.saturating_sub(self.window.1) as f64 / dt.as_nanos().max(1) as f64;
+        self.window = (std::time::Instant::now(), cpu);
+        if own <= limit {
+            self.over = 0;
+            return None;
+        }
+        self.over += 1;
+        if self.over < 4 {
+            return None;
+        }
+        self.over = 0;
+        let pct = |f: f64| format!("{:.1}%", f * 100.0);
+        let min = gilscope::sampler::MIN_BUDGET_RATE_HZ;
+        if self.rate_hz <= min {
+            if self.floor_said {
+                return None;
+            }
+            self.floor_said = true;
+            return Some(format!(
+                "still over the overhead budget ({} of a CPU) at the lowest rate ({min:.0} Hz): gilscope uses {}",
+                pct(limit),
+                pct(own)
+            ));
+        }
+        let new_rate = gilscope::sampler::lowered_rate(self.rate_hz, limit, own);
+        let msg = format!(
+            "over the overhead budget ({} of a CPU): gilscope used {} sampling at {:.0} Hz; sampling at {new_rate:.0} Hz from here on",
+            pct(limit),
+            pct(own),
+            self.rate_hz
+        );
+        self.rate_hz = new_rate;
+        Some(msg)
+    }
 }
 
 /// How much history `top` keeps in its lanes.
 const TOP_HISTORY_NS: u64 = 10 * 60 * 1_000_000_000;
 
 impl LiveView {
-    pub fn start(pid: u32, rate_hz: f64, opts: ReaderOptions) -> Result<LiveView> {
+    /// `max_overhead`: the budget (fraction of one CPU), over which the rate is lowered.
+    pub fn start(
+        pid: u32,
+        rate_hz: f64,
+        max_overhead: Option<f64>,
+        opts: ReaderOptions,
+    ) -> Result<LiveView> {
         let mut reader = Reader::attach(pid, opts)?;
         let title = format!("pid {pid} — Python {}", reader.python().version);
         let (tx, rx) = mpsc::sync_channel(1024);
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let period = Duration::from_secs_f64(1.0 / rate_hz);
+        let budget_notice: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let notice2 = budget_notice.clone();
         std::thread::Builder::new()
             .name("gilscope-sampler".into())
             .spawn(move || {
+                let mut budget = TopBudget::new(rate_hz, max_overhead);
                 let mut next = std::time::Instant::now();
                 while !stop2.load(Ordering::SeqCst) {
                     let r = reader.snapshot().map_err(|e| format!("{e:#}"));
@@ -437,6 +560,12 @@ impl LiveView {
                     if tx.send(r).is_err() || gone {
                         break;
                     }
+                    if let Some(msg) = budget.check() {
+                        if let Ok(mut n) = notice2.lock() {
+                            *n = Some(msg);
+                        }
+                    }
+                    let period = Duration::from_secs_f64(1.0 / budget.rate_hz);
                     next += period;
                     let now = std::time::Instant::now();
                     if next > now {
@@ -466,6 +595,7 @@ impl LiveView {
             window_ns: TOP_HISTORY_NS,
             push_tap: None,
             push_notice: None,
+            budget_notice,
         })
     }
 
@@ -552,11 +682,12 @@ impl gilscope_ui::ViewSource for LiveView {
         if let Some(tap) = self.push_tap.as_mut() {
             events.iter().for_each(tap);
         }
-        if let Some(m) = self
-            .push_notice
-            .as_ref()
-            .and_then(|n| n.lock().ok().and_then(|mut n| n.take()))
-        {
+        let budget = self.budget_notice.lock().ok().and_then(|mut n| n.take());
+        if let Some(m) = budget.or_else(|| {
+            self.push_notice
+                .as_ref()
+                .and_then(|n| n.lock().ok().and_then(|mut n| n.take()))
+        }) {
             self.vm.notice = Some(m);
             changed = true;
         }
@@ -595,11 +726,12 @@ impl Drop for LiveView {
 pub fn run_top(
     pid: u32,
     rate_hz: f64,
+    max_overhead: Option<f64>,
     opts: ReaderOptions,
     mut pusher: Option<gilscope::push::Pusher>,
     notice: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<()> {
-    let mut live = LiveView::start(pid, rate_hz, opts)?;
+    let mut live = LiveView::start(pid, rate_hz, max_overhead, opts)?;
     if let Some(p) = pusher.as_mut() {
         live.push_tap = p.tap();
         live.push_notice = Some(notice);

@@ -1,7 +1,7 @@
 //! Which periods of a recording were exact and at what rate they were sampled, from the
 //! header and the MODE records (the overhead budget's switches).
 
-use crate::model::timeline::{Source, Timeline};
+use crate::model::timeline::{ModeChange, Source, Timeline};
 
 use super::Metadata;
 
@@ -20,6 +20,12 @@ pub struct Period {
 pub fn periods(meta: &Metadata, tl: &Timeline) -> Vec<Period> {
     let start = tl.start_ns.unwrap_or(meta.clock.start_ns);
     let end = tl.end_ns.unwrap_or(start).max(start);
+    periods_of(meta, start, end, &tl.modes)
+}
+
+/// [`periods`] of a recording from `start` to `end` with the MODE records `modes`.
+pub fn periods_of(meta: &Metadata, start: u64, end: u64, modes: &[ModeChange]) -> Vec<Period> {
+    let end = end.max(start);
     let mut out = vec![Period {
         start_ns: start,
         end_ns: end,
@@ -27,7 +33,7 @@ pub fn periods(meta: &Metadata, tl: &Timeline) -> Vec<Period> {
         rate_hz: meta.options.rate_hz,
         reason: String::new(),
     }];
-    for m in &tl.modes {
+    for m in modes {
         let t = m.time_ns.clamp(start, end);
         if let Some(last) = out.last_mut() {
             last.end_ns = t;
@@ -40,7 +46,7 @@ pub fn periods(meta: &Metadata, tl: &Timeline) -> Vec<Period> {
             reason: m.reason.clone(),
         });
     }
-    out.retain(|p| p.end_ns > p.start_ns || tl.modes.is_empty());
+    out.retain(|p| p.end_ns > p.start_ns || modes.is_empty());
     out
 }
 

@@ -19,6 +19,9 @@
 //!   that triggered it;
 //! * exact mode: a flow arrow (`hand-over`) from the thread that dropped a GIL while another
 //!   waited to the thread that took it next;
+//! * the recording's periods (the overhead budget's switches: `exact`, `sampled 50 Hz`) as
+//!   slices on a `gilscope recording` track of the main interpreter's process (`tid` =
+//!   [`MODE_TID`]), each with the reason it began; `otherData.periods` says the same in one line;
 //! * sample errors as global instant events.
 //!
 //! Times (`ts`, `dur`) are microseconds since the trace's first sample.
@@ -34,6 +37,7 @@ use super::{json_str, micros};
 use crate::model::snapshot::GilState;
 use crate::model::timeline::{Event, GilIdx, GilRun, Run, Source, ThreadIdx, Timeline, STATES};
 use crate::output::flame::{Symbols, NO_FRAMES};
+use crate::trace::periods::Period;
 use crate::trace::TraceReader;
 
 /// Width of the GIL busy-% windows.
@@ -41,6 +45,9 @@ pub const BUSY_WINDOW_NS: u64 = 10_000_000;
 
 /// `tid` of the garbage-collector track of an interpreter (plus its id).
 pub const GC_TID: i64 = 1 << 40;
+
+/// `tid` of the track holding the recording's periods (exact / sampled at a rate).
+pub const MODE_TID: i64 = 1 << 41;
 
 /// The `pid` of an interpreter's process track.
 pub fn pid_of(interpreter: i64) -> i64 {
@@ -353,14 +360,32 @@ impl Exporter<'_> {
     }
 }
 
-/// The tracks drawn from the model: the parallelism counter, GC slices, hand-over flows.
-fn write_model_tracks(out: &mut Out<'_>, tl: &Timeline) -> io::Result<()> {
+/// The tracks drawn from the model: the recording's periods, the parallelism counter, GC
+/// slices, hand-over flows.
+fn write_model_tracks(out: &mut Out<'_>, tl: &Timeline, periods: &[Period]) -> io::Result<()> {
     let main_pid = pid_of(
         tl.interpreters
             .values()
             .find(|i| i.main)
             .map_or(0, |i| i.id),
     );
+    out.event(&format!(
+        r#"{{"ph":"M","name":"thread_name","pid":{main_pid},"tid":{MODE_TID},"args":{{"name":"gilscope recording"}}}}"#
+    ))?;
+    for p in periods {
+        let name = match p.mode {
+            Source::Exact => "exact".to_string(),
+            Source::Sampled => format!("sampled {:.0} Hz", p.rate_hz),
+        };
+        out.event(&format!(
+            r#"{{"ph":"X","cat":"gilscope","name":{},"pid":{main_pid},"tid":{MODE_TID},"ts":{},"dur":{},"args":{{"rate_hz":{},"reason":{}}}}}"#,
+            json_str(&name),
+            out.ts(p.start_ns),
+            micros(p.end_ns.saturating_sub(p.start_ns)),
+            p.rate_hz,
+            json_str(&p.reason)
+        ))?;
+    }
     for st in crate::analysis::parallel::steps(tl) {
         let body = format!(
             r#"{{"ph":"C","name":"threads holding a GIL","pid":{main_pid},"tid":0,"ts":{},"args":{{"holding":{},"on_cpu":{}}}}}"#,
@@ -487,18 +512,22 @@ pub fn write<R: Read>(
     for g in gils {
         ex.emit_busy(g)?;
     }
+    let mut periods_text = String::new();
     if let Some(tl) = model {
-        write_model_tracks(&mut ex.out, tl)?;
+        let periods = crate::trace::periods::periods(&meta, tl);
+        periods_text = crate::trace::periods::describe(&periods);
+        write_model_tracks(&mut ex.out, tl, &periods)?;
     }
     let python = meta.python.as_ref().map_or("", |p| p.version.as_str());
     let w = ex.out.w;
     write!(
         w,
-        "\n],\"otherData\":{{\"exporter\":{},\"trace\":{},\"pid\":\"{}\",\"python\":{},\"complete\":\"{}\"}}}}\n",
+        "\n],\"otherData\":{{\"exporter\":{},\"trace\":{},\"pid\":\"{}\",\"python\":{},\"periods\":{},\"complete\":\"{}\"}}}}\n",
         json_str(&format!("gilscope {}", env!("CARGO_PKG_VERSION"))),
         json_str(name),
         meta.target.pid,
         json_str(python),
+        json_str(&periods_text),
         reader.complete()
     )?;
     Ok(())

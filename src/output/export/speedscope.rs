@@ -121,6 +121,15 @@ pub fn write<R: Read>(
         }
     }
 
+    // A recording whose mode or rate changed (the overhead budget) says so in its name.
+    let periods = model.map_or_else(String::new, |tl| {
+        let p = crate::trace::periods::periods(reader.metadata(), tl);
+        if p.len() > 1 {
+            format!(" — {}", crate::trace::periods::describe(&p))
+        } else {
+            String::new()
+        }
+    });
     // Frame indices: our frames (id - 1), then the state roots, then "no frames".
     let n = syms.frames().len();
     let state_idx = |s: GilState| n + STATES.iter().position(|x| *x == s).unwrap_or(5);
@@ -130,7 +139,7 @@ pub fn write<R: Read>(
         "{{\"$schema\":{},\"exporter\":{},\"name\":{},\"activeProfileIndex\":0,",
         json_str(SCHEMA),
         json_str(&format!("gilscope {}", env!("CARGO_PKG_VERSION"))),
-        json_str(&format!("{name} (state {})", opts.state)),
+        json_str(&format!("{name} (state {}){periods}", opts.state)),
     )?;
     writeln!(out, "\"shared\":{{\"frames\":[")?;
     let mut first = true;
