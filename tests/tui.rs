@@ -426,3 +426,42 @@ fn top_in_tmux_shows_the_live_process_and_r_saves_a_session() {
         panic!("{} ({}): {e:#}", py.name, py.version);
     }
 }
+
+/// `gilscope top --max-overhead`: with a budget far below what sampling at 1 kHz and drawing
+/// cost, the rate is lowered within seconds and the notice line says so, with the figures;
+/// the lanes go on filling in at the lower rate.
+#[test]
+fn top_lowers_its_rate_over_the_overhead_budget() {
+    let ps = pythons();
+    let Some(py) = ps.list.iter().find(|p| p.minor == 12 || p.minor == 11) else {
+        skip("top_over_budget", "no CPython 3.11/3.12 available");
+        return;
+    };
+    let r = (|| -> Result<()> {
+        let target = Target::start(py, "threads.py")?;
+        let pid = target.pid();
+        let tmux = Tmux::start(
+            &format!(
+                "{} top --pid {pid} --rate 1000 --max-overhead 0.01",
+                gilscope_bin()
+            ),
+            250,
+            30,
+        )?;
+        let screen = tmux.wait_for("over the overhead budget (0.0% of a CPU)")?;
+        ensure!(
+            screen.contains("% sampling at 1000 Hz; sampling at ")
+                && screen.contains(" Hz from here on"),
+            "the notice lacks the figure or the rates:\n{screen}"
+        );
+        let before = lane(&screen, "gil-holder").map_or(0, |l| l.matches('█').count());
+        tmux.wait_until("held cells after the rate was lowered", |s| {
+            lane(s, "gil-holder").is_some_and(|l| l.matches('█').count() > before)
+        })?;
+        tmux.keys(&["q"]);
+        Ok(())
+    })();
+    if let Err(e) = r {
+        panic!("{} ({}): {e:#}", py.name, py.version);
+    }
+}

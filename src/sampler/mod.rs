@@ -122,6 +122,15 @@ const BUDGET_WINDOW_NS: u64 = 250_000_000;
 /// little about a recording of seconds. (Then gilscope stays over the budget and says so.)
 pub const MIN_BUDGET_RATE_HZ: f64 = 50.0;
 
+/// The rate to go down to when sampling at `rate` cost `own` (fraction of a CPU) against a
+/// budget of `limit`: 80 % of what would just fit (cost is about linear in the rate), at most
+/// a third lower than now at each step (a burst of new threads is dearer than what follows),
+/// never below [`MIN_BUDGET_RATE_HZ`].
+pub fn lowered_rate(rate: f64, limit: f64, own: f64) -> f64 {
+    (rate * limit / own.max(1e-9) * 0.8)
+        .clamp(MIN_BUDGET_RATE_HZ, (rate / 1.5).max(MIN_BUDGET_RATE_HZ))
+}
+
 fn ppm(f: f64) -> u64 {
     (f.max(0.0) * 1e6).round() as u64
 }
@@ -617,8 +626,7 @@ impl<'a> Recording<'a> {
         }
         self.budget.own_over = 0;
         // (rate > MIN_BUDGET_RATE_HZ here, so the bounds are in order.)
-        let new_rate = (rate * limit / own * 0.8)
-            .clamp(MIN_BUDGET_RATE_HZ, (rate / 1.5).max(MIN_BUDGET_RATE_HZ));
+        let new_rate = lowered_rate(rate, limit, own);
         let reason = format!(
             "over the overhead budget ({} of a CPU): gilscope used {} of a CPU sampling at {rate:.0} Hz; sampling at {new_rate:.0} Hz from here on",
             pct(limit),
