@@ -53,6 +53,10 @@ pub struct InterpOffsets {
     /// `gc.collecting` (int): non-zero while this interpreter's garbage collector runs
     /// (`interp->gc`, per interpreter since 3.9).
     pub gc_collecting: Option<u64>,
+    /// 3.14+ (debug offsets): `_code_object_generation` (uint64), bumped whenever one of the
+    /// interpreter's code objects is freed: the stack reader's caches by code-object address
+    /// stay valid while it stands still.
+    pub code_object_generation: Option<u64>,
     /// Bytes to read to cover every field above.
     pub read_size: u64,
 }
@@ -155,6 +159,7 @@ impl Layout {
                     runtime: Some(16),
                     // gdb: &((PyInterpreterState*)0)->gc.collecting (3.9.18, 3.10.13)
                     gc_collecting: Some(816),
+                    code_object_generation: None,
                     read_size: 32,
                 },
                 TstateOffsets {
@@ -191,6 +196,7 @@ impl Layout {
                     runtime: Some(40),
                     // gdb: &((PyInterpreterState*)0)->gc.collecting (3.11.7)
                     gc_collecting: Some(848),
+                    code_object_generation: None,
                     read_size: 56,
                 },
                 TstateOffsets {
@@ -227,6 +233,7 @@ impl Layout {
                     runtime: Some(96),
                     // gdb: &((PyInterpreterState*)0)->gc.collecting (3.12.1)
                     gc_collecting: Some(312),
+                    code_object_generation: None,
                     read_size: 400,
                 },
                 TstateOffsets {
@@ -369,6 +376,7 @@ impl Layout {
                 (Some(gc), Some(c)) => Some(gc + c),
                 _ => None,
             },
+            code_object_generation: d.get("interpreter_state.code_object_generation"),
             read_size: 0,
         };
         // Read each field on its own for 3.13+ (the struct is ~200 KB and

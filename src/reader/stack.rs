@@ -138,7 +138,8 @@ const FULL_WALK_AFTER: std::time::Duration = std::time::Duration::from_millis(50
 /// Thread states whose last walk is kept, at most.
 const CHAINS_LIMIT: usize = 1 << 14;
 
-/// How long [`StackReader::known`] frames are trusted, and how many are kept.
+/// How long [`StackReader::known`] frames are trusted (without code-object generations),
+/// and how many are kept.
 const KNOWN_FRAMES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 const KNOWN_FRAMES_LIMIT: usize = 1 << 16;
 
@@ -161,8 +162,8 @@ pub struct StackReader {
     /// of the last [`KNOWN_FRAMES_FOR`]: a stack mostly the same from one sample to the next
     /// costs one lookup per frame, not a code-object read. A frame refers to its code
     /// object, so the code at that address is alive while any frame names it; the whole map
-    /// is dropped every [`KNOWN_FRAMES_FOR`] in case one died and another took its address
-    /// in between.
+    /// is dropped when one may have died and another taken its address in between: when an
+    /// interpreter's `_code_object_generation` moves (3.14+), else every [`KNOWN_FRAMES_FOR`].
     known: FxHashMap<(u64, u64), Option<KnownFrame>>,
     known_since: std::time::Instant,
     /// Each thread state's last walk (see [`ChainLink`]).
@@ -176,6 +177,9 @@ pub struct StackReader {
     /// Addresses of the `code` type and (3.9/3.10) the `frame` type, once seen.
     code_type: Option<u64>,
     frame_type: Option<u64>,
+    /// The interpreters' `_code_object_generation`s at the last sample (3.14+), sorted; None
+    /// where the build has none (the known frames then expire every [`KNOWN_FRAMES_FOR`]).
+    code_gens: Option<Vec<(u64, u64)>>,
     /// Interpreter state → its `threading._active` dict, and when it was found.
     active_dicts: FxHashMap<u64, (u64, std::time::Instant)>,
 }
@@ -198,7 +202,27 @@ impl StackReader {
             next_serial: 0,
             code_type: None,
             frame_type: None,
+            code_gens: None,
             active_dicts: FxHashMap::default(),
+        }
+    }
+
+    /// The interpreters' code-object generations (address, `_code_object_generation`) read
+    /// with this sample, or None when the build does not publish them (before 3.14). A
+    /// change from the last sample, or interpreters coming or going, drop the known frames
+    /// (keyed by code-object address: a freed code object's address may hold another one
+    /// now). While they stand still, known frames are kept without expiry.
+    pub fn code_generations(&mut self, gens: Option<&[(u64, u64)]>) {
+        let mut now = gens.map(<[_]>::to_vec);
+        if let Some(v) = now.as_mut() {
+            v.sort_unstable();
+        }
+        if now != self.code_gens {
+            // (The code cache itself checks each entry's names and line table against the
+            // object at that address whenever a frame is not a known one.)
+            self.known.clear();
+            self.known_since = std::time::Instant::now();
+            self.code_gens = now;
         }
     }
 
@@ -233,7 +257,7 @@ impl StackReader {
     ) -> Result<Vec<RawFrame>> {
         check_ptr(tstate, "thread state")?;
         let fl = self.layout.frame.clone();
-        if self.known_since.elapsed() >= KNOWN_FRAMES_FOR {
+        if self.code_gens.is_none() && self.known_since.elapsed() >= KNOWN_FRAMES_FOR {
             self.known.clear();
             self.known_since = std::time::Instant::now();
         }

@@ -144,6 +144,8 @@ struct RawInterp {
     threads_main: u64,
     /// `gc.collecting` was non-zero: its garbage collector was running.
     gc_collecting: Option<bool>,
+    /// `_code_object_generation` (3.14+).
+    code_gen: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -499,6 +501,7 @@ impl Reader {
             own: Option<usize>,
             main: Option<usize>,
             gc: Option<usize>,
+            code_gen: Option<usize>,
             next: usize,
             threads: usize,
         }
@@ -512,6 +515,7 @@ impl Reader {
                 own: opt(gather, a, ri.own_gil, 4),
                 main: opt(gather, a, ri.threads_main, 8),
                 gc: opt(gather, a, ri.gc_collecting, 4),
+                code_gen: opt(gather, a, ri.code_object_generation, 8),
                 next: gather.add(a + ri.next, 8),
                 threads: gather.add(a + ri.threads_head, 8),
             });
@@ -620,6 +624,10 @@ impl Reader {
                 },
                 gc_collecting: match p.gc {
                     Some(g) => Some(gather.get(g).i32(0)? != 0),
+                    None => None,
+                },
+                code_gen: match p.code_gen {
+                    Some(g) => Some(gather.get(g).u64(0)?),
                     None => None,
                 },
             });
@@ -831,6 +839,15 @@ impl Reader {
         let Some(stacks) = self.stacks.as_mut() else {
             return out;
         };
+        // 3.14+: a code object freed since the last sample (its address may hold another
+        // now) drops what was cached by code-object address; while no interpreter's
+        // generation moves, the cache needs no expiry by time.
+        let gens: Option<Vec<(u64, u64)>> = raw
+            .interps
+            .iter()
+            .map(|i| i.code_gen.map(|g| (i.addr, g)))
+            .collect();
+        stacks.code_generations(gens.as_deref());
         // One cache for every thread (they share code objects), reading ahead what the last
         // sample's walks read; a thread whose frames changed under us is read again a
         // little, each time with fresh pages.

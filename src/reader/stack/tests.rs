@@ -3,7 +3,7 @@
 
 use super::layout::{ManagedDict, StackLayout};
 use super::objects::{self, TPFLAGS_HEAPTYPE, TPFLAGS_INLINE_VALUES, TPFLAGS_MANAGED_DICT};
-use super::{RawFrame, StackReader, ThreadingName};
+use super::{RawFrame, StackReader, ThreadingName, KNOWN_FRAMES_FOR};
 use crate::reader::debug_offsets::{DebugOffsets, Header, COOKIE};
 use crate::reader::memory::LocalMem;
 
@@ -807,4 +807,44 @@ fn thread_local_bytecode_offsets() {
         said(r.read_stack(&f.mem, t).unwrap()),
         frames(&[("t", "/app/t.py", 33)])
     );
+}
+
+/// Known frames (by code-object address) are dropped when an interpreter's code-object
+/// generation moves (3.14+: a code object was freed, its address may hold another), and kept
+/// without expiry while it stands still; without generations they expire by time.
+#[test]
+fn known_frames_follow_the_code_object_generation() {
+    let mut r = StackReader::new(StackLayout::builtin(12).unwrap());
+    r.known.insert((0x1000, 0), None);
+    r.code_generations(Some(&[(0xa000, 7)]));
+    assert!(
+        r.known.is_empty(),
+        "the first generation seen starts afresh"
+    );
+    r.known.insert((0x1000, 0), None);
+    r.code_generations(Some(&[(0xa000, 7)]));
+    assert_eq!(r.known.len(), 1, "kept while the generation stands still");
+    r.known_since -= KNOWN_FRAMES_FOR * 2;
+    let mem = LocalMem::new();
+    let _ = r.read_stack_from(&mem, 0x5000, Some(0));
+    assert_eq!(
+        r.known.len(),
+        1,
+        "no expiry by time while generations are known"
+    );
+    r.code_generations(Some(&[(0xa000, 8)]));
+    assert!(r.known.is_empty(), "dropped when the generation moved");
+    r.known.insert((0x1000, 0), None);
+    r.code_generations(Some(&[(0xa000, 8), (0xb000, 1)]));
+    assert!(r.known.is_empty(), "dropped when an interpreter came");
+    r.known.insert((0x1000, 0), None);
+    r.code_generations(None);
+    assert!(
+        r.known.is_empty(),
+        "dropped when generations are no longer known"
+    );
+    r.known.insert((0x1000, 0), None);
+    r.known_since -= KNOWN_FRAMES_FOR * 2;
+    let _ = r.read_stack_from(&mem, 0x5000, Some(0));
+    assert!(r.known.is_empty(), "expired by time without generations");
 }
