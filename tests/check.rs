@@ -833,7 +833,7 @@ fn exit_codes() {
 /// On every interpreter with a GIL: a libc function called through ctypes.PyDLL is found,
 /// timed and named (usleep in libc — the target's own libc for the chroot builds, with
 /// Debian's stripped python named through its debug files); with `--no-native` it is still
-/// found and timed, as "unknown native code".
+/// found, timed and named: from the ctypes function object on the Python frame's value stack.
 #[test]
 fn ctypes_libc_hold_on_every_interpreter() {
     for_each_python(
@@ -886,9 +886,26 @@ fn ctypes_libc_hold_on_every_interpreter() {
                         "the native stack does not reach the interpreter: {stack:?}"
                     );
                 } else {
-                    ensure!(h[0]["object"] == "", "object: {}", h[0]["object"]);
-                    let why = h[0]["unknown_reason"].as_str().unwrap_or("");
-                    ensure!(why.contains("--no-native"), "reason {why:?}");
+                    // No native stack: named by the ctypes function object the Python frame
+                    // is calling (its __name__ and the file its code pointer is in).
+                    let obj = h[0]["object"].as_str().unwrap_or("");
+                    ensure!(
+                        h[0]["symbol"] == "usleep"
+                            && base(obj).starts_with("libc")
+                            && h[0]["class"] == "extension",
+                        "--no-native: named {} in {obj} (class {}), want usleep in libc; stderr:\n{}",
+                        h[0]["symbol"],
+                        h[0]["class"],
+                        r.stderr
+                    );
+                    let why = h[0]["named_from_call"].as_str().unwrap_or("");
+                    ensure!(why.contains("--no-native"), "named_from_call {why:?}");
+                    ensure!(
+                        r.stderr
+                            .contains("named by the C function its Python frame called"),
+                        "stderr:\n{}",
+                        r.stderr
+                    );
                 }
             }
             Ok(())
@@ -983,6 +1000,85 @@ fn pybind11_and_cython_holds_are_named() {
                 let ms = h["longest_ms"].as_f64().unwrap_or(0.0);
                 // The call lasts 300 ms; a starved sampler's snapshot times stretch or shrink
                 // the estimate by a few periods.
+                ensure!(
+                    (200.0..=400.0).contains(&ms),
+                    "{mark}: {ms} ms, the call lasts 300"
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+/// With `--no-native` (no ptrace, no unwinding), the pybind11 and Cython holds are still named
+/// from memory alone: the `PyCFunctionObject` (Cython's function type starts with one) the
+/// innermost Python frame is calling, its `ml_name`, its module and the `.so` its `ml_meth` is
+/// in. The free-threaded build runs with `PYTHON_GIL=1`, so that it has a GIL to hold.
+#[test]
+fn no_native_holds_are_named_by_the_called_function() {
+    for_each_python(
+        "no_native_holds_are_named_by_the_called_function",
+        "an interpreter on the host",
+        on_host,
+        |py| {
+            let _g = serial();
+            let dir = build_realext(py)?;
+            let script = py.script_path("check_realext.py")?;
+            let cmd = py.command(&[&script, &dir.to_string_lossy(), "300"]);
+            let env: &[(&str, &str)] = if py.free_threaded {
+                &[("PYTHON_GIL", "1")]
+            } else {
+                &[]
+            };
+            let r = check(&["--max-hold", "50ms", "--no-native"], cmd, None, env)?;
+            ensure!(
+                r.code() == Some(1),
+                "exit {:?}, want 1; stderr:\n{}",
+                r.code(),
+                r.stderr
+            );
+            let j = r.json.as_ref().context("no JSON report")?;
+            let want = [
+                ("chrono", "pbext.", "chrono_spin", "pbext"),
+                ("crunch", "pbext.", "crunch", "pbext"),
+                ("cy_gil", "cyext.", "spin_gil", "cyext"),
+            ];
+            let found = holds(j);
+            ensure!(
+                found.len() == want.len(),
+                "{} findings, want {}; stderr:\n{}",
+                found.len(),
+                want.len(),
+                r.stderr
+            );
+            for (mark, object, symbol, module) in want {
+                let line = marked_line("check_realext.py", mark)?;
+                let h = found
+                    .iter()
+                    .find(|h| call_line(h) == line)
+                    .with_context(|| {
+                        format!("no finding at line {line} ({mark}); stderr:\n{}", r.stderr)
+                    })?;
+                let obj = h["object"].as_str().unwrap_or("");
+                ensure!(
+                    base(obj).starts_with(object)
+                        && Path::new(obj).starts_with(&dir)
+                        && h["symbol"] == symbol
+                        && h["module"] == module
+                        && h["class"] == "extension",
+                    "{mark}: named {} in {} ({obj}), class {}; want {symbol} in {module} \
+                     ({object}…); stderr:\n{}",
+                    h["symbol"],
+                    h["module"],
+                    h["class"],
+                    r.stderr
+                );
+                let why = h["named_from_call"].as_str().unwrap_or("");
+                ensure!(
+                    why.contains("--no-native"),
+                    "{mark}: named_from_call {why:?}"
+                );
+                let ms = h["longest_ms"].as_f64().unwrap_or(0.0);
                 ensure!(
                     (200.0..=400.0).contains(&ms),
                     "{mark}: {ms} ms, the call lasts 300"

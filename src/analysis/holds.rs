@@ -77,6 +77,21 @@ pub enum Attribution {
     Unknown { reason: String },
 }
 
+/// The C function a thread's innermost Python frame is calling, read from the frame's value
+/// stack (no unwinding): a hold is still named by it when its native stack cannot be walked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CCall {
+    /// `ml_name` (`Type.name` for a method of a C type, the `__name__` of a ctypes function).
+    pub name: String,
+    /// The module it belongs to, when memory says (`m_module`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// The file mapped at its machine code (`ml_meth`), "" when in none.
+    pub object: String,
+    /// The machine code's address.
+    pub addr: u64,
+}
+
 /// Reads a thread's native stack, in two steps so that sampling is never held up by the slow
 /// one: [`capture`](Self::capture) stops the thread for a moment and keeps what an unwind needs
 /// (registers, the top of the stack); [`resolve`](Self::resolve) walks and names it later —
@@ -95,6 +110,13 @@ pub trait NativeProbe {
     /// How long threads were stopped in all (ptrace), for the report.
     fn paused(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    /// The C function the Python frame at `frame` (the innermost one of thread `tid`) is
+    /// calling, read from memory while the call is in progress: the name a hold gets when its
+    /// native stack says nothing. None by default.
+    fn current_call(&mut self, _pid: u32, _tid: u32, _frame: u64) -> Option<CCall> {
+        None
     }
 }
 
@@ -331,6 +353,15 @@ pub struct Episode {
     /// was running (`gc.collecting`, read from the interpreter): 1 for a collection that held
     /// the GIL from start to end.
     pub gc_share: f64,
+    /// The C function the innermost Python frame was calling (read from memory when the
+    /// native stack was captured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub c_call: Option<CCall>,
+    /// The hold is named after [`c_call`](Self::c_call) because the native stack could not
+    /// name it: where the walk stopped and why ("native stack stopped at clock_gettime
+    /// ([vdso]): only C-library frames").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub named_from_call: Option<String>,
 }
 
 impl Episode {
@@ -393,6 +424,8 @@ struct Open {
     stack: Vec<FrameInfo>,
     /// The capture's token, or why there is none.
     native: Option<Result<u64, String>>,
+    /// The C function the frame was calling when the capture was made.
+    call: Option<CCall>,
     /// Snapshots seen, and those of them in which the interpreter's GC was running.
     samples: u32,
     gc_samples: u32,
@@ -478,6 +511,7 @@ impl HoldDetector {
                         thread_name: t.name.clone(),
                         stack: t.frames.clone(),
                         native: None,
+                        call: None,
                         samples: 0,
                         gc_samples: 0,
                         covered_ns: 0,
@@ -497,6 +531,7 @@ impl HoldDetector {
             if o.native.is_none() && now.saturating_sub(o.first_ns) >= self.cfg.unwind_after_ns {
                 self.unwinds += 1;
                 o.native = Some(probe.capture(snap.pid, t.tid));
+                o.call = probe.current_call(snap.pid, t.tid, position.0);
             }
         }
         let ended: Vec<u32> = self
@@ -614,6 +649,8 @@ impl HoldDetector {
                     reason: "not unwound".into(),
                 },
                 gc_share: f64::from(o.gc_samples) / f64::from(o.samples.max(1)),
+                c_call: o.call,
+                named_from_call: None,
             },
             o.native,
         ));
@@ -655,6 +692,24 @@ impl HoldDetector {
             if attribution == Attribution::Python {
                 continue;
             }
+            let attribution = match (attribution, &e.c_call) {
+                (Attribution::Unknown { reason }, Some(c)) if !c.object.is_empty() => {
+                    e.named_from_call = Some(match native_stack.last() {
+                        Some(f) => format!(
+                            "native stack stopped at {} ({}): {reason}",
+                            f.label(),
+                            basename(&f.object)
+                        ),
+                        None => format!("native stack unavailable: {reason}"),
+                    });
+                    Attribution::Native {
+                        object: c.object.clone(),
+                        symbol: Some(c.name.clone()),
+                        interpreter: is_interpreter_object(&c.object, &self.python_binary),
+                    }
+                }
+                (a, _) => a,
+            };
             e.native_stack = native_stack;
             e.attribution = attribution;
             episodes.push(e);

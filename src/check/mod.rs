@@ -116,6 +116,10 @@ pub struct HoldGroup {
     /// Why the native code is unknown, when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown_reason: Option<String>,
+    /// The hold is named after the C function its Python frame was calling (read from
+    /// memory), because the native stack could not name it: where the walk stopped and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub named_from_call: Option<String>,
     /// The holds happened while a module was being imported.
     pub during_import: bool,
     pub count: u64,
@@ -391,6 +395,7 @@ pub fn group_holds(
                 symbol,
                 in_interpreter: in_interp,
                 unknown_reason: unknown,
+                named_from_call: e.named_from_call.clone(),
                 during_import: import,
                 count: 0,
                 longest_ms: 0.0,
@@ -520,6 +525,8 @@ mod tests {
                 interpreter: false,
             },
             gc_share: 0.0,
+            c_call: None,
+            named_from_call: None,
         }
     }
 

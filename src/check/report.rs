@@ -137,6 +137,12 @@ pub fn write_text(w: &mut dyn Write, r: &Report) -> io::Result<()> {
         if let Some(reason) = &h.unknown_reason {
             writeln!(w, "          native stack unavailable: {reason}")?;
         }
+        if let Some(note) = &h.named_from_call {
+            writeln!(
+                w,
+                "          named by the C function its Python frame called ({note})"
+            )?;
+        }
         if let Some(ex) = h.examples.first() {
             let py: Vec<String> = ex.python_stack.iter().take(4).map(frame_text).collect();
             if !py.is_empty() {
@@ -535,6 +541,7 @@ mod tests {
                 symbol: Some("gilext_hold_spin".into()),
                 in_interpreter: false,
                 unknown_reason: None,
+                named_from_call: None,
                 during_import: false,
                 count: 2,
                 longest_ms: 201.4,

@@ -376,6 +376,43 @@ impl SnapshotSource for CheckSource {
     }
 }
 
+/// A native probe that also reads the C function the Python frame is calling (the name a
+/// hold gets when its native stack cannot be walked, or with `--no-native`).
+struct CallingProbe {
+    inner: Box<dyn NativeProbe>,
+    calls: Option<gilscope::reader::stack::CallReader>,
+}
+
+impl NativeProbe for CallingProbe {
+    fn capture(&mut self, pid: u32, tid: u32) -> Result<u64, String> {
+        self.inner.capture(pid, tid)
+    }
+
+    fn resolve(
+        &mut self,
+        token: u64,
+    ) -> Result<Vec<gilscope::analysis::holds::NativeFrame>, String> {
+        self.inner.resolve(token)
+    }
+
+    fn discard(&mut self, token: u64) {
+        self.inner.discard(token);
+    }
+
+    fn paused(&self) -> Duration {
+        self.inner.paused()
+    }
+
+    fn current_call(
+        &mut self,
+        _pid: u32,
+        _tid: u32,
+        frame: u64,
+    ) -> Option<gilscope::analysis::holds::CCall> {
+        self.calls.as_ref()?.read(frame)
+    }
+}
+
 /// What one process contributed.
 struct ProcOutcome {
     run: ProcessRun,
@@ -438,6 +475,10 @@ fn check_process(
             }
         }
     };
+    let probe: Box<dyn NativeProbe> = Box::new(CallingProbe {
+        inner: probe,
+        calls: reader.call_reader(),
+    });
     let inner = cli_record::live_source(reader, plan.mode)?;
     let mut source = CheckSource {
         inner,
@@ -750,7 +791,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
             Ok(p) => {
                 if let Some(why) = &p.run.native_unavailable {
                     warnings.push(format!(
-                        "process {pid}: native stacks unavailable ({why}); long holds are reported without the native symbol"
+                        "process {pid}: native stacks unavailable ({why}); long holds are named by the C function their Python frame called, when memory shows one"
                     ));
                 }
                 if let Some(b) = sampler::behind_message(plan.rate_hz, p.run.achieved_hz) {

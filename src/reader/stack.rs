@@ -30,6 +30,7 @@
 //!   reads; retry).
 //! - `line` is 0 for instructions CPython gives no line (artificial code).
 
+mod ccall;
 mod layout;
 mod linetable;
 mod objects;
@@ -43,6 +44,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use anyhow::{bail, Context, Result};
 
+pub use ccall::{current_call, CallReader, RawCall};
 pub use layout::StackLayout;
 pub use linetable::LineTableFormat;
 pub use objects::MAX_STR_CHARS;

@@ -326,6 +326,13 @@ impl Reader {
         &self.layout
     }
 
+    /// A reader of the C function each Python frame is calling (its own handle on the
+    /// process, so it can be used beside this reader); None when stacks are not read.
+    pub fn call_reader(&self) -> Option<super::stack::CallReader> {
+        let layout = self.stacks.as_ref()?.layout().clone();
+        super::stack::CallReader::new(self.pid, layout).ok()
+    }
+
     /// Where the threads' on/off-CPU state comes from, and why not from switch records when
     /// they were asked for and refused.
     pub fn oncpu_source(&self) -> (OnCpuSource, Option<&str>) {

@@ -131,6 +131,110 @@ fn a_failed_unwind_still_reports_the_hold() {
     );
 }
 
+/// A probe whose walk stops in the vDSO (or does not run at all), and which reads the C
+/// function the frame is calling.
+struct StopsEarly {
+    frames: Option<Vec<NativeFrame>>,
+    call: Option<CCall>,
+    asked_for: Vec<u64>,
+}
+
+impl NativeProbe for StopsEarly {
+    fn capture(&mut self, _pid: u32, _tid: u32) -> Result<u64, String> {
+        match &self.frames {
+            Some(_) => Ok(1),
+            None => Err("--no-native".into()),
+        }
+    }
+
+    fn resolve(&mut self, _token: u64) -> Result<Vec<NativeFrame>, String> {
+        self.frames.clone().ok_or_else(|| "--no-native".into())
+    }
+
+    fn current_call(&mut self, _pid: u32, _tid: u32, frame: u64) -> Option<CCall> {
+        self.asked_for.push(frame);
+        self.call.clone()
+    }
+}
+
+#[test]
+fn a_walk_that_stops_early_is_named_by_the_call_the_frame_makes() {
+    let s: Vec<Snapshot> = (0..100).map(|t| at(t, GilState::Held, 3)).collect();
+    let crunch = CCall {
+        name: "crunch".into(),
+        module: Some("pbext".into()),
+        object: "/site/pbext.cpython-312-x86_64-linux-gnu.so".into(),
+        addr: 0x7f00_0000_1000,
+    };
+    let vdso = NativeFrame {
+        addr: 0x7fff_0000_0a00,
+        object: "[vdso]".into(),
+        symbol: Some("clock_gettime".into()),
+        file_offset: None,
+        approximate: false,
+    };
+    for (frames, note) in [
+        (
+            Some(vec![vdso]),
+            "native stack stopped at clock_gettime ([vdso]): only C-library frames",
+        ),
+        (None, "native stack unavailable: --no-native"),
+    ] {
+        let mut probe = StopsEarly {
+            frames,
+            call: Some(crunch.clone()),
+            asked_for: Vec::new(),
+        };
+        let found = run(&s, &mut probe, 50);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            probe.asked_for,
+            vec![0xF000],
+            "read once, for the innermost frame"
+        );
+        assert_eq!(
+            found[0].attribution,
+            Attribution::Native {
+                object: crunch.object.clone(),
+                symbol: Some("crunch".into()),
+                interpreter: false,
+            }
+        );
+        assert_eq!(found[0].named_from_call.as_deref(), Some(note));
+    }
+    // A walk that names the extension wins over the call read from memory.
+    let mut probe = StopsEarly {
+        frames: Some(ext_stack()),
+        call: Some(crunch.clone()),
+        asked_for: Vec::new(),
+    };
+    let found = run(&s, &mut probe, 50);
+    assert!(
+        matches!(&found[0].attribution, Attribution::Native { symbol: Some(s), .. } if s == "gilext_hold_sleep")
+    );
+    assert_eq!(found[0].named_from_call, None);
+    assert_eq!(found[0].c_call.as_ref(), Some(&crunch));
+    // A builtin of the interpreter called from the frame is the interpreter's.
+    let mut probe = StopsEarly {
+        frames: None,
+        call: Some(CCall {
+            name: "sorted".into(),
+            module: Some("builtins".into()),
+            object: "/opt/py/lib/libpython3.12.so.1.0".into(),
+            addr: 0x7f00_0000_2000,
+        }),
+        asked_for: Vec::new(),
+    };
+    let found = run(&s, &mut probe, 50);
+    assert!(matches!(
+        &found[0].attribution,
+        Attribution::Native {
+            interpreter: true,
+            ..
+        }
+    ));
+}
+
 #[test]
 fn attribution_rules() {
     let py = "/opt/py/bin/python3.12";

@@ -150,6 +150,41 @@ pub(crate) struct ObjectLayout {
     pub managed: ManagedDict,
 }
 
+/// Where a frame's value stack begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueStack {
+    /// 3.9/3.10: `f_valuestack`, a pointer in the frame object.
+    Pointer(u64),
+    /// 3.11+: `localsplus[]` inside `_PyInterpreterFrame`; the stack follows the
+    /// code object's `co_nlocalsplus` locals.
+    Inline(u64),
+}
+
+/// What [`current_call`](super::ccall::current_call) reads: a frame's value stack and the
+/// instruction's argument.
+#[derive(Debug, Clone)]
+pub(crate) struct CallLayout {
+    pub stack: ValueStack,
+    /// `co_stacksize` (int) in the code object.
+    pub co_stacksize: u64,
+    /// 3.11+: `co_nlocalsplus` (int).
+    pub co_nlocalsplus: Option<u64>,
+    /// 3.9/3.10: `co_code` (a bytes object): the instruction at `f_lasti` is read from it.
+    pub co_code: Option<u64>,
+    /// 3.14+: `_PyInterpreterFrame.stackpointer`, saved around every escaping call.
+    pub stackpointer: Option<u64>,
+    /// Value-stack entries are tagged `_PyStackRef`s (3.14+).
+    pub tagged: bool,
+}
+
+/// `co_stacksize` and `co_nlocalsplus` sit 4 bytes before and after `co_firstlineno` in
+/// every 3.11+ build (int fields `co_stacksize, co_firstlineno, co_nlocalsplus`), and
+/// `co_stacksize` 8 bytes before it in 3.9/3.10 (`co_stacksize, co_flags, co_firstlineno`).
+/// Measured with ctypes on each build (pyenv 3.9.18–3.13.0, 3.13.15t, Debian 3.13.18,
+/// 3.14.10, 3.15.2).
+const STACKSIZE_BEFORE_FIRSTLINENO_311: u64 = 4;
+const NLOCALSPLUS_AFTER_FIRSTLINENO_311: u64 = 4;
+
 /// Every offset the stack and object readers need for one Python version.
 #[derive(Debug, Clone)]
 pub struct StackLayout {
@@ -161,6 +196,7 @@ pub struct StackLayout {
     /// Offset in `PyInterpreterState` of `modules` (3.9–3.11) or
     /// `imports.modules` (3.12+): the `sys.modules` dict.
     pub(crate) interp_modules: u64,
+    pub(crate) call: CallLayout,
 }
 
 /// `ht_cached_keys - sizeof(PyTypeObject)` in `PyHeapTypeObject`: the method
@@ -353,6 +389,27 @@ impl StackLayout {
             ),
             _ => return None,
         };
+        let call = if minor <= 10 {
+            // struct _frame: f_valuestack 64. PyCodeObject: co_stacksize 32, co_code 48.
+            CallLayout {
+                stack: ValueStack::Pointer(64),
+                co_stacksize: 32,
+                co_nlocalsplus: None,
+                co_code: Some(48),
+                stackpointer: None,
+                tagged: false,
+            }
+        } else {
+            // _PyInterpreterFrame.localsplus 72 (3.11.7 and 3.12.1).
+            CallLayout {
+                stack: ValueStack::Inline(72),
+                co_stacksize: code.firstlineno - STACKSIZE_BEFORE_FIRSTLINENO_311,
+                co_nlocalsplus: Some(code.firstlineno + NLOCALSPLUS_AFTER_FIRSTLINENO_311),
+                co_code: None,
+                stackpointer: None,
+                tagged: false,
+            }
+        };
         Some(StackLayout {
             minor,
             free_threaded: false,
@@ -360,6 +417,7 @@ impl StackLayout {
             code,
             obj,
             interp_modules,
+            call,
         })
     }
 
@@ -517,6 +575,18 @@ impl StackLayout {
             bail!("debug offsets: bytes ob_size {bytes_size} differs from PyVarObject's {ob_size}");
         }
 
+        let call = CallLayout {
+            stack: ValueStack::Inline(f("interpreter_frame.localsplus")?),
+            co_stacksize: code.firstlineno - STACKSIZE_BEFORE_FIRSTLINENO_311,
+            co_nlocalsplus: Some(code.firstlineno + NLOCALSPLUS_AFTER_FIRSTLINENO_311),
+            co_code: None,
+            stackpointer: match d.get("interpreter_frame.stackpointer") {
+                Some(_) if minor >= 14 => Some(f("interpreter_frame.stackpointer")?),
+                _ => None,
+            },
+            tagged: minor >= 14,
+        };
+
         Ok(StackLayout {
             minor,
             free_threaded: ft,
@@ -524,6 +594,7 @@ impl StackLayout {
             code,
             obj,
             interp_modules: f("interpreter_state.imports_modules").context("sys.modules offset")?,
+            call,
         })
     }
 
