@@ -8,6 +8,8 @@
 pub mod analysis;
 pub mod check;
 pub mod exact;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod model;
 pub mod output;
 pub mod push;

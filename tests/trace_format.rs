@@ -300,7 +300,7 @@ fn seeded_mutations_never_panic() {
             }
         }
         // As mutated, then with valid checksums to reach the record decoder.
-        gilscope::trace::fuzz::fuzz_one(&b);
+        gilscope::fuzz::trace::fuzz_one(&b);
     }
 }
 
@@ -318,7 +318,7 @@ fn fuzz_regressions_stay_fixed() {
     let mut ran = Vec::new();
     for path in entries {
         let bytes = std::fs::read(&path).unwrap();
-        let r = std::panic::catch_unwind(|| gilscope::trace::fuzz::fuzz_one(&bytes));
+        let r = std::panic::catch_unwind(|| gilscope::fuzz::trace::fuzz_one(&bytes));
         assert!(r.is_ok(), "{} makes the reader panic again", path.display());
         ran.push(path.file_name().unwrap().to_string_lossy().into_owned());
     }

@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // As given, then with checksums fixed so the decoders get exercised.
-    gilscope::trace::fuzz::fuzz_one(data);
+    gilscope::fuzz::trace::fuzz_one(data);
 });

@@ -26,11 +26,90 @@ struct RunKey {
     stack: StackId,
 }
 
+/// A run being extended sample by sample: a thread's ([`RunKey`]) or a GIL's ([`GilKey`]).
 #[derive(Debug, Clone)]
 struct Open<K> {
     start_ns: u64,
     samples: u32,
     key: K,
+}
+
+/// The key of a run: what consecutive samples must agree on, and the event a closed run is.
+trait RunKind: Clone + PartialEq {
+    /// The thread's or GIL's number.
+    type Idx: Copy + Ord;
+    fn event(self, idx: Self::Idx, start_ns: u64, end_ns: u64, samples: u32) -> Event;
+}
+
+impl<K: RunKind> Open<K> {
+    /// The run as an event, ending at `end_ns` (not before it started).
+    fn close(self, idx: K::Idx, end_ns: u64, out: &mut Vec<Event>) {
+        let end_ns = end_ns.max(self.start_ns);
+        out.push(self.key.event(idx, self.start_ns, end_ns, self.samples));
+    }
+}
+
+/// Extend `open` if `key` agrees, else close it and open a new one.
+fn advance<K: RunKind>(
+    open: &mut Option<Open<K>>,
+    idx: K::Idx,
+    key: K,
+    now: u64,
+    out: &mut Vec<Event>,
+) {
+    match open {
+        Some(o) if o.key == key && o.samples < u32::MAX => o.samples += 1,
+        _ => {
+            if let Some(o) = open.take() {
+                o.close(idx, now, out);
+            }
+            *open = Some(Open {
+                start_ns: now,
+                samples: 1,
+                key,
+            });
+        }
+    }
+}
+
+/// Close the open runs of `lanes` (threads or GILs) at `end_ns`, in lane order.
+fn close_each<'a, K: RunKind + 'a>(
+    lanes: impl Iterator<Item = (K::Idx, &'a mut Option<Open<K>>)>,
+    end_ns: u64,
+    out: &mut Vec<Event>,
+) {
+    let mut lanes: Vec<_> = lanes.collect();
+    lanes.sort_unstable_by_key(|(idx, _)| *idx);
+    for (idx, open) in lanes {
+        if let Some(o) = open.take() {
+            o.close(idx, end_ns, out);
+        }
+    }
+}
+
+/// Split the open runs of `lanes` at the last sample `now`, in lane order: all but the last
+/// sample is written, the last sample stays open (the model merges the pieces back).
+fn checkpoint_each<'a, K: RunKind + 'a>(
+    lanes: impl Iterator<Item = (K::Idx, &'a mut Option<Open<K>>)>,
+    now: u64,
+    out: &mut Vec<Event>,
+) {
+    let mut lanes: Vec<_> = lanes.collect();
+    lanes.sort_unstable_by_key(|(idx, _)| *idx);
+    for (idx, open) in lanes {
+        if let Some(o) = open {
+            if o.samples > 1 && o.start_ns < now {
+                let done = Open {
+                    start_ns: o.start_ns,
+                    samples: o.samples - 1,
+                    key: o.key.clone(),
+                };
+                o.start_ns = now;
+                o.samples = 1;
+                done.close(idx, now, out);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -94,52 +173,36 @@ pub struct SnapshotEncoder {
     gc: BTreeMap<i64, GcRun>,
 }
 
-fn close_run(thread: ThreadIdx, open: Open<RunKey>, end_ns: u64, out: &mut Vec<Event>) {
-    out.push(Event::Run(Run {
-        thread,
-        start_ns: open.start_ns,
-        end_ns: end_ns.max(open.start_ns),
-        samples: open.samples,
-        interpreter: open.key.interpreter,
-        state: open.key.state,
-        on_cpu: open.key.on_cpu,
-        stack: open.key.stack,
-        source: Source::Sampled,
-    }));
+impl RunKind for RunKey {
+    type Idx = ThreadIdx;
+    fn event(self, thread: ThreadIdx, start_ns: u64, end_ns: u64, samples: u32) -> Event {
+        Event::Run(Run {
+            thread,
+            start_ns,
+            end_ns,
+            samples,
+            interpreter: self.interpreter,
+            state: self.state,
+            on_cpu: self.on_cpu,
+            stack: self.stack,
+            source: Source::Sampled,
+        })
+    }
 }
 
-fn close_gil(gil: GilIdx, open: Open<GilKey>, end_ns: u64, out: &mut Vec<Event>) {
-    out.push(Event::GilRun(GilRun {
-        gil,
-        start_ns: open.start_ns,
-        end_ns: end_ns.max(open.start_ns),
-        samples: open.samples,
-        enabled: open.key.enabled,
-        locked: open.key.locked,
-        holder_tid: open.key.holder_tid,
-        switch_number: open.key.switch_number,
-    }));
-}
-
-/// Extend `open` if `key` agrees, else close it and open a new one.
-fn advance<K: PartialEq>(
-    open: &mut Option<Open<K>>,
-    key: K,
-    now: u64,
-    mut close: impl FnMut(Open<K>),
-) {
-    match open {
-        Some(o) if o.key == key && o.samples < u32::MAX => o.samples += 1,
-        _ => {
-            if let Some(o) = open.take() {
-                close(o);
-            }
-            *open = Some(Open {
-                start_ns: now,
-                samples: 1,
-                key,
-            });
-        }
+impl RunKind for GilKey {
+    type Idx = GilIdx;
+    fn event(self, gil: GilIdx, start_ns: u64, end_ns: u64, samples: u32) -> Event {
+        Event::GilRun(GilRun {
+            gil,
+            start_ns,
+            end_ns,
+            samples,
+            enabled: self.enabled,
+            locked: self.locked,
+            holder_tid: self.holder_tid,
+            switch_number: self.switch_number,
+        })
     }
 }
 
@@ -316,14 +379,13 @@ impl SnapshotEncoder {
         for (address, key) in gil_keys {
             gils_seen.insert(address);
             if let Some(g) = self.gils.get_mut(&address) {
-                let idx = g.idx;
-                advance(&mut g.open, key, now, |o| close_gil(idx, o, now, out));
+                advance(&mut g.open, g.idx, key, now, out);
             }
         }
         for (address, g) in self.gils.iter_mut() {
             if !gils_seen.contains(address) {
                 if let Some(o) = g.open.take() {
-                    close_gil(g.idx, o, now, out);
+                    o.close(g.idx, now, out);
                 }
             }
         }
@@ -382,14 +444,13 @@ impl SnapshotEncoder {
                 st.last_frames = th.frames.clone();
                 st.last_stack = stack;
             }
-            let idx = st.idx;
             let run_key = RunKey {
                 interpreter: th.interpreter,
                 state: th.gil_state,
                 on_cpu: th.on_cpu,
                 stack,
             };
-            advance(&mut st.open, run_key, now, |o| close_run(idx, o, now, out));
+            advance(&mut st.open, st.idx, run_key, now, out);
         }
         let mut ended: Vec<(u32, u64)> = self
             .threads
@@ -401,7 +462,7 @@ impl SnapshotEncoder {
         for key in ended {
             if let Some(mut st) = self.threads.remove(&key) {
                 if let Some(o) = st.open.take() {
-                    close_run(st.idx, o, now, out);
+                    o.close(st.idx, now, out);
                 }
                 out.push(Event::ThreadEnd {
                     time_ns: now,
@@ -488,20 +549,16 @@ impl SnapshotEncoder {
             g.end_ns = end_ns.max(g.start_ns);
             out.push(Event::Gc(g));
         }
-        let mut threads: Vec<&mut ThreadSt> = self.threads.values_mut().collect();
-        threads.sort_unstable_by_key(|t| t.idx);
-        for st in threads {
-            if let Some(o) = st.open.take() {
-                close_run(st.idx, o, end_ns, out);
-            }
-        }
-        let mut gils: Vec<&mut GilSt> = self.gils.values_mut().collect();
-        gils.sort_unstable_by_key(|g| g.idx);
-        for g in gils {
-            if let Some(o) = g.open.take() {
-                close_gil(g.idx, o, end_ns, out);
-            }
-        }
+        close_each(
+            self.threads.values_mut().map(|t| (t.idx, &mut t.open)),
+            end_ns,
+            out,
+        );
+        close_each(
+            self.gils.values_mut().map(|g| (g.idx, &mut g.open)),
+            end_ns,
+            out,
+        );
     }
 
     /// A sample attempted at `time_ns` failed: the previous sample ends there
@@ -521,38 +578,16 @@ impl SnapshotEncoder {
     /// sample's time (the model merges the pieces back).
     pub fn checkpoint(&mut self, out: &mut Vec<Event>) {
         let Some(now) = self.last_ns else { return };
-        let mut threads: Vec<&mut ThreadSt> = self.threads.values_mut().collect();
-        threads.sort_unstable_by_key(|t| t.idx);
-        for st in threads {
-            if let Some(o) = &mut st.open {
-                if o.samples > 1 && o.start_ns < now {
-                    let done = Open {
-                        start_ns: o.start_ns,
-                        samples: o.samples - 1,
-                        key: o.key.clone(),
-                    };
-                    o.start_ns = now;
-                    o.samples = 1;
-                    close_run(st.idx, done, now, out);
-                }
-            }
-        }
-        let mut gils: Vec<&mut GilSt> = self.gils.values_mut().collect();
-        gils.sort_unstable_by_key(|g| g.idx);
-        for g in gils {
-            if let Some(o) = &mut g.open {
-                if o.samples > 1 && o.start_ns < now {
-                    let done = Open {
-                        start_ns: o.start_ns,
-                        samples: o.samples - 1,
-                        key: o.key.clone(),
-                    };
-                    o.start_ns = now;
-                    o.samples = 1;
-                    close_gil(g.idx, done, now, out);
-                }
-            }
-        }
+        checkpoint_each(
+            self.threads.values_mut().map(|t| (t.idx, &mut t.open)),
+            now,
+            out,
+        );
+        checkpoint_each(
+            self.gils.values_mut().map(|g| (g.idx, &mut g.open)),
+            now,
+            out,
+        );
     }
 
     /// Close everything at `end_ns` (default: last sample + one period) and

@@ -13,8 +13,6 @@
 pub mod codec;
 pub mod encoder;
 pub mod format;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod meta;
 pub mod periods;
 pub mod reader;

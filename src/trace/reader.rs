@@ -506,6 +506,17 @@ fn string(c: &mut Cursor<'_>, tables: &Tables) -> Result<String, Bad> {
     }
 }
 
+/// The end (from the chunk clock) and duration that a thread's run and a GIL's run both start
+/// with, as (start, end).
+fn span(c: &mut Cursor<'_>, clock: &mut u64, what: &str) -> Result<(u64, u64), Bad> {
+    let end_ns = time(c, clock)?;
+    let duration = c.uvarint()?;
+    match end_ns.checked_sub(duration) {
+        Some(start_ns) => Ok((start_ns, end_ns)),
+        None => invalid(format!("{what} starts before time 0")),
+    }
+}
+
 fn u32_of(v: u64, what: &str) -> Result<u32, Bad> {
     u32::try_from(v).or_else(|_| invalid(format!("{what} {v} out of range")))
 }
@@ -640,11 +651,7 @@ fn decode_record_v1(
             Event::ThreadEnd { time_ns, thread }
         }
         tag::RUN => {
-            let end_ns = time(c, clock)?;
-            let duration = c.uvarint()?;
-            let Some(start_ns) = end_ns.checked_sub(duration) else {
-                return invalid("run starts before time 0");
-            };
+            let (start_ns, end_ns) = span(c, clock, "run")?;
             let thread = thread_ref(c, tables)?;
             let samples = u32_of(c.uvarint()?, "sample count")?;
             let interpreter = c.ivarint()?;
@@ -676,11 +683,7 @@ fn decode_record_v1(
             })
         }
         tag::GIL_RUN => {
-            let end_ns = time(c, clock)?;
-            let duration = c.uvarint()?;
-            let Some(start_ns) = end_ns.checked_sub(duration) else {
-                return invalid("GIL run starts before time 0");
-            };
+            let (start_ns, end_ns) = span(c, clock, "GIL run")?;
             let gil = c.uvarint()?;
             if gil >= tables.gils {
                 return invalid(format!("GIL {gil} is not defined"));

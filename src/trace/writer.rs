@@ -272,13 +272,7 @@ impl TraceWriter {
                 put_uvarint(r, u64::from(*thread));
             }
             Event::Run(run) => {
-                let dt = self.dt(run.end_ns);
-                let r = &mut self.records;
-                r.push(tag::RUN);
-                put_uvarint(r, dt);
-                put_uvarint(r, run.end_ns.saturating_sub(run.start_ns));
-                put_uvarint(r, u64::from(run.thread));
-                put_uvarint(r, u64::from(run.samples));
+                let r = self.run_head(tag::RUN, run.start_ns, run.end_ns, run.thread, run.samples);
                 put_ivarint(r, run.interpreter);
                 let flags = format::state_code(run.state)
                     | (u8::from(run.on_cpu) << 3)
@@ -287,13 +281,7 @@ impl TraceWriter {
                 put_uvarint(r, u64::from(run.stack));
             }
             Event::GilRun(g) => {
-                let dt = self.dt(g.end_ns);
-                let r = &mut self.records;
-                r.push(tag::GIL_RUN);
-                put_uvarint(r, dt);
-                put_uvarint(r, g.end_ns.saturating_sub(g.start_ns));
-                put_uvarint(r, u64::from(g.gil));
-                put_uvarint(r, u64::from(g.samples));
+                let r = self.run_head(tag::GIL_RUN, g.start_ns, g.end_ns, g.gil, g.samples);
                 r.push(
                     u8::from(g.enabled)
                         | (u8::from(g.locked) << 1)
@@ -435,6 +423,27 @@ impl TraceWriter {
             Some(_) => {}
         }
         Ok(())
+    }
+
+    /// What a thread's run and a GIL's run both start with: the tag, the end (from the chunk
+    /// clock), the duration, the thread or GIL number and the sample count. The rest of the
+    /// record goes into what it returns.
+    fn run_head(
+        &mut self,
+        tag: u8,
+        start_ns: u64,
+        end_ns: u64,
+        whose: u32,
+        samples: u32,
+    ) -> &mut Vec<u8> {
+        let dt = self.dt(end_ns);
+        let r = &mut self.records;
+        r.push(tag);
+        put_uvarint(r, dt);
+        put_uvarint(r, end_ns.saturating_sub(start_ns));
+        put_uvarint(r, u64::from(whose));
+        put_uvarint(r, u64::from(samples));
+        r
     }
 
     /// Delta from the chunk clock, advancing it (after `set_time`).

@@ -1,0 +1,8 @@
+//! Fuzz target: gilscope::fuzz::pprof::fuzz_one (see its docs and fuzz/README.md).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    gilscope::fuzz::pprof::fuzz_one(data);
+});
