@@ -606,9 +606,16 @@ impl<'a> Recording<'a> {
         self.budget.own_over += 1;
         let rate = self.budget.rate_hz;
         // Four windows running (1 s): not for a burst (the first samples read every code
-        // object's names, for one). Two (0.5 s) when far over, three times the budget: a busy
-        // server pays for every window gilscope waits, and a burst fills one window only.
-        let needed = if own > 3.0 * limit { 2 } else { 4 };
+        // object's names, for one). Two (0.5 s) when far over, three times the budget, and
+        // one when ten times over: a busy server pays for every window gilscope waits, and a
+        // burst fills part of one window only (a few milliseconds of a 250 ms window).
+        let needed = if own > 10.0 * limit {
+            1
+        } else if own > 3.0 * limit {
+            2
+        } else {
+            4
+        };
         if self.budget.own_over < needed {
             return Ok(());
         }
