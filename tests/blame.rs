@@ -21,59 +21,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use common::*;
 use serde_json::Value;
-
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str, py: &Python) -> Result<Scratch> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "gilscope-blame-{}-{}-{}-{}",
-            std::process::id(),
-            test,
-            py.name,
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
-    if py.free_threaded {
-        vec![("PYTHON_GIL", "1")]
-    } else {
-        Vec::new()
-    }
-}
 
 /// Runs `PYTHON samples/FILE` with `GO_LINE=1` and records it with `gilscope record --mode
 /// MODE --max-overhead none --pid PID -o TRACE` until it exits: the workload starts when it
@@ -117,7 +72,7 @@ fn record_workload(
             s
         });
         // Attach once the interpreter runs the workload (not while it is still starting).
-        if wrx.recv_timeout(TIMEOUT).is_err() {
+        if wrx.recv_timeout(GILSCOPE_TIMEOUT).is_err() {
             bail!("the workload never said it waits for the go line");
         }
         let (pid, o) = (
@@ -152,7 +107,7 @@ fn record_workload(
             }
             all
         });
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + GILSCOPE_TIMEOUT;
         let mut went = false;
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -199,20 +154,6 @@ fn record_workload(
         let _ = workload.wait();
     }
     result
-}
-
-/// `gilscope summary TRACE --json` and the text form (for failure messages).
-fn summarize(trace: &Path) -> Result<(Value, String)> {
-    let p = trace.to_string_lossy().into_owned();
-    let out = output_with_timeout(gilscope(&["summary", &p, "--json"]), TIMEOUT)?;
-    ensure!(
-        out.status.success(),
-        "summary --json failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).context("summary --json is not JSON")?;
-    let text = output_with_timeout(gilscope(&["summary", &p]), TIMEOUT)?;
-    Ok((v, String::from_utf8_lossy(&text.stdout).into_owned()))
 }
 
 fn f(v: &Value, what: &str) -> Result<f64> {
@@ -302,7 +243,7 @@ fn blame_names_the_holder_and_its_code_exact() {
             let dir = Scratch::new("blame-exact", py)?;
             let trace = dir.path("blame.trace");
             let truth = record_workload(py, "blame_hog.py", &trace, "exact", &gil_env(py))?;
-            let (s, text) = summarize(&trace)?;
+            let (s, text) = summarize::<Value>(&trace)?;
             let r = (|| -> Result<String> {
                 ensure!(s["mode"] == "exact", "mode {}", s["mode"]);
                 let line = check_blame(&s, &truth, 0.05, "exact")?;
@@ -345,7 +286,7 @@ fn blame_names_the_holder_and_its_code_sampled() {
             let dir = Scratch::new("blame-sampled", py)?;
             let trace = dir.path("blame.trace");
             let truth = record_workload(py, "blame_hog.py", &trace, "sampling", &gil_env(py))?;
-            let (s, text) = summarize(&trace)?;
+            let (s, text) = summarize::<Value>(&trace)?;
             let tol = if py.at_least(15) { 0.05 } else { 0.15 };
             let r = (|| -> Result<String> {
                 ensure!(s["mode"] == "sampled", "mode {}", s["mode"]);
@@ -378,35 +319,8 @@ fn parallel_subinterpreters_hold_three_gils_at_once() {
         "CPython 3.12+ (own-GIL sub-interpreters)",
         |p| p.at_least(12),
         |py| {
-            let dir = Scratch::new("parallel", py)?;
-            let target = Target::start_with_env(py, "subinterp_own_gil.py", &gil_env(py))?;
-            let trace = dir.path("parallel.trace");
-            let (pid, o) = (
-                target.pid().to_string(),
-                trace.to_string_lossy().into_owned(),
-            );
-            let out = output_with_timeout(
-                gilscope(&[
-                    "record",
-                    "--mode",
-                    "sampling",
-                    "--pid",
-                    &pid,
-                    "-o",
-                    &o,
-                    "--rate",
-                    "200",
-                    "--duration",
-                    "3",
-                ]),
-                TIMEOUT,
-            )?;
-            ensure!(
-                out.status.success(),
-                "record failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let (s, text) = summarize(&trace)?;
+            let rec = record_sample(py, "subinterp_own_gil.py", 200, 3.0)?;
+            let (s, text) = summarize::<Value>(&rec.trace)?;
             let r = (|| -> Result<String> {
                 let p = &s["parallelism"];
                 let mean = f(&p["gil_holders_mean"], "gil_holders_mean")?;
@@ -431,44 +345,6 @@ fn parallel_subinterpreters_hold_three_gils_at_once() {
     );
 }
 
-/// Records `sample` (with `env`) for 3 s at 200 Hz, sampled; its summary and text.
-fn record_sample(
-    py: &Python,
-    sample: &str,
-    env: &[(&str, &str)],
-    name: &str,
-) -> Result<(Value, String)> {
-    let dir = Scratch::new(name, py)?;
-    let target = Target::start_with_env(py, sample, env)?;
-    let trace = dir.path("p.trace");
-    let (pid, o) = (
-        target.pid().to_string(),
-        trace.to_string_lossy().into_owned(),
-    );
-    let out = output_with_timeout(
-        gilscope(&[
-            "record",
-            "--mode",
-            "sampling",
-            "--pid",
-            &pid,
-            "-o",
-            &o,
-            "--rate",
-            "200",
-            "--duration",
-            "3",
-        ]),
-        TIMEOUT,
-    )?;
-    ensure!(
-        out.status.success(),
-        "record failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    summarize(&trace)
-}
-
 /// samples/freethreaded.py: two pure-Python spinners in one interpreter. With a GIL (every
 /// default build; free-threaded with PYTHON_GIL=1) exactly one of them holds it at any time
 /// (they always want it): gil_holders_mean ≈ 1, never more than 1 at once. Free-threaded with
@@ -489,7 +365,9 @@ fn parallel_spinners_one_gil_or_none() {
             }
             let mut lines = Vec::new();
             for (what, env, lo, hi, max_want) in cases {
-                let (s, text) = record_sample(py, "freethreaded.py", &env, what)?;
+                let rec =
+                    record_sample_with(py, "freethreaded.py", &env, |r| r.rate(200).secs(3.0))?;
+                let (s, text) = summarize::<Value>(&rec.trace)?;
                 let r = (|| -> Result<String> {
                     let p = &s["parallelism"];
                     let mean = f(&p["gil_holders_mean"], "gil_holders_mean")?;
@@ -522,7 +400,7 @@ fn gc_pauses_match_gc_callbacks() {
             let dir = Scratch::new("gc", py)?;
             let trace = dir.path("gc.trace");
             let truth = record_workload(py, "gc_timed.py", &trace, "sampling", &[])?;
-            let (s, text) = summarize(&trace)?;
+            let (s, text) = summarize::<Value>(&trace)?;
             let r = (|| -> Result<String> {
                 let want = f(&truth["gc_seconds"], "gc_seconds")?;
                 let n = truth["collections"].as_u64().unwrap_or(0);

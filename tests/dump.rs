@@ -12,15 +12,6 @@ use anyhow::{anyhow, ensure, Context, Result};
 use common::*;
 use gilscope::model::{GilState, Snapshot};
 
-/// Free-threaded builds run the GIL samples with the GIL forced on.
-fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
-    if py.free_threaded {
-        vec![("PYTHON_GIL", "1")]
-    } else {
-        Vec::new()
-    }
-}
-
 /// Attach the snapshot (one line per thread) to a failure.
 fn with_snapshot<T>(snap: &Snapshot, r: Result<T>) -> Result<T> {
     r.with_context(|| format!("snapshot:\n{}", describe(snap)))

@@ -9,11 +9,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use common::{for_each_python, gilscope_bin, skip_unless_possible, Python, GILSCOPE_TIMEOUT};
+use common::{for_each_python, skip_unless_possible, Python, Record};
 use gilscope::model::timeline::Source;
 use gilscope::model::GilState;
 
@@ -101,14 +101,13 @@ fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
                 std::process::id(),
                 py.name
             ));
-            let mut cmd = Command::new(gilscope_bin());
-            cmd.args(["record", "--pid", &pid.to_string(), "--mode", "auto"])
-                // 10 s: once the budget has also lowered the rate (a debug build of gilscope
-                // takes ~25 % of a CPU at 200 Hz), to 50 Hz, ~450 samples are left: the
-                // sampled share's standard error is ~2.3 points.
-                .args(["--rate", "200", "--duration", "10", "-o"])
-                .arg(&trace);
-            let o = common::output_with_timeout(cmd, GILSCOPE_TIMEOUT)?;
+            // 10 s: once the budget has also lowered the rate (a debug build of gilscope takes
+            // ~25 % of a CPU at 200 Hz), to 50 Hz, ~450 samples are left: the sampled share's
+            // standard error is ~2.3 points.
+            let o = Record::mode("auto", pid, &trace)
+                .rate(200)
+                .secs(10.0)
+                .output()?;
             let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
             ensure!(o.status.success(), "record failed: {stderr}");
             ensure!(stderr.contains("gilscope: mode: exact"), "{stderr}");

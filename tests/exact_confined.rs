@@ -21,19 +21,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use common::{skip_unless_possible, Python, Target};
+use common::{serial, skip_unless_possible, Python, Target};
 use gilscope::exact::{resolve_gil_probes, ProbeKind, ProbePlan};
 use gilscope::reader::{Reader, ReaderOptions};
 
 const INT3: u8 = 0xcc;
 
-/// One test at a time: opening and closing uprobe events is serialised in the kernel (each
-/// close waits for a grace period), so two recordings at once slow each other's probing.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// One test at a time (`serial()`): opening and closing uprobe events is serialised in the
+// kernel (each close waits for a grace period), so two recordings at once slow each other's
+// probing.
 
 /// Two threads calling `os.lseek` in a loop (CPython drops and re-takes the GIL around it,
 /// so they hand the GIL to each other at every turn); the main thread answers each line on

@@ -40,3 +40,41 @@ fn config_regressions_stay_fixed() {
 fn debug_offsets_regressions_stay_fixed() {
     replay("debug_offsets", gilscope::fuzz::debug_offsets::fuzz_one);
 }
+
+/// The debug-offsets seeds are the tables of real builds (pyenv 3.13.0, sid 3.13/3.14/3.15,
+/// 3.13t, from their `.PyRuntime` sections): each must give both layouts, or the fuzzer's
+/// starting points (and the value limit of the parser) are wrong.
+#[test]
+fn debug_offsets_seeds_are_real_tables() {
+    use gilscope::reader::debug_offsets::DebugOffsets;
+    use gilscope::reader::layout::Layout;
+    use gilscope::reader::memory::LocalMem;
+    use gilscope::reader::stack::StackLayout;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/debug_offsets");
+    let mut minors = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("seed-") {
+            continue;
+        }
+        let mut mem = LocalMem::new();
+        mem.add(0x1000, std::fs::read(e.path()).unwrap());
+        let d = DebugOffsets::read(&mem, 0x1000)
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+            .unwrap_or_else(|| panic!("{name}: no cookie"));
+        let l = Layout::from_debug_offsets(&d).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        StackLayout::from_debug_offsets(l.minor, &d).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        minors.push((l.minor, l.free_threaded));
+    }
+    minors.sort();
+    assert_eq!(
+        minors,
+        [
+            (13, false),
+            (13, false),
+            (13, true),
+            (14, false),
+            (15, false)
+        ]
+    );
+}

@@ -16,7 +16,9 @@ use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
-use common::{for_each_python, gilscope, output_with_timeout, Target, GILSCOPE_TIMEOUT};
+use common::{
+    for_each_python, gilscope, output_with_timeout, record_sample, summary_json, GILSCOPE_TIMEOUT,
+};
 
 /// `go`, when installed (PATH, or Debian's golang-go location).
 fn go_bin() -> Option<PathBuf> {
@@ -151,12 +153,7 @@ fn parse_raw(text: &str) -> Result<(Vec<RawSample>, BTreeMap<u64, RawLocation>)>
 
 /// From `summary --json`: per thread (TID), ns and samples per state.
 fn summary_by_state(trace: &Path) -> Result<BTreeMap<(u32, String), (f64, u64)>> {
-    let out = output_with_timeout(
-        gilscope(&["summary", &trace.to_string_lossy(), "--json"]),
-        GILSCOPE_TIMEOUT,
-    )?;
-    ensure!(out.status.success(), "summary failed: {out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let v: serde_json::Value = summary_json(trace)?;
     let mut m = BTreeMap::new();
     for t in v["threads"].as_array().context("threads")? {
         let tid = t["tid"].as_u64().context("tid")? as u32;
@@ -183,41 +180,18 @@ fn pprof_export_is_read_by_go_tool_pprof() {
         );
         return;
     };
-    let dir = std::env::temp_dir().join(format!("gilscope-pprof-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     for_each_python(
         "pprof_export_is_read_by_go_tool_pprof",
         "any CPython",
         |_| true,
         |py| {
-            let env: &[(&str, &str)] = if py.free_threaded {
-                &[("PYTHON_GIL", "1")]
-            } else {
-                &[]
-            };
-            let t = Target::start_with_env(py, "contention.py", env)?;
-            let holder = t.ready.role("holder")?.clone();
-            let spinner = t.ready.role("spinner")?.clone();
-            let trace = dir.join(format!("{}.trace", py.name));
-            let pb = dir.join(format!("{}.pb.gz", py.name));
+            let rec = record_sample(py, "contention.py", 200, 2.5)?;
+            let holder = rec.target.ready.role("holder")?.clone();
+            let spinner = rec.target.ready.role("spinner")?.clone();
+            drop(rec.target);
+            let (dir, trace) = (&rec.dir, &rec.trace);
+            let pb = dir.path(&format!("{}.pb.gz", py.name));
             let (trace_s, pb_s) = (trace.to_string_lossy(), pb.to_string_lossy());
-            let pid = t.pid().to_string();
-            let rec = gilscope(&[
-                "record",
-                "--pid",
-                &pid,
-                "--mode",
-                "sampling",
-                "--rate",
-                "200",
-                "--duration",
-                "2.5",
-                "-o",
-                &trace_s,
-            ]);
-            let out = output_with_timeout(rec, GILSCOPE_TIMEOUT)?;
-            ensure!(out.status.success(), "record failed: {out:?}");
-            drop(t);
             let out = output_with_timeout(
                 gilscope(&[
                     "export",
@@ -264,7 +238,7 @@ fn pprof_export_is_read_by_go_tool_pprof() {
                 e.0 += s.count;
                 e.1 += s.ns;
             }
-            let summary = summary_by_state(&trace)?;
+            let summary = summary_by_state(trace)?;
             for ((tid, state), (want_s, _)) in &summary {
                 let got = by.get(&(*tid, state.clone())).map_or(0, |v| v.1) as f64 / 1e9;
                 ensure!(
@@ -349,7 +323,7 @@ fn pprof_export_is_read_by_go_tool_pprof() {
                 "-tagfocus lost held samples"
             );
             // pprof's own re-encoding decodes with the committed prost code to the same sums.
-            let re = dir.join(format!("{}.re.pb.gz", py.name));
+            let re = dir.path(&format!("{}.re.pb.gz", py.name));
             pprof(&go, &["-proto", "-output", &re.to_string_lossy(), &pb_s])?;
             let p = gilscope::output::export::pprof::decode(&std::fs::read(&re)?)?;
             let total: i64 = p.sample.iter().map(|s| s.value[1]).sum();

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::process::Output;
-
 use anyhow::{ensure, Context, Result};
 use common::*;
 use serde::Deserialize;
@@ -32,17 +30,6 @@ struct Row {
     unknown_pct: f64,
 }
 
-fn run_ok(args: &[&str]) -> Result<Output> {
-    let out = output_with_timeout(gilscope(args), GILSCOPE_TIMEOUT)?;
-    ensure!(
-        out.status.success(),
-        "gilscope {args:?} exited {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(out)
-}
-
 #[test]
 fn spinners_among_sleepers_are_never_idle() {
     for_each_python(
@@ -50,38 +37,10 @@ fn spinners_among_sleepers_are_never_idle() {
         "any CPython 3.9+ (free-threaded: with PYTHON_GIL=1)",
         |_| true,
         |py| {
-            let env: &[(&str, &str)] = if py.free_threaded {
-                &[("PYTHON_GIL", "1")]
-            } else {
-                &[]
-            };
-            let target = Target::start_with_env(py, "crowd.py", env)?;
-            let dir = std::env::temp_dir().join(format!(
-                "gilscope-preemption-{}-{}",
-                std::process::id(),
-                py.name
-            ));
-            std::fs::create_dir_all(&dir)?;
-            let trace = dir.join("crowd.trace");
-            let t = trace.to_string_lossy().into_owned();
-            let pid = target.pid().to_string();
+            let rec = record_sample(py, "crowd.py", 200, 3.0)?;
+            let target = &rec.target;
             let r = (|| -> Result<String> {
-                run_ok(&[
-                    "record",
-                    "--mode",
-                    "sampling",
-                    "--pid",
-                    &pid,
-                    "-o",
-                    &t,
-                    "--rate",
-                    "200",
-                    "--duration",
-                    "3",
-                ])?;
-                let out = run_ok(&["summary", &t, "--json"])?;
-                let s: Summary =
-                    serde_json::from_slice(&out.stdout).context("parsing summary --json")?;
+                let s: Summary = summary_json(&rec.trace)?;
                 ensure!(s.samples > 0, "no samples");
                 let mut said = Vec::new();
                 for sp in target.ready.with_role("spinner") {
@@ -116,7 +75,6 @@ fn spinners_among_sleepers_are_never_idle() {
                 }
                 Ok(said.join("; "))
             })();
-            let _ = std::fs::remove_dir_all(&dir);
             println!("spinners [{}]: {}", py.name, r?);
             Ok(())
         },

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use common::{gilscope, output_with_timeout, Target, GILSCOPE_TIMEOUT};
+use common::{gilscope, output_with_timeout, summary_json, Target, GILSCOPE_TIMEOUT};
 
 fn go_bin() -> Option<PathBuf> {
     std::env::var_os("PATH")
@@ -300,11 +300,7 @@ fn push_survives_a_receiver_restart_and_delivers_everything() {
             "pushed {pushed_ns} ns, the trace has {whole_ns} ns"
         );
         // The local trace is complete.
-        let out = output_with_timeout(
-            gilscope(&["summary", &trace.to_string_lossy(), "--json"]),
-            GILSCOPE_TIMEOUT,
-        )?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let v: serde_json::Value = summary_json(&trace)?;
         ensure!(v["complete"] == true, "the local trace is not complete");
         Ok(())
     })();

@@ -13,9 +13,8 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -166,50 +165,6 @@ impl SummaryThread {
     }
 }
 
-/// `gilscope summary FILE --json`, parsed, and its text form (for failure messages).
-fn summarize(path: &Path) -> Result<(Summary, String)> {
-    let p = path.to_string_lossy().into_owned();
-    let out = output_with_timeout(gilscope(&["summary", &p, "--json"]), GILSCOPE_TIMEOUT)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.success(),
-        "gilscope summary {p} --json failed ({}): {}",
-        out.status,
-        stderr.trim_end()
-    );
-    ensure!(
-        !stderr.contains("panicked"),
-        "gilscope summary panicked: {stderr}"
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary: Summary = serde_json::from_str(&stdout).with_context(|| {
-        format!(
-            "gilscope summary --json output is not the documented shape: {}",
-            short(&stdout, 2000)
-        )
-    })?;
-    let text = summary_text(path)?;
-    Ok((summary, text))
-}
-
-/// `gilscope summary FILE` (text); must exit 0.
-fn summary_text(path: &Path) -> Result<String> {
-    let p = path.to_string_lossy().into_owned();
-    let out = output_with_timeout(gilscope(&["summary", &p]), GILSCOPE_TIMEOUT)?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.success(),
-        "gilscope summary {p} failed ({}): {}",
-        out.status,
-        stderr.trim_end()
-    );
-    Ok(format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr
-    ))
-}
-
 /// Run `check` on a summary, attaching the text summary to a failure.
 fn with_summary<T>(text: &str, r: Result<T>) -> Result<T> {
     r.with_context(|| format!("summary:\n{text}"))
@@ -286,62 +241,6 @@ fn within(what: &str, got: f64, want: f64, tol: f64) -> Result<()> {
 
 // -------------------------------------------------------------------------------- helpers
 
-/// Free-threaded builds run the GIL samples with the GIL forced on.
-fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
-    if py.free_threaded {
-        vec![("PYTHON_GIL", "1")]
-    } else {
-        Vec::new()
-    }
-}
-
-/// A scratch directory for trace files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str, py: &Python) -> Result<Scratch> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "gilscope-record-{}-{}-{}-{}",
-            std::process::id(),
-            test,
-            py.name,
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `gilscope record --mode sampling --pid PID -o FILE --rate HZ --duration SECS`: must exit 0
-/// and say it samples. (These tests check the sampler; on a root machine `auto` would pick
-/// exact mode, tested by tests/record_exact.rs.)
-fn record_pid(pid: u32, out: &Path, rate: u32, secs: f64) -> Result<Output> {
-    record_pid_mode(pid, out, rate, secs, "sampling")
-}
-
-/// The line `gilscope: mode: sampling (--mode sampling)` is on `stderr`.
-fn check_sampling_line(stderr: &str) -> Result<()> {
-    ensure!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with("gilscope: mode: sampling (--mode sampling)")),
-        "stderr does not say `gilscope: mode: sampling (--mode sampling)`: {stderr}"
-    );
-    Ok(())
-}
-
 /// Wait until gilscope has taken its first sample: the trace file's header is written with it.
 fn wait_recording_started(trace: &Path, rec: &mut Recorder) -> Result<Instant> {
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -363,52 +262,6 @@ fn wait_recording_started(trace: &Path, rec: &mut Recorder) -> Result<Instant> {
         );
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// `record_pid` with `--mode MODE`.
-fn record_pid_mode(pid: u32, out: &Path, rate: u32, secs: f64, mode: &str) -> Result<Output> {
-    record_pid_env(pid, out, rate, secs, mode, &[])
-}
-
-fn record_pid_env(
-    pid: u32,
-    out: &Path,
-    rate: u32,
-    secs: f64,
-    mode: &str,
-    env: &[(&str, &str)],
-) -> Result<Output> {
-    let (pid, rate, secs) = (pid.to_string(), rate.to_string(), secs.to_string());
-    let o = out.to_string_lossy().into_owned();
-    let args = [
-        "record",
-        "--mode",
-        mode,
-        "--pid",
-        &pid,
-        "-o",
-        &o,
-        "--rate",
-        &rate,
-        "--duration",
-        &secs,
-    ];
-    let mut cmd = gilscope(&args);
-    cmd.envs(env.iter().copied());
-    let output = output_with_timeout(cmd, GILSCOPE_TIMEOUT)?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "gilscope {} failed ({}): {}",
-        args.join(" "),
-        output.status,
-        stderr.trim_end()
-    );
-    ensure!(!stderr.contains("panicked"), "gilscope panicked: {stderr}");
-    if mode == "sampling" {
-        check_sampling_line(&stderr)?;
-    }
-    Ok(output)
 }
 
 /// A `gilscope` process started by a test: own process group (killed with everything it
@@ -650,12 +503,6 @@ fn check_duty_cycle(s: &Summary, ready: &Ready) -> Result<String> {
 /// stretches when the machine is overloaded (a 200 ms phase plus scheduling
 /// delay). Running them one at a time keeps the load they put on a 2-core
 /// machine, and so the ground truth, stable.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The line that says where on-CPU states come from.
 fn oncpu_line(stderr: &str) -> Result<String> {
     stderr
         .lines()
@@ -688,15 +535,15 @@ fn duty_cycle(proc_stat: bool) {
         "any CPython 3.9+",
         |_| true,
         |py| {
-            let dir = Scratch::new("duty", py)?;
-            let target = Target::start_with_env(py, "duty_cycle.py", &gil_env(py))?;
-            let trace = dir.path("duty.trace");
-            let env: &[(&str, &str)] = if proc_stat {
-                &[("GILSCOPE_ONCPU", "stat")]
-            } else {
-                &[]
-            };
-            let out = record_pid_env(target.pid(), &trace, 500, 4.0, "sampling", env)?;
+            let rec = record_sample_with(py, "duty_cycle.py", &gil_env(py), |r| {
+                let r = r.rate(500).secs(4.0);
+                if proc_stat {
+                    r.env("GILSCOPE_ONCPU", "stat")
+                } else {
+                    r
+                }
+            })?;
+            let (target, trace, out) = (&rec.target, &rec.trace, &rec.output);
             let line = oncpu_line(&String::from_utf8_lossy(&out.stderr))?;
             // Root may always open switch events (CI runs as root); the fallback says so.
             // SAFETY: geteuid has no preconditions.
@@ -709,7 +556,7 @@ fn duty_cycle(proc_stat: bool) {
                     "{line}"
                 );
             }
-            let (s, text) = summarize(&trace)?;
+            let (s, text) = summarize::<Summary>(trace)?;
             let line = with_summary(&text, {
                 check_basics(&s, &target.ready)
                     .and_then(|()| {
@@ -741,13 +588,11 @@ fn own_gil_subinterpreters() {
         "CPython 3.12+",
         |p| p.at_least(12),
         |py| {
-            let dir = Scratch::new("owngil", py)?;
-            let target = Target::start_with_env(py, "subinterp_own_gil.py", &gil_env(py))?;
-            let trace = dir.path("owngil.trace");
             // Three spinning threads on this machine's cores: 200 Hz keeps the sampler mostly on
             // time.
-            record_pid(target.pid(), &trace, 200, 3.0)?;
-            let (s, text) = summarize(&trace)?;
+            let rec = record_sample(py, "subinterp_own_gil.py", 200, 3.0)?;
+            let (target, trace) = (&rec.target, &rec.trace);
+            let (s, text) = summarize::<Summary>(trace)?;
             let ready = &target.ready;
             let mut lines = vec![s.headline()];
             let r = (|| -> Result<()> {
@@ -892,11 +737,9 @@ fn threads_holder_and_waiter() {
         "any CPython 3.9+",
         |_| true,
         |py| {
-            let dir = Scratch::new("threads", py)?;
-            let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
-            let trace = dir.path("threads.trace");
-            record_pid(target.pid(), &trace, 500, 3.0)?;
-            let (s, text) = summarize(&trace)?;
+            let rec = record_sample(py, "threads.py", 500, 3.0)?;
+            let (target, trace) = (&rec.target, &rec.trace);
+            let (s, text) = summarize::<Summary>(trace)?;
             let ready = &target.ready;
             let holder = s.thread(ready.role("holder")?.native_id)?;
             let spinner = s.thread(ready.role("spinner")?.native_id)?;
@@ -1007,7 +850,7 @@ fn launch_command() {
                     "stderr does not report the command's exit status 143 (ended by SIGTERM)"
                 );
                 check_sampling_line(&stderr)?;
-                let (s, text) = summarize(&trace)?;
+                let (s, text) = summarize::<Summary>(&trace)?;
                 with_summary(&text, {
                     (|| -> Result<String> {
                         ensure!(
@@ -1116,7 +959,7 @@ fn launch_subprocesses() {
                 ensure!(status.success(), "gilscope exited {status}");
                 ensure!(!stderr.contains("panicked"), "gilscope panicked");
                 let child_trace = dir.path(&format!("P.{}.trace", ready.child.pid));
-                let mut names: Vec<String> = fs::read_dir(&dir.0)?
+                let mut names: Vec<String> = fs::read_dir(dir.root())?
                     .filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect();
@@ -1126,7 +969,7 @@ fn launch_subprocesses() {
                     "files {names:?}, want P.trace and P.{}.trace",
                     ready.child.pid
                 );
-                let (s, text) = summarize(&trace)?;
+                let (s, text) = summarize::<Summary>(&trace)?;
                 with_summary(&text, {
                     check_basics(&s, &ready.parent).and_then(|()| {
                         ensure!(s.complete, "parent file: complete false");
@@ -1139,7 +982,7 @@ fn launch_subprocesses() {
                     })
                 })
                 .context("parent file")?;
-                let (c, ctext) = summarize(&child_trace)?;
+                let (c, ctext) = summarize::<Summary>(&child_trace)?;
                 let spinner = c.thread(ready.child.role("spinner")?.native_id)?;
                 with_summary(&ctext, {
                     check_basics(&c, &ready.child).and_then(|()| {
@@ -1217,7 +1060,7 @@ fn killed_and_interrupted_recorder() {
                 rec.signal(sig);
                 let (status, stderr) = rec.wait(Duration::from_secs(20))?;
                 let ran = spawned.elapsed().as_secs_f64();
-                let (s, text) = summarize(&trace)
+                let (s, text) = summarize::<Summary>(&trace)
                     .with_context(|| format!("after {name}; gilscope stderr:\n{stderr}"))?;
                 let r = (|| -> Result<String> {
                     check_basics(&s, &target.ready)?;
@@ -1316,7 +1159,7 @@ fn target_exits_during_recording() {
             let took = closed.elapsed().as_secs_f64();
             let ran = spawned.elapsed().as_secs_f64();
             let exited = target.wait_exit(Duration::from_secs(5));
-            let (s, text) = summarize(&trace)?;
+            let (s, text) = summarize::<Summary>(&trace)?;
             let r = (|| -> Result<String> {
                 ensure!(
                     exited.is_some_and(|st| st.success()),
@@ -1395,27 +1238,12 @@ fn record_blocking_and_no_stacks() {
             let mut lines = Vec::new();
             for opt in ["--blocking", "--no-stacks"] {
                 let trace = dir.path(&format!("{opt}.trace"));
-                let o = trace.to_string_lossy().into_owned();
-                let p = pid.to_string();
-                let args = [
-                    "record",
-                    "--mode",
-                    "sampling",
-                    opt,
-                    "--pid",
-                    &p,
-                    "-o",
-                    &o,
-                    "--rate",
-                    "200",
-                    "--duration",
-                    "1.5",
-                ];
-                let out = output_with_timeout(gilscope(&args), GILSCOPE_TIMEOUT)?;
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                ensure!(out.status.success(), "{opt}: exit {}: {stderr}", out.status);
-                check_sampling_line(&stderr)?;
-                let (s, text) = summarize(&trace)?;
+                Record::sampling(pid, &trace)
+                    .args(&[opt])
+                    .rate(200)
+                    .secs(1.5)
+                    .run()?;
+                let (s, text) = summarize::<Summary>(&trace)?;
                 let r = (|| -> Result<String> {
                     check_basics(&s, ready)?;
                     let h = s.thread(holder.native_id)?;

@@ -21,35 +21,6 @@ fn tmp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-fn record(pid: u32, mode: &str, out: &Path, secs: &str) -> Result<std::process::Output> {
-    let (pid, o) = (pid.to_string(), out.to_string_lossy().into_owned());
-    let args = [
-        "record",
-        "--pid",
-        &pid,
-        "--mode",
-        mode,
-        "-o",
-        &o,
-        "--rate",
-        "200",
-        "--duration",
-        secs,
-    ];
-    output_with_timeout(gilscope(&args), GILSCOPE_TIMEOUT)
-}
-
-fn summary_json(path: &Path) -> Result<serde_json::Value> {
-    let p = path.to_string_lossy().into_owned();
-    let out = output_with_timeout(gilscope(&["summary", &p, "--json"]), GILSCOPE_TIMEOUT)?;
-    ensure!(
-        out.status.success(),
-        "summary failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
 fn thread_pct(summary: &serde_json::Value, tid: u32, field: &str) -> Result<f64> {
     summary["threads"]
         .as_array()
@@ -84,12 +55,15 @@ fn record_exact_contention_waiting_equals_holding() {
             let holder = t.ready.role("holder")?.native_id;
             let spinner = t.ready.role("spinner")?.native_id;
             let out = tmp(&format!("{}.gilscope", py.name));
-            let o = record(t.pid(), "exact", &out, "2.5")?;
+            let o = Record::mode("exact", t.pid(), &out)
+                .rate(200)
+                .secs(2.5)
+                .output()?;
             let stderr = String::from_utf8_lossy(&o.stderr);
             ensure!(o.status.success(), "record failed: {stderr}");
             ensure!(!stderr.contains("panicked"), "{stderr}");
             ensure!(stderr.contains("gilscope: mode: exact"), "{stderr}");
-            let s = summary_json(&out)?;
+            let s = summary_json::<serde_json::Value>(&out)?;
             ensure!(s["mode"] == "exact", "summary mode {}", s["mode"]);
             let rp = gilscope::trace::replay(&out)?;
             ensure!(rp.metadata.mode == Source::Exact);
@@ -182,7 +156,11 @@ fn auto_falls_back_and_exact_fails_without_symbols() {
     let t = Target::spawn(cmd, "host python3.11 contention.py".into()).expect("start");
 
     let out = tmp("auto.gilscope");
-    let o = record(t.pid(), "auto", &out, "1").unwrap();
+    let o = Record::mode("auto", t.pid(), &out)
+        .rate(200)
+        .secs(1.0)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     let line = stderr
@@ -190,10 +168,14 @@ fn auto_falls_back_and_exact_fails_without_symbols() {
         .find(|l| l.starts_with("gilscope: mode: sampling (auto: "))
         .unwrap_or_else(|| panic!("no fallback line: {stderr}"));
     assert!(line.contains("python3.11-dbg"), "{line}");
-    let s = summary_json(&out).unwrap();
+    let s = summary_json::<serde_json::Value>(&out).unwrap();
     assert_eq!(s["mode"], "sampled");
 
-    let o = record(t.pid(), "exact", &tmp("exact.gilscope"), "1").unwrap();
+    let o = Record::mode("exact", t.pid(), &tmp("exact.gilscope"))
+        .rate(200)
+        .secs(1.0)
+        .output()
+        .unwrap();
     check_error(&o, 5, &["python3.11-dbg"]).unwrap();
     println!("auto: {line}");
 }
@@ -562,7 +544,7 @@ os._exit(0)
             stderr.contains("probe records lost"),
             "no lost-records warning: {stderr}"
         );
-        let s = summary_json(&out)?;
+        let s = summary_json::<serde_json::Value>(&out)?;
         let warnings: Vec<&str> = s["warnings"]
             .as_array()
             .map(|w| w.iter().filter_map(|w| w.as_str()).collect())

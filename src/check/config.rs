@@ -93,8 +93,9 @@ pub fn parse_duration_ms(s: &str) -> Result<f64, String> {
     } else {
         (s, 1.0)
     };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * scale),
+    // Scaled first: "1e308s" is no finite number of milliseconds, "5e-324us" no positive one.
+    match num.trim().parse::<f64>().map(|v| v * scale) {
+        Ok(ms) if ms.is_finite() && ms > 0.0 => Ok(ms),
         _ => Err(format!(
             "{s:?} is not a duration: use e.g. 50ms, 0.2s or a number of milliseconds"
         )),
@@ -319,5 +320,8 @@ allow = [{ object = "gilext*.so", symbol = "gilext_hold_*", reason = "the test's
         assert_eq!(parse_duration_ms("7"), Ok(7.0));
         assert!(parse_duration_ms("-1ms").is_err());
         assert!(parse_duration_ms("soon").is_err());
+        // Fuzzed: finite and positive only after scaling.
+        assert!(parse_duration_ms("1e308s").is_err());
+        assert!(parse_duration_ms("5e-324us").is_err());
     }
 }

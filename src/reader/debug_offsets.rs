@@ -13,6 +13,11 @@ use super::memory::{Memory, MemoryExt};
 
 pub const COOKIE: &[u8; 8] = b"xdebugpy";
 
+/// The largest value the table may hold. Every field is an offset inside a CPython struct or
+/// a struct's size (the largest, `_PyRuntimeState`, is ~330 KB in 3.13-3.15): anything over
+/// 16 MiB is a garbled table, refused before the layouts add offsets together.
+const MAX_VALUE: u64 = 1 << 24;
+
 /// Sections in table order; each lists its u64 fields in order.
 type TableDef = &'static [(&'static str, &'static [&'static str])];
 
@@ -390,10 +395,14 @@ impl DebugOffsets {
                 let Some(word) = bytes.get(pos..pos + 8) else {
                     bail!("debug offsets table shorter than expected for 3.{minor}");
                 };
-                values.insert(
-                    format!("{section}.{field}"),
-                    u64::from_le_bytes(word.try_into()?),
-                );
+                let v = u64::from_le_bytes(word.try_into()?);
+                if v > MAX_VALUE {
+                    bail!(
+                        "debug offsets: {section}.{field} = {v:#x} is no offset or size of a \
+                         CPython struct (over 16 MiB): the table is garbled"
+                    );
+                }
+                values.insert(format!("{section}.{field}"), v);
                 pos += 8;
             }
         }
@@ -465,6 +474,23 @@ mod tests {
         assert!(!d.header.free_threaded);
         assert_eq!(d.field("runtime_state.interpreters_head").unwrap(), 632);
         assert!(d.get("thread_state.holds_gil").is_none());
+    }
+
+    #[test]
+    fn implausible_values_are_refused() {
+        let size = DebugOffsets::table_size(13).unwrap();
+        let mut b = vec![0u8; size];
+        b[..8].copy_from_slice(COOKIE);
+        b[8..16].copy_from_slice(&0x030d00f0u64.to_le_bytes());
+        // runtime_state.interpreters_head: its `+ 8` (interpreters.main) overflowed.
+        b[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut mem = LocalMem::new();
+        mem.add(0x1000, b);
+        let err = DebugOffsets::read(&mem, 0x1000).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("runtime_state.interpreters_head"),
+            "{err:#}"
+        );
     }
 
     #[test]

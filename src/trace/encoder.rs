@@ -72,15 +72,23 @@ fn advance<K: RunKind>(
     }
 }
 
+/// The lanes (threads or GILs, from a hash map) by number: events come out in the same order
+/// every time.
+fn in_order<'a, K: RunKind + 'a>(
+    lanes: impl Iterator<Item = (K::Idx, &'a mut Option<Open<K>>)>,
+) -> Vec<(K::Idx, &'a mut Option<Open<K>>)> {
+    let mut lanes: Vec<_> = lanes.collect();
+    lanes.sort_unstable_by_key(|(idx, _)| *idx);
+    lanes
+}
+
 /// Close the open runs of `lanes` (threads or GILs) at `end_ns`, in lane order.
 fn close_each<'a, K: RunKind + 'a>(
     lanes: impl Iterator<Item = (K::Idx, &'a mut Option<Open<K>>)>,
     end_ns: u64,
     out: &mut Vec<Event>,
 ) {
-    let mut lanes: Vec<_> = lanes.collect();
-    lanes.sort_unstable_by_key(|(idx, _)| *idx);
-    for (idx, open) in lanes {
+    for (idx, open) in in_order(lanes) {
         if let Some(o) = open.take() {
             o.close(idx, end_ns, out);
         }
@@ -94,9 +102,7 @@ fn checkpoint_each<'a, K: RunKind + 'a>(
     now: u64,
     out: &mut Vec<Event>,
 ) {
-    let mut lanes: Vec<_> = lanes.collect();
-    lanes.sort_unstable_by_key(|(idx, _)| *idx);
-    for (idx, open) in lanes {
+    for (idx, open) in in_order(lanes) {
         if let Some(o) = open {
             if o.samples > 1 && o.start_ns < now {
                 let done = Open {

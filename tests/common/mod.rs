@@ -28,6 +28,10 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use gilscope::model::Snapshot;
 use serde::Deserialize;
 
+mod recording;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use recording::*;
+
 pub const MANIFEST_ENV: &str = "GILSCOPE_PYTHONS_MANIFEST";
 pub const DEFAULT_MANIFEST: &str = "/var/cache/gilscope-pythons/manifest.json";
 /// pyenv builds used when there is no manifest.

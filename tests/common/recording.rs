@@ -1,0 +1,245 @@
+//! The steps the real-process tests share around a sample: its environment, a scratch folder,
+//! `gilscope record` of it, and `gilscope summary` of the trace. A test states its workload (a
+//! sample and how to record it) and its assertions; [`record_sample`] does the rest.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::{ensure, Context, Result};
+use serde::de::DeserializeOwned;
+
+use super::{gilscope, output_with_timeout, short, Python, Target, GILSCOPE_TIMEOUT};
+
+/// Free-threaded builds run the GIL samples with the GIL forced on (`PYTHON_GIL=1`).
+pub fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
+    if py.free_threaded {
+        vec![("PYTHON_GIL", "1")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// One lock per test binary, for the tests whose workloads must not overlap (they spin the
+/// CPUs, or measure shares a neighbour would disturb). A failed test does not poison it.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A scratch directory for trace files and exports, removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// `$TMPDIR/gilscope-TEST-PID-PYTHON-N`, empty.
+    pub fn new(test: &str, py: &Python) -> Result<Scratch> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "gilscope-{test}-{}-{}-{}",
+            std::process::id(),
+            py.name,
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `gilscope record --mode MODE --pid PID -o TRACE` and whatever else a test asks for.
+#[derive(Debug, Clone)]
+pub struct Record {
+    mode: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Record {
+    /// `--mode sampling`: the sampler whatever the machine allows (on a root machine `auto`
+    /// would pick exact mode, tested on its own).
+    pub fn sampling(pid: u32, trace: &Path) -> Record {
+        Record::mode("sampling", pid, trace)
+    }
+
+    pub fn mode(mode: &str, pid: u32, trace: &Path) -> Record {
+        Record {
+            mode: mode.to_owned(),
+            args: vec![
+                "--pid".into(),
+                pid.to_string(),
+                "-o".into(),
+                trace.to_string_lossy().into_owned(),
+            ],
+            env: Vec::new(),
+        }
+    }
+
+    /// `--rate HZ`.
+    pub fn rate(self, hz: u32) -> Record {
+        self.args(&["--rate", &hz.to_string()])
+    }
+
+    /// `--duration SECS`.
+    pub fn secs(self, secs: f64) -> Record {
+        self.args(&["--duration", &secs.to_string()])
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Record {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// An environment variable of gilscope.
+    pub fn env(mut self, key: &str, value: &str) -> Record {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The command line, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "gilscope record --mode {} {}",
+            self.mode,
+            self.args.join(" ")
+        )
+    }
+
+    /// Run it to its end, whatever its exit (the caller checks).
+    pub fn output(&self) -> Result<Output> {
+        let mut argv = vec!["record", "--mode", &self.mode];
+        argv.extend(self.args.iter().map(String::as_str));
+        let mut cmd = gilscope(&argv);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        output_with_timeout(cmd, GILSCOPE_TIMEOUT)
+    }
+
+    /// Run it: it must exit 0 without a panic and, in sampling mode, say it samples.
+    pub fn run(&self) -> Result<Output> {
+        let out = self.output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success(),
+            "{} failed ({}): {}",
+            self.describe(),
+            out.status,
+            stderr.trim_end()
+        );
+        ensure!(!stderr.contains("panicked"), "gilscope panicked: {stderr}");
+        if self.mode == "sampling" {
+            check_sampling_line(&stderr)?;
+        }
+        Ok(out)
+    }
+}
+
+/// The line `gilscope: mode: sampling (--mode sampling)` is on `stderr`.
+pub fn check_sampling_line(stderr: &str) -> Result<()> {
+    ensure!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("gilscope: mode: sampling (--mode sampling)")),
+        "stderr does not say `gilscope: mode: sampling (--mode sampling)`: {stderr}"
+    );
+    Ok(())
+}
+
+/// `gilscope summary TRACE --json`, parsed as `T` (the fields a test reads, or a
+/// `serde_json::Value`); must exit 0 without a panic.
+pub fn summary_json<T: DeserializeOwned>(trace: &Path) -> Result<T> {
+    let p = trace.to_string_lossy().into_owned();
+    let out = output_with_timeout(gilscope(&["summary", &p, "--json"]), GILSCOPE_TIMEOUT)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "gilscope summary {p} --json failed ({}): {}",
+        out.status,
+        stderr.trim_end()
+    );
+    ensure!(
+        !stderr.contains("panicked"),
+        "gilscope summary panicked: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).with_context(|| {
+        format!(
+            "gilscope summary --json output is not the documented shape: {}",
+            short(&stdout, 2000)
+        )
+    })
+}
+
+/// `gilscope summary TRACE` (text; then its stderr), for failure messages; must exit 0.
+pub fn summary_text(trace: &Path) -> Result<String> {
+    let p = trace.to_string_lossy().into_owned();
+    let out = output_with_timeout(gilscope(&["summary", &p]), GILSCOPE_TIMEOUT)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success(),
+        "gilscope summary {p} failed ({}): {}",
+        out.status,
+        stderr.trim_end()
+    );
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr
+    ))
+}
+
+/// [`summary_json`] and [`summary_text`].
+pub fn summarize<T: DeserializeOwned>(trace: &Path) -> Result<(T, String)> {
+    Ok((summary_json(trace)?, summary_text(trace)?))
+}
+
+/// A sample recorded by [`record_sample`]: still running, its trace in a scratch folder.
+pub struct Recorded {
+    pub target: Target,
+    pub trace: PathBuf,
+    /// What `record` printed.
+    pub output: Output,
+    /// Holds the trace; removed on drop.
+    pub dir: Scratch,
+}
+
+/// Start `samples/FILE` on `py` (with [`gil_env`]) and record it in sampling mode for `secs`
+/// at `rate` Hz ([`Record::run`]).
+pub fn record_sample(py: &Python, file: &str, rate: u32, secs: f64) -> Result<Recorded> {
+    record_sample_with(py, file, &gil_env(py), |r| r.rate(rate).secs(secs))
+}
+
+/// Start `samples/FILE` on `py` with `env` and record it ([`Record::run`]) as `how` makes the
+/// recording from `--mode sampling --pid PID -o TRACE`.
+pub fn record_sample_with(
+    py: &Python,
+    file: &str,
+    env: &[(&str, &str)],
+    how: impl FnOnce(Record) -> Record,
+) -> Result<Recorded> {
+    let name = file.trim_end_matches(".py");
+    let dir = Scratch::new(name, py)?;
+    let target = Target::start_with_env(py, file, env)?;
+    let trace = dir.path(&format!("{name}.trace"));
+    let output = how(Record::sampling(target.pid(), &trace)).run()?;
+    Ok(Recorded {
+        target,
+        trace,
+        output,
+        dir,
+    })
+}
