@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use common::{for_each_python, skip_unless_possible, Python, Record};
+use common::{for_each_python, skip_unless_possible, Python, Record, GILSCOPE_TIMEOUT};
 use gilscope::model::timeline::Source;
 use gilscope::model::GilState;
 
@@ -260,19 +260,11 @@ fn sampling_rate_is_lowered_over_the_budget() {
                 std::process::id(),
                 py.name
             ));
-            let mut cmd = Command::new(gilscope_bin());
-            cmd.args(["record", "--pid", &pid.to_string(), "--mode", "sampling"])
-                .args([
-                    "--rate",
-                    "5000",
-                    "--max-overhead",
-                    "0.5",
-                    "--duration",
-                    "6",
-                    "-o",
-                ])
-                .arg(&trace);
-            let o = common::output_with_timeout(cmd, GILSCOPE_TIMEOUT)?;
+            let o = Record::sampling(pid, &trace)
+                .rate(5000)
+                .secs(6.0)
+                .args(&["--max-overhead", "0.5"])
+                .output()?;
             let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
             ensure!(o.status.success(), "record failed: {stderr}");
             let said: Vec<&str> = stderr
