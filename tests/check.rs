@@ -45,21 +45,6 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// Builds samples/gilext for `py`; returns the directory with gilext*.so.
-fn build_gilext(py: &Python) -> Result<PathBuf> {
-    let out = std::env::temp_dir().join(format!("gilscope-gilext-{}", py.name));
-    let mut cmd = Command::new(repo_dir().join("scripts/build-gilext"));
-    cmd.arg(&py.argv[0]).arg(&out);
-    let o = output_with_timeout(cmd, Duration::from_secs(600))?;
-    ensure!(
-        o.status.success(),
-        "scripts/build-gilext {} failed: {}",
-        py.argv[0],
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(out)
-}
-
 /// `scripts/build-gilext --pytest PYTHON`: a directory with pytest for `py`.
 fn pytest_for(py: &Python) -> Result<PathBuf> {
     let mut cmd = Command::new(repo_dir().join("scripts/build-gilext"));

@@ -312,21 +312,6 @@ fn ready_f64(t: &Target, key: &str) -> Result<f64> {
         .with_context(|| format!("no number {key:?} in the ready line {}", t.ready_line))
 }
 
-/// `scripts/build-gilext PYTHON DIR`: samples/gilext built for `py` (cached in DIR).
-fn build_gilext(py: &Python) -> Result<std::path::PathBuf> {
-    let out = std::env::temp_dir().join(format!("gilscope-gilext-{}", py.name));
-    let mut cmd = Command::new(common::repo_dir().join("scripts/build-gilext"));
-    cmd.arg(&py.argv[0]).arg(&out);
-    let o = common::output_with_timeout(cmd, Duration::from_secs(600))?;
-    ensure!(
-        o.status.success(),
-        "scripts/build-gilext {} failed: {}",
-        py.argv[0],
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(out)
-}
-
 #[test]
 fn own_gil_subinterpreters_do_not_wait_on_each_other() {
     if skip_unless_possible("own_gil_subinterpreters_do_not_wait_on_each_other") {
@@ -342,7 +327,7 @@ fn own_gil_subinterpreters_do_not_wait_on_each_other() {
             let mut cmd = py.command(&[&script, "subinterp"]);
             if !py.at_least(13) {
                 // 3.12's _ctypes refuses own-GIL interpreters; samples/gilext holds off CPU.
-                cmd.env("GILEXT_DIR", build_gilext(py)?);
+                cmd.env("GILEXT_DIR", common::build_gilext(py)?);
             }
             let t = Target::spawn(cmd, format!("{} contention.py subinterp", py.name))?;
             let pid = t.pid();

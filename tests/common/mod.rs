@@ -1120,3 +1120,20 @@ pub fn skip_unless_possible(test: &str) -> bool {
     }
     false
 }
+
+/// `scripts/build-gilext PYTHON DIR`: samples/gilext (the pyo3-ffi test extension) built for
+/// `py`, in a directory of the temp dir (the script reuses a build that is up to date).
+#[allow(dead_code)] // not every test binary builds the extension
+pub fn build_gilext(py: &Python) -> Result<PathBuf> {
+    let out = std::env::temp_dir().join(format!("gilscope-gilext-{}", py.name));
+    let mut cmd = Command::new(repo_dir().join("scripts/build-gilext"));
+    cmd.arg(&py.argv[0]).arg(&out);
+    let o = output_with_timeout(cmd, Duration::from_secs(600))?;
+    ensure!(
+        o.status.success(),
+        "scripts/build-gilext {} failed: {}",
+        py.argv[0],
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(out)
+}
