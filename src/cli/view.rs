@@ -394,27 +394,10 @@ pub fn view_of_file(path: &Path) -> Result<ViewModel> {
     let (mut first, mut last) = (None::<u64>, 0u64);
     while let Some(e) = reader.next_event()? {
         b.apply(&e);
-        match &e {
-            gilscope::model::timeline::Event::Mode {
-                time_ns,
-                mode,
-                rate_hz,
-                own_ppm,
-                probes_ppm,
-                reason,
-            } => modes.push(gilscope::model::timeline::ModeChange {
-                time_ns: *time_ns,
-                mode: *mode,
-                rate_hz: *rate_hz,
-                own_ppm: *own_ppm,
-                probes_ppm: *probes_ppm,
-                reason: reason.clone(),
-            }),
-            gilscope::model::timeline::Event::Run(r) => {
-                first = Some(first.map_or(r.start_ns, |f| f.min(r.start_ns)));
-                last = last.max(r.end_ns);
-            }
-            _ => {}
+        modes.extend(gilscope::model::timeline::ModeChange::of(&e));
+        if let gilscope::model::timeline::Event::Run(r) = &e {
+            first = Some(first.map_or(r.start_ns, |f| f.min(r.start_ns)));
+            last = last.max(r.end_ns);
         }
     }
     let mut title = path.display().to_string();

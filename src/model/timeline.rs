@@ -562,6 +562,30 @@ pub struct ModeChange {
     pub reason: String,
 }
 
+impl ModeChange {
+    /// The switch a MODE record says (None for any other event).
+    pub fn of(e: &Event) -> Option<ModeChange> {
+        match e {
+            Event::Mode {
+                time_ns,
+                mode,
+                rate_hz,
+                own_ppm,
+                probes_ppm,
+                reason,
+            } => Some(ModeChange {
+                time_ns: *time_ns,
+                mode: *mode,
+                rate_hz: *rate_hz,
+                own_ppm: *own_ppm,
+                probes_ppm: *probes_ppm,
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl Timeline {
     pub fn new() -> Self {
         Self::default()
@@ -853,28 +877,14 @@ impl Timeline {
                     self.warnings.push(message.clone());
                 }
             }
-            Event::Mode {
-                time_ns,
-                mode,
-                rate_hz,
-                own_ppm,
-                probes_ppm,
-                reason,
-            } => {
+            Event::Mode { time_ns, mode, .. } => {
                 if *mode == Source::Sampled && self.exact_until.is_none() {
                     let had_exact = self.sources.contains_key("exact");
                     if had_exact {
                         self.exact_until = Some(*time_ns);
                     }
                 }
-                self.modes.push(ModeChange {
-                    time_ns: *time_ns,
-                    mode: *mode,
-                    rate_hz: *rate_hz,
-                    own_ppm: *own_ppm,
-                    probes_ppm: *probes_ppm,
-                    reason: reason.clone(),
-                });
+                self.modes.extend(ModeChange::of(event));
             }
             Event::Cost {
                 time_ns,
