@@ -109,8 +109,17 @@ struct Recording {
 /// from the process.
 fn record(pid: u32, plan: &ProbePlan, dur: Duration) -> Result<Recording> {
     let _lock = probe_lock();
-    let mut set = open_on(plan, pid)?;
-    let start_ns = set.stats().enabled_ns;
+    let threads = threads_of(pid)?;
+    let mut set = ProbeSet::open(plan, pid, &threads, ProbeOptions::default())?;
+    // The recording starts when the last of these threads' probes went live: each thread's
+    // are enabled once they are all open, one thread after another, and on a loaded machine
+    // that took over a second. Before it, a thread whose first event is a drop would be
+    // "held since attach" alongside the thread that really held the GIL (gilscope's own
+    // recorder takes those states from its samples; this bare machine has none).
+    let start_ns = threads
+        .iter()
+        .filter_map(|&(tid, _)| set.probed_since(tid))
+        .fold(set.stats().enabled_ns, u64::max);
     let mut events = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < dur {
