@@ -8,6 +8,8 @@
 //! The extension is built for the interpreters on the host's filesystem (pyenv 3.9–3.13 and
 //! the free-threaded 3.13t); every interpreter, the Debian sid builds in their chroot
 //! included, is checked with ctypes on libc.
+//!
+//! The checks run one at a time (`serial()`): each samples at 1 kHz and times native calls.
 
 mod common;
 
@@ -15,23 +17,15 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use common::*;
 use serde_json::Value;
 
-/// The checks run one at a time: each samples at 1 kHz and times native calls.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Each call of check_holds.py lasts this long.
 const CALL_MS: f64 = 200.0;
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Interpreters on the host filesystem (the extension is built and unwound there).
 fn on_host(py: &Python) -> bool {

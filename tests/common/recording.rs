@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{ensure, Context, Result};
 use serde::de::DeserializeOwned;
@@ -21,11 +20,44 @@ pub fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-/// One lock per test binary, for the tests whose workloads must not overlap (they spin the
-/// CPUs, or measure shares a neighbour would disturb). A failed test does not poison it.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
+/// Held by [`serial`]: the lock is released when it is dropped (its file closed).
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct Serial(#[allow(dead_code)] std::fs::File);
+
+/// One lock per test file (test binary), for the tests whose workloads must not overlap
+/// (they spin the CPUs, or measure shares a neighbour would disturb): an exclusive `flock` of
+/// `$TMPDIR/gilscope-tests-serial-<binary>.lock`, so it holds across processes as well as
+/// threads — cargo-nextest (scripts/test) runs every test in a process of its own, and test
+/// files side by side. A failed or killed test leaves nothing locked (its file is closed).
+pub fn serial() -> Serial {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // target/debug/deps/record-1c712aa9efba0adb: the test file's name before cargo's hash.
+    let name = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_owned(),
+        _ => stem,
+    };
+    let path = std::env::temp_dir().join(format!("gilscope-tests-serial-{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the test lock {}: {e}", path.display()));
+    use std::os::fd::AsRawFd as _;
+    loop {
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Serial(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            panic!("cannot lock {}: {e}", path.display());
+        }
+    }
 }
 
 /// A scratch directory for trace files and exports, removed on drop.
