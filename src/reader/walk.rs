@@ -908,9 +908,9 @@ impl Reader {
     /// TID are reused once their thread is gone, the pair of TID and start time is not. An
     /// interpreter's `threading._active` is read again when one of its threads has no cached
     /// name (see [`NAME_MISS_EAGER`] for how often) and at least every
-    /// [`NAME_REFRESH`] (renamed threads). An entry whose `Thread._native_id` names another
-    /// TID belongs to an earlier thread with the same ident and is not used. Entries of
-    /// threads that are gone are dropped.
+    /// [`NAME_REFRESH`] (renamed threads). An entry whose `Thread._native_id` is not this
+    /// TID belongs to another thread with the same ident (or was read while its object was
+    /// being reused) and is not used. Entries of threads that are gone are dropped.
     fn thread_names(
         &mut self,
         raw: &RawReading,
@@ -969,9 +969,15 @@ impl Reader {
                 self.names_read_at.insert(i.addr, now);
             }
             for (k, _) in mine() {
+                // The entry must name this TID. One without a native id is not taken either:
+                // every thread in `_active` has set it (3.8+ on Linux) before it is entered
+                // there, so none means the object was read mid-change — a thread-per-request
+                // server frees an ended thread's `Thread` and allocates the next one at the same
+                // address, and the next one, not started yet, has `_native_id` None and the
+                // next name (seen: Thread-98's name on Thread-97's TID).
                 let found = active
                     .get(&k.ident)
-                    .filter(|e| e.native_id.is_none_or(|n| n == u64::from(k.tid)));
+                    .filter(|e| e.native_id == Some(u64::from(k.tid)));
                 match found {
                     Some(e) => {
                         self.name_misses.remove(k);
