@@ -229,6 +229,24 @@ fn check_threads_sample(snap: &Snapshot, ready: &Ready) -> Result<()> {
     Ok(())
 }
 
+/// How many dumps a test takes to get past a documented transient state.
+const TRANSIENT_DUMPS: usize = 20;
+
+/// Dumps `pid` until `settled` holds for the reading (20 ms apart), at most
+/// [`TRANSIENT_DUMPS`] times; returns the first settled reading, or the last one (for the
+/// caller's checks to fail on), and how many dumps it took.
+fn dump_past_transient(pid: u32, settled: impl Fn(&Snapshot) -> bool) -> Result<(Snapshot, usize)> {
+    let mut n = 1;
+    loop {
+        let snap = dump(pid)?;
+        if settled(&snap) || n == TRANSIENT_DUMPS {
+            return Ok((snap, n));
+        }
+        n += 1;
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// samples/threads.py: the holder's stack from innermost: `hold_gil` (threads.py, the line of
 /// the usleep call; the C call adds no Python frame) then the threading bootstrap `run`,
 /// `_bootstrap_inner`, `_bootstrap` (qualified `Thread.run` etc. on 3.11+), all in
@@ -247,16 +265,11 @@ fn threads_holder_stack() {
         |py| {
             let target = Target::start_with_env(py, "threads.py", &gil_env(py))?;
             let holder = target.ready.role("holder")?.native_id;
-            for n in 1..=20 {
-                let snap = dump(target.pid())?;
-                let holding = snap.thread(holder).is_some_and(|t| t.holds_gil);
-                if holding || n == 20 {
-                    return with_snapshot(&snap, check_holder_stack(py, &snap, &target.ready))
-                        .with_context(|| format!("dump {n} of at most 20"));
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            unreachable!("the 20th dump returns")
+            let (snap, n) = dump_past_transient(target.pid(), |s| {
+                s.thread(holder).is_some_and(|t| t.holds_gil)
+            })?;
+            with_snapshot(&snap, check_holder_stack(py, &snap, &target.ready))
+                .with_context(|| format!("dump {n} of at most {TRANSIENT_DUMPS}"))
         },
     );
 }
@@ -470,16 +483,11 @@ fn subinterp_shared_gil() {
         |py| {
             let target = Target::start_with_env(py, "subinterp_shared_gil.py", &gil_env(py))?;
             let worker = target.ready.role("sub-holder")?.native_id;
-            for n in 1..=20 {
-                let snap = dump(target.pid())?;
-                let off_cpu = snap.thread(worker).is_some_and(|t| !t.on_cpu);
-                if off_cpu || n == 20 {
-                    return with_snapshot(&snap, check_shared_gil(&snap, &target.ready))
-                        .with_context(|| format!("dump {n} of at most 20"));
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            unreachable!("the 20th dump returns")
+            let (snap, n) = dump_past_transient(target.pid(), |s| {
+                s.thread(worker).is_some_and(|t| !t.on_cpu)
+            })?;
+            with_snapshot(&snap, check_shared_gil(&snap, &target.ready))
+                .with_context(|| format!("dump {n} of at most {TRANSIENT_DUMPS}"))
         },
     );
 }
