@@ -416,7 +416,7 @@ fn size_per_thread_minute_is_within_budget() {
 }
 
 /// `gc.collecting` read in samples 100–149 and 400–409 becomes two GC records (skippable tag
-/// 0x82) that survive the file, named after the GIL holder and its stack then; the model
+/// 0x82) that survive the file, each starting and ending midway between samples, named after the GIL holder and its stack then; the model
 /// counts them per interpreter.
 #[test]
 fn garbage_collections_round_trip() {
@@ -457,7 +457,9 @@ fn garbage_collections_round_trip() {
     let period = 1_000_000u64;
     assert_eq!(gcs[0].samples, 50);
     assert_eq!(gcs[0].end_ns - gcs[0].start_ns, 50 * period);
-    assert_eq!(gcs[0].start_ns, snaps[100].time_ns);
+    // A run starts midway between the last sample that saw no collection and the first that saw one.
+    let (before, first) = (snaps[99].time_ns, snaps[100].time_ns);
+    assert_eq!(gcs[0].start_ns, before + (first - before) / 2);
     let rp = replay(&path).unwrap();
     let tl = &rp.timeline;
     let t = &tl.threads[gcs[0].thread.unwrap() as usize];
