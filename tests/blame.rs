@@ -15,25 +15,21 @@
 //!   `gc.collect()` call.
 //!
 //! The workloads start once the recorder samples (they wait for a line on stdin, sent
-//! when `record` says its mode) and print one JSON line of what they measured.
+//! when `record` says it records: tests/common's `record_gated`) and print one JSON line of
+//! what they measured.
 //! `cargo test --test blame -- --nocapture` shows the measured numbers.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use common::*;
 use serde_json::Value;
 
-/// Runs `PYTHON samples/FILE` with `GO_LINE=1` and records it with `gilscope record --mode
-/// MODE --max-overhead none --pid PID -o TRACE` until it exits: the workload starts when it
-/// reads a line on stdin, sent once `record` says its mode (it samples from then on). Returns
-/// the workload's JSON line (its stdout).
+/// Runs `PYTHON samples/FILE` with `GO_LINE=1` and records it whole with `gilscope record
+/// --mode MODE --max-overhead none --pid PID -o TRACE` ([`record_gated`]: attached once the
+/// workload says it waits for the go line). Returns the workload's JSON line (its stdout).
 fn record_workload(
     py: &Python,
     file: &str,
@@ -42,118 +38,16 @@ fn record_workload(
     env: &[(&str, &str)],
 ) -> Result<Value> {
     let script = py.script_path(file)?;
-    let mut target = py.command(&[&script]);
-    target
-        .env("GO_LINE", "1")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut workload = target.spawn().context("starting the workload")?;
-    let result = (|| -> Result<Value> {
-        let mut go = workload.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-        let mut wout = workload.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut werr = workload.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let out_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = wout.read_to_string(&mut s);
-            s
-        });
-        let (wtx, wrx) = mpsc::channel::<()>();
-        let werr_thread = std::thread::spawn(move || {
-            let mut s = String::new();
-            for line in BufReader::new(&mut werr).lines().map_while(Result::ok) {
-                if line.starts_with("waiting for the go line") {
-                    let _ = wtx.send(());
-                }
-                s.push_str(&line);
-                s.push('\n');
-            }
-            s
-        });
-        // Attach once the interpreter runs the workload (not while it is still starting).
-        if wrx.recv_timeout(GILSCOPE_TIMEOUT).is_err() {
-            bail!("the workload never said it waits for the go line");
-        }
-        let (pid, o) = (
-            workload.id().to_string(),
-            trace.to_string_lossy().into_owned(),
-        );
-        let mut rec = Command::new(gilscope_bin())
-            .args([
-                "record",
-                "--mode",
-                mode,
-                "--max-overhead",
-                "none",
-                "--pid",
-                &pid,
-                "-o",
-                &o,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting gilscope record")?;
-        let stderr = rec.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let (tx, rx) = mpsc::channel::<String>();
-        let err_thread = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        let deadline = Instant::now() + GILSCOPE_TIMEOUT;
-        let mut went = false;
-        while Instant::now() < deadline {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("gilscope: mode:") => {
-                    go.write_all(b"go\n")
-                        .context("telling the workload to go")?;
-                    go.flush()?;
-                    went = true;
-                    break;
-                }
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let status = loop {
-            if let Some(s) = rec.try_wait()? {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = rec.kill();
-                break rec.wait()?;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        drop(go);
-        let err = err_thread.join().unwrap_or_default();
-        let _ = workload.wait();
-        let out = out_thread.join().unwrap_or_default();
-        let werr = werr_thread.join().unwrap_or_default();
-        ensure!(went, "gilscope record never said its mode: {err}");
-        ensure!(status.success(), "gilscope record exited {status}: {err}");
-        ensure!(!err.contains("panicked"), "gilscope panicked: {err}");
-        let line = out
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| {
-                anyhow!("the workload printed no JSON line; stdout {out:?}, stderr {werr}")
-            })?;
-        serde_json::from_str(line).with_context(|| format!("workload line {line:?}"))
-    })();
-    if result.is_err() {
-        let _ = workload.kill();
-        let _ = workload.wait();
-    }
-    result
+    let mut workload = py.command(&[&script]);
+    workload.env("GO_LINE", "1").envs(env.iter().copied());
+    let o = trace.to_string_lossy();
+    let run = record_gated(
+        workload,
+        &format!("{} {file}", py.name),
+        ReadyWhen::StderrLine("waiting for the go line"),
+        &["--mode", mode, "--max-overhead", "none", "-o", &o],
+    )?;
+    run.result()
 }
 
 fn f(v: &Value, what: &str) -> Result<f64> {

@@ -10,13 +10,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use common::*;
@@ -49,141 +43,35 @@ struct Row {
     os_name: String,
 }
 
-/// A process (group) killed on drop.
-struct Proc {
-    child: Child,
-    what: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group this test created for the child.
-        unsafe {
-            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Lines of `r`, on a channel.
-fn lines(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn next_line(rx: &mpsc::Receiver<String>, until: Instant, what: &str) -> Result<String> {
-    let left = until.saturating_duration_since(Instant::now());
-    rx.recv_timeout(left)
-        .with_context(|| format!("no {what} within the time allowed"))
-}
-
-/// Records samples/thread_names.py MODE from before its work starts to its exit; returns the
-/// workload's log and the summary's thread rows.
+/// Records samples/thread_names.py MODE whole, from before its work starts to its exit
+/// ([`record_gated`]); returns the workload's log and the summary's thread rows.
 fn record_workload(py: &Python, mode: &str, dir: &std::path::Path) -> Result<(Log, Summary)> {
     let script = py.script_path("thread_names.py")?;
-    let mut cmd = py.command(&[&script, mode]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let stdout = lines(child.stdout.take().context("stdout")?);
-    let mut sample_err = child.stderr.take().context("stderr")?;
-    let sample = Proc {
-        child,
-        what: format!("thread_names.py {mode}"),
-    };
-    let deadline = Instant::now() + READY_TIMEOUT;
-    let ready: Ready = serde_json::from_str(&next_line(&stdout, deadline, "ready line")?)
-        .context("parsing the ready line")?;
-
     let trace = dir.join(format!("{mode}.trace"));
     let t = trace.to_string_lossy().into_owned();
-    let pid = ready.pid.to_string();
-    let mut rec = gilscope(&[
-        "record",
-        "--mode",
-        "sampling",
-        "--pid",
-        &pid,
-        "-o",
-        &t,
-        "--rate",
-        "500",
-        "--duration",
-        "60",
-    ]);
-    rec.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut rchild = rec.spawn().context("spawning gilscope record")?;
-    let rec_err = lines(rchild.stderr.take().context("stderr")?);
-    let recorder = Proc {
-        child: rchild,
-        what: "gilscope record".into(),
-    };
-    // Go once the recorder says it is recording (its first sample follows at once).
-    let mut rec_text = String::new();
-    loop {
-        let l = next_line(
-            &rec_err,
-            Instant::now() + GILSCOPE_TIMEOUT,
-            "recording line",
-        )
-        .with_context(|| format!("gilscope record stderr so far:\n{rec_text}"))?;
-        rec_text.push_str(&l);
-        rec_text.push('\n');
-        if l.starts_with("gilscope: recording process") {
-            break;
-        }
-    }
-    stdin
-        .write_all(b"go\n")
-        .context("telling the sample to go")?;
-    stdin.flush()?;
-    let log_line =
-        next_line(&stdout, Instant::now() + GILSCOPE_TIMEOUT, "log line").map_err(|e| {
-            let mut err = String::new();
-            let _ = sample_err.read_to_string(&mut err);
-            e.context(format!("{} stderr:\n{err}", sample.what))
-        })?;
-    let log: Log = serde_json::from_str(&log_line).context("parsing the log line")?;
+    let run = record_gated(
+        py.command(&[&script, mode]),
+        &format!("{} thread_names.py {mode}", py.name),
+        ReadyWhen::StdoutLine,
+        &[
+            "--mode",
+            "sampling",
+            "-o",
+            &t,
+            "--rate",
+            "500",
+            "--duration",
+            "60",
+        ],
+    )?;
+    let ready_line = run.ready_line.as_deref().unwrap_or_default();
+    let ready: Ready = serde_json::from_str(ready_line)
+        .with_context(|| format!("parsing the ready line {ready_line:?}"))?;
+    let log: Log = run.result()?;
     ensure!(
-        log.pid == ready.pid && log.mode == mode,
+        log.pid == ready.pid && log.pid == run.pid && log.mode == mode,
         "log of another run"
     );
-    // The recorder stops when the target exits.
-    let deadline = Instant::now() + GILSCOPE_TIMEOUT;
-    let mut recorder = recorder;
-    let status = loop {
-        if let Some(s) = recorder.child.try_wait()? {
-            break s;
-        }
-        if Instant::now() > deadline {
-            bail!("{} did not stop after the target exited", recorder.what);
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    while let Ok(l) = rec_err.recv_timeout(Duration::from_millis(200)) {
-        rec_text.push_str(&l);
-        rec_text.push('\n');
-    }
-    ensure!(
-        status.success(),
-        "gilscope record exited {status}:\n{rec_text}"
-    );
-    drop(sample);
     let out = output_with_timeout(gilscope(&["summary", &t, "--json"]), GILSCOPE_TIMEOUT)?;
     ensure!(
         out.status.success(),

@@ -1,15 +1,23 @@
 //! The steps the real-process tests share around a sample: its environment, a scratch folder,
 //! `gilscope record` of it, and `gilscope summary` of the trace. A test states its workload (a
-//! sample and how to record it) and its assertions; [`record_sample`] does the rest.
+//! sample and how to record it) and its assertions; [`record_sample`] does the rest, and
+//! [`record_gated`] for a workload recorded whole (from before its work starts to its exit).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
 
-use super::{gilscope, output_with_timeout, short, Python, Target, GILSCOPE_TIMEOUT};
+use super::{
+    gilscope, output_with_timeout, short, Python, Target, GILSCOPE_TIMEOUT, READY_TIMEOUT,
+};
 
 /// Free-threaded builds run the GIL samples with the GIL forced on (`PYTHON_GIL=1`).
 pub fn gil_env(py: &Python) -> Vec<(&'static str, &'static str)> {
@@ -274,4 +282,224 @@ pub fn record_sample_with(
         output,
         dir,
     })
+}
+
+// ------------------------------------------------------------------- gated workloads
+
+/// When a gated workload ([`record_gated`]) is ready to be attached to.
+pub enum ReadyWhen {
+    /// Its first line on stdout (a ready line) has come.
+    StdoutLine,
+    /// A line on its stderr starting with this has come.
+    StderrLine(&'static str),
+}
+
+/// What a gated workload and its recorder wrote.
+#[derive(Debug)]
+pub struct Gated {
+    pub pid: u32,
+    /// The workload's first stdout line, with [`ReadyWhen::StdoutLine`].
+    pub ready_line: Option<String>,
+    /// The rest of the workload's stdout.
+    pub stdout: String,
+    pub stderr: String,
+    /// `gilscope record`'s stderr.
+    pub recorder: String,
+}
+
+impl Gated {
+    /// The workload's last line of JSON on stdout: what it measured.
+    pub fn result<T: DeserializeOwned>(&self) -> Result<T> {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .with_context(|| {
+                format!(
+                    "the workload printed no JSON line; stdout {:?}, stderr:\n{}",
+                    self.stdout, self.stderr
+                )
+            })?;
+        serde_json::from_str(line).with_context(|| format!("the workload's line {line:?}"))
+    }
+}
+
+/// A process group, killed on drop.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill(2) of the process group this harness created for the child.
+            unsafe {
+                libc::kill(-(self.0.id() as libc::pid_t), libc::SIGKILL);
+            }
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Group {
+    fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.0.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The lines of a pipe, on a channel: a thread reads them until EOF.
+fn line_channel(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Lines from `rx` into `kept` until one satisfies `until` (returned, and kept too) or
+/// `deadline`.
+fn line_until(
+    rx: &mpsc::Receiver<String>,
+    kept: &mut Vec<String>,
+    deadline: Instant,
+    until: impl Fn(&str) -> bool,
+) -> Option<String> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).ok()?;
+        kept.push(line.clone());
+        if until(&line) {
+            return Some(line);
+        }
+    }
+}
+
+/// The lines left in `rx` once its writer exited (bounded, should a grandchild keep the pipe).
+fn rest(rx: &mpsc::Receiver<String>, kept: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        kept.push(l);
+    }
+    kept.join("\n")
+}
+
+/// Records a gated workload, whole: a program that starts its work when a line comes on its
+/// stdin (`go`) and exits when done. `workload` is started (its own process group, killed if
+/// the test fails); once it is `ready`, `gilscope record --pid PID RECORD…` attaches; once
+/// record says it is recording (it samples from then on), the workload is told to go; record
+/// stops when the workload exits. Fails when either does not finish in time, or record fails
+/// or panics.
+pub fn record_gated(
+    mut workload: Command,
+    what: &str,
+    ready: ReadyWhen,
+    record: &[&str],
+) -> Result<Gated> {
+    workload
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = workload
+        .spawn()
+        .with_context(|| format!("{what}: spawning {workload:?}"))?;
+    let mut go = child.stdin.take().context("the workload's stdin")?;
+    let out = line_channel(child.stdout.take().context("the workload's stdout")?);
+    let err = line_channel(child.stderr.take().context("the workload's stderr")?);
+    let mut w = Group(child);
+    let pid = w.0.id();
+    let (mut stdout, mut stderr, mut recorder) = (Vec::new(), Vec::new(), Vec::new());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let ready_line = match ready {
+        ReadyWhen::StdoutLine => {
+            let l = line_until(&out, &mut Vec::new(), deadline, |_| true);
+            if l.is_none() {
+                bail!(
+                    "{what}: no ready line; stderr:\n{}",
+                    rest(&err, &mut stderr)
+                );
+            }
+            l
+        }
+        ReadyWhen::StderrLine(prefix) => {
+            if line_until(&err, &mut stderr, deadline, |l| l.starts_with(prefix)).is_none() {
+                bail!(
+                    "{what}: never said {prefix:?}; stderr:\n{}",
+                    stderr.join("\n")
+                );
+            }
+            None
+        }
+    };
+
+    let pid_arg = pid.to_string();
+    let mut argv = vec!["record", "--pid", &pid_arg];
+    argv.extend(record);
+    let mut rec = gilscope(&argv);
+    rec.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut rchild = rec.spawn().context("spawning gilscope record")?;
+    let rerr = line_channel(rchild.stderr.take().context("gilscope record's stderr")?);
+    let mut r = Group(rchild);
+    let recording = line_until(
+        &rerr,
+        &mut recorder,
+        Instant::now() + GILSCOPE_TIMEOUT,
+        |l| l.starts_with("gilscope: recording process"),
+    );
+    if recording.is_none() {
+        bail!(
+            "gilscope {} never said it records; its stderr:\n{}",
+            argv.join(" "),
+            rest(&rerr, &mut recorder)
+        );
+    }
+    go.write_all(b"go\n")
+        .and_then(|()| go.flush())
+        .with_context(|| format!("telling {what} to go"))?;
+    let status = r.wait_exit(GILSCOPE_TIMEOUT)?;
+    let recorder = rest(&rerr, &mut recorder);
+    drop(go);
+    let exited = w.wait_exit(Duration::from_secs(10))?;
+    drop(w);
+    let gated = Gated {
+        pid,
+        ready_line,
+        stdout: rest(&out, &mut stdout),
+        stderr: rest(&err, &mut stderr),
+        recorder,
+    };
+    let Some(status) = status else {
+        bail!(
+            "gilscope record did not stop within {} s after the go ({what} {}); its stderr:\n{}",
+            GILSCOPE_TIMEOUT.as_secs(),
+            if exited.is_some() {
+                "exited"
+            } else {
+                "still ran"
+            },
+            gated.recorder
+        );
+    };
+    ensure!(
+        status.success() && !gated.recorder.contains("panicked"),
+        "gilscope record exited {status}; its stderr:\n{}",
+        gated.recorder
+    );
+    Ok(gated)
 }
