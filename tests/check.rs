@@ -461,6 +461,77 @@ fn exact_mode_agrees() {
     );
 }
 
+/// `check`'s default mode arms the uprobes at launch, before the command runs Python: a
+/// command that calls `gilext.hold_chunked(300)` (a release of microseconds every millisecond
+/// for 300 ms) right after its imports, without waiting for the recorder, passes, and the
+/// probes saw its releases (≥ 300 `drop_gil` hits: set up after start-up, as before, they
+/// came 0.1–2 s late and saw none of them). Launched plainly and through `env` (an exec
+/// wrapper followed to the Python it execs). `--mode sampling` of the same command fails:
+/// the samples were there from the start too, and miss the releases.
+#[test]
+fn exact_from_the_first_instruction() {
+    if skip_unless_possible("exact_from_the_first_instruction") {
+        return;
+    }
+    for_each_python(
+        "exact_from_the_first_instruction",
+        "a GIL build on the host with symbols (pyenv)",
+        |py| on_host(py) && !py.free_threaded && !py.stripped,
+        |py| {
+            let _g = serial();
+            let dir = build_gilext(py)?;
+            let src = "import os, sys, time\nsys.path.insert(0, os.environ['GILEXT_DIR'])\nimport gilext\ngilext.hold_chunked(300)\ntime.sleep(0.05)\n";
+            for wrapped in [false, true] {
+                let mut cmd = if wrapped {
+                    let mut c = Command::new("env");
+                    c.arg(&py.argv[0]).args(&py.argv[1..]).args(["-c", src]);
+                    c
+                } else {
+                    py.command(&["-c", src])
+                };
+                cmd.env("GILEXT_DIR", &dir);
+                let r = check(&[], cmd, None, &[])?;
+                let how = if wrapped { "through env" } else { "plainly" };
+                ensure!(
+                    r.code() == Some(0),
+                    "{how}: exit {:?}, want 0; stderr:\n{}",
+                    r.code(),
+                    r.stderr
+                );
+                ensure!(
+                    r.stderr.contains("mode: exact from the first instruction"),
+                    "{how}: the probes were not armed at launch; stderr:\n{}",
+                    r.stderr
+                );
+                let drops: u64 = r
+                    .stderr
+                    .lines()
+                    .find(|l| l.contains("GIL events of process"))
+                    .and_then(|l| l.split(", ").find(|p| p.ends_with(" drop_gil)")))
+                    .and_then(|p| p.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("{how}: no drop_gil count; stderr:\n{}", r.stderr))?;
+                ensure!(
+                    drops >= 300,
+                    "{how}: the probes saw {drops} drop_gil hits, want ≥ 300 (one per chunk)\n{}",
+                    r.stderr
+                );
+                println!("  {}: {how}: clean, {drops} drop_gil hits", py.name);
+            }
+            let mut cmd = py.command(&["-c", src]);
+            cmd.env("GILEXT_DIR", &dir);
+            let sampled = check(&["--mode", "sampling"], cmd, None, &[])?;
+            ensure!(
+                sampled.code() == Some(1),
+                "sampling: exit {:?}, want 1 (a hold of gilext_hold_chunked); stderr:\n{}",
+                sampled.code(),
+                sampled.stderr
+            );
+            Ok(())
+        },
+    );
+}
+
 /// The pytest suite: red naming the function while it holds the GIL, green once it releases;
 /// JUnit and GitHub annotations point at it.
 #[test]

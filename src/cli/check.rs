@@ -79,9 +79,10 @@ pub struct CheckArgs {
     /// Print GitHub Actions annotations on stdout (default: when GITHUB_ACTIONS=true).
     #[arg(long)]
     github: bool,
-    /// How GIL states are obtained (as in `record --mode`); the hold detection itself
-    /// uses the sampled states.
-    #[arg(long, value_enum, default_value = "sampling")]
+    /// How GIL states are obtained (as in `record --mode`). The default `auto` arms the
+    /// uprobes at launch, before the command runs Python, so every release is seen from its
+    /// first instruction; without the means (root, symbols) it samples.
+    #[arg(long, value_enum, default_value = "auto")]
     mode: cli_record::Mode,
     /// The overhead budget in percent of one CPU, or `none` (the default: a CI run wants
     /// every hold seen at the full rate, and its machine is there for the tests; see
@@ -438,6 +439,7 @@ fn check_process(
     stop: &AtomicBool,
     show_progress: bool,
     t0_ns: u64,
+    prearmed: Option<gilscope::exact::Prearmed>,
 ) -> Result<ProcOutcome> {
     let pid = reader.pid();
     let python = reader.python().clone();
@@ -479,7 +481,7 @@ fn check_process(
         inner: probe,
         calls: reader.call_reader(),
     });
-    let inner = cli_record::live_source(reader, plan.mode)?;
+    let inner = cli_record::live_source_armed(reader, plan.mode, prearmed)?;
     let mut source = CheckSource {
         inner,
         exit_watch,
@@ -680,8 +682,14 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
         plan.command.join(" "),
         plan.max_hold_ms
     );
-    let mut child = cli_record::spawn(&plan.command)?;
+    let (mut child, prearmed) = if plan.mode == cli_record::Mode::Sampling {
+        (cli_record::spawn(&plan.command)?, None)
+    } else {
+        cli_record::spawn_prearmed(&plan.command)?
+    };
     let root = child.id();
+    // The root's recorder takes the probes armed at launch.
+    let prearmed = Arc::new(Mutex::new(prearmed));
     let outcomes: Outcomes = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let ropts = ReaderOptions::default();
@@ -693,6 +701,7 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
         let stop = stop.clone();
         let plan = Arc::new(plan.clone());
         let trace_base = trace_base.clone();
+        let prearmed = prearmed.clone();
         std::thread::spawn(move || {
             let mut seen = BTreeSet::new();
             let mut workers = Vec::new();
@@ -713,12 +722,24 @@ pub fn run_check(plan: &CheckPlan) -> Result<u8> {
                     } else {
                         cli_record::child_output(&trace_base, pid)
                     };
+                    let armed = if pid == root {
+                        prearmed.lock().ok().and_then(|mut p| p.take())
+                    } else {
+                        None
+                    };
                     workers.push(std::thread::spawn(move || {
                         let patience = Duration::from_secs(if pid == root { 10 } else { 5 });
                         match cli_record::attach_when_ready(pid, &ropts, patience, &stop) {
                             Ok(Some(reader)) => {
-                                let r =
-                                    check_process(reader, &plan, output, &stop, pid == root, t0);
+                                let r = check_process(
+                                    reader,
+                                    &plan,
+                                    output,
+                                    &stop,
+                                    pid == root,
+                                    t0,
+                                    armed,
+                                );
                                 if let Ok(mut v) = outcomes.lock() {
                                     v.push((pid, r));
                                 }

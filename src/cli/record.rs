@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use gilscope::exact::{self, LiveExact, NoExactReason, ProbeOptions, ProbeSet};
+use gilscope::exact::{self, LiveExact, NoExactReason, Prearmed, ProbeOptions, ProbeSet};
 use gilscope::model::timeline::{Event, Source, ThreadIdx};
 use gilscope::model::Snapshot;
 use gilscope::reader::{self, ReadError, ReadErrorKind, Reader, ReaderOptions};
@@ -317,7 +317,17 @@ fn exact_unavailable(reader: &Reader) -> Result<(ProbeSet, bool), (NoExactReason
 /// on-CPU states come from (one line). `--mode exact` without the means is an error (exit
 /// code 5, or 6 for a missing privilege).
 pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
-    let source = pick_source(reader, mode)?;
+    live_source_armed(reader, mode, None)
+}
+
+/// [`live_source`], with the probes `prearmed` at launch when they are for this process's
+/// Python (`gilscope check`).
+pub fn live_source_armed(
+    reader: Reader,
+    mode: Mode,
+    prearmed: Option<Prearmed>,
+) -> Result<LiveSource> {
+    let source = pick_source(reader, mode, prearmed)?;
     match source.reader.oncpu_source() {
         (src, None) => eprintln!("gilscope: on-CPU state: {}", src.describe()),
         (src, Some(why)) => eprintln!(
@@ -328,13 +338,39 @@ pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
     Ok(source)
 }
 
-fn pick_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
+fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result<LiveSource> {
     if mode == Mode::Sampling {
         eprintln!("gilscope: mode: sampling (--mode sampling)");
         return Ok(LiveSource::sampling(reader));
     }
-    match exact_unavailable(&reader) {
-        Ok((set, inlined)) => {
+    let layout = reader.layout();
+    let armed = prearmed.and_then(|p| {
+        if p.matches(&reader.python().binary, layout.minor, layout.free_threaded) {
+            Some(p)
+        } else {
+            eprintln!(
+                "gilscope: the probes armed at launch were for {} (3.{}), not this process's \
+                 {} (3.{}): set up again",
+                p.file.binary,
+                p.file.minor,
+                reader.python().binary,
+                layout.minor
+            );
+            None
+        }
+    });
+    let opened = match armed {
+        Some(p) => {
+            eprintln!(
+                "gilscope: mode: exact from the first instruction ({} probe events armed at \
+                 launch, the command held {:.0} ms for it; GIL states from uprobes on \
+                 take_gil/drop_gil, stacks and on-CPU from sampling)",
+                p.set.stats().perf_fds,
+                p.held.as_secs_f64() * 1e3,
+            );
+            Ok((p.set, p.inlined))
+        }
+        None => exact_unavailable(&reader).inspect(|(set, _)| {
             eprintln!(
                 "gilscope: mode: exact ({} probe events on {} thread(s) of process {}, more as \
                  threads start; GIL states from uprobes on take_gil/drop_gil, stacks and on-CPU \
@@ -343,6 +379,10 @@ fn pick_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
                 set.stats().threads_probed,
                 set.pid(),
             );
+        }),
+    };
+    match opened {
+        Ok((set, inlined)) => {
             let gil_enabled = !reader.layout().free_threaded;
             let mut ex = LiveExact::new(set, gil_enabled);
             match exact::calibrate_ns_per_event() {
@@ -693,18 +733,56 @@ pub struct Launched {
 }
 
 pub fn spawn(cmd: &[String]) -> Result<Child> {
+    let (prog, mut command) = command_of(cmd)?;
+    command.spawn().map_err(|e| spawn_error(prog, e))
+}
+
+/// [`spawn`], holding the command at the moment its Python is mapped to arm the GIL probes
+/// there (reader::launch, exact::launch), so that exact mode covers it from its first
+/// instruction. Says on stderr what it did; when the probes cannot be armed the command
+/// runs all the same (and `None` is returned: the probes are then set up once Python runs).
+pub fn spawn_prearmed(cmd: &[String]) -> Result<(Child, Option<Prearmed>)> {
+    let (prog, mut command) = command_of(cmd)?;
+    match reader::launch::spawn_held(&mut command, Duration::from_secs(10), exact::launch::arm) {
+        Ok((child, held)) => match held.value {
+            Ok(mut p) => {
+                p.held = held.held;
+                Ok((child, Some(p)))
+            }
+            Err(why) => {
+                eprintln!(
+                    "gilscope: no probes at launch ({why}); they are set up once Python runs"
+                );
+                Ok((child, None))
+            }
+        },
+        // PTRACE_TRACEME refused (the child reports it as the spawn's error): launch plainly.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            eprintln!(
+                "gilscope: no probes at launch (ptrace refused: {e}); they are set up once \
+                 Python runs"
+            );
+            Ok((spawn(cmd)?, None))
+        }
+        Err(e) => Err(spawn_error(prog, e)),
+    }
+}
+
+fn command_of(cmd: &[String]) -> Result<(&str, Command)> {
     let Some((prog, args)) = cmd.split_first() else {
         bail!("no command given after `--`");
     };
-    Command::new(prog).args(args).spawn().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!(
-                "cannot run {prog:?}: no such command (not a path, and not found in PATH)"
-            )
-        } else {
-            anyhow::Error::new(e).context(format!("cannot run {prog:?}"))
-        }
-    })
+    let mut c = Command::new(prog);
+    c.args(args);
+    Ok((prog.as_str(), c))
+}
+
+fn spawn_error(prog: &str, e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        anyhow::anyhow!("cannot run {prog:?}: no such command (not a path, and not found in PATH)")
+    } else {
+        anyhow::Error::new(e).context(format!("cannot run {prog:?}"))
+    }
 }
 
 fn finish_child(
@@ -791,7 +869,12 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
 /// (and, with `--subprocesses`, its Python descendants) until it exits.
 pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
     let stop = sampler::install_stop_handler();
-    let mut child = spawn(cmd)?;
+    // Exact mode from the command's first instruction: the probes are armed at launch.
+    let (mut child, prearmed) = if plan.mode == Mode::Sampling {
+        (spawn(cmd)?, None)
+    } else {
+        spawn_prearmed(cmd)?
+    };
     let pid = child.id();
     let ropts = reader_options(plan);
     let done = Arc::new(AtomicBool::new(false));
@@ -808,7 +891,7 @@ pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
                 sampler::rate_text(plan.rate_hz),
                 plan.output.display()
             );
-            let source = match live_source(reader, plan.mode) {
+            let source = match live_source_armed(reader, plan.mode, prearmed) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = child.kill();

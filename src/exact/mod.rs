@@ -18,6 +18,7 @@
 //! descriptors close (drop of the [`probes::ProbeSet`], exit, any signal that kills gilscope)
 //! the kernel removes the probes. Nothing is ever written to tracefs `uprobe_events`.
 
+pub mod launch;
 pub mod live;
 pub mod machine;
 pub mod probes;
@@ -25,6 +26,7 @@ pub mod records;
 pub mod symbols;
 pub(crate) mod sys;
 
+pub use launch::Prearmed;
 pub use live::LiveExact;
 pub use machine::{
     totals_by_thread, tstate_map_from_snapshot, Interval, IntervalKind, Machine, Totals,

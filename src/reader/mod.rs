@@ -6,6 +6,7 @@
 pub mod debug_offsets;
 pub mod error;
 pub mod exit_watch;
+pub mod launch;
 pub mod layout;
 pub mod memory;
 pub mod native;

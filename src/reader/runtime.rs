@@ -102,7 +102,7 @@ fn is_kernel_thread(pid: u32) -> bool {
 }
 
 /// Is this a libpython (any flags: `t` free-threaded, `d` debug, `m`)?
-fn is_libpython(path: &str) -> bool {
+pub fn is_libpython(path: &str) -> bool {
     let Some(name) = path.rsplit('/').next() else {
         return false;
     };
