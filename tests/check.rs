@@ -964,20 +964,6 @@ fn ctypes_libc_hold_on_every_interpreter() {
 }
 
 /// `scripts/build-realext PYTHON DIR`: pybind11 and Cython modules built for `py` (cached).
-fn build_realext(py: &Python) -> Result<PathBuf> {
-    let out = std::env::temp_dir().join(format!("gilscope-realext-{}", py.name));
-    let mut cmd = Command::new(repo_dir().join("scripts/build-realext"));
-    cmd.arg(&py.argv[0]).arg(&out);
-    let o = output_with_timeout(cmd, Duration::from_secs(900))?;
-    ensure!(
-        o.status.success(),
-        "scripts/build-realext {} failed: {}",
-        py.argv[0],
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(out)
-}
-
 /// The line of a hold's longest example's call site.
 fn call_line(h: &Value) -> i64 {
     h["examples"][0]["python_stack"][0]["line"]

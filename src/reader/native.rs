@@ -101,6 +101,9 @@ struct ObjectInfo {
     symbols: Vec<(u64, u64, String)>,
     /// Only the exported symbols are known (no .symtab, no debug file).
     stripped: bool,
+    /// svma ranges of the PLT sections (`.plt`, `.plt.sec`, `.plt.got`, `.iplt`): stubs that
+    /// jump to another object's function, named by no symbol of this one.
+    plt: Vec<(u64, u64)>,
 }
 
 fn section(file: &object::File<'_>, name: &str) -> Option<(u64, std::ops::Range<usize>)> {
@@ -167,6 +170,14 @@ impl ObjectInfo {
                 (s.address(), off, size, exec)
             })
             .collect();
+        let plt = file
+            .sections()
+            .filter(|s| {
+                s.name()
+                    .is_ok_and(|n| n == ".plt" || n.starts_with(".plt.") || n == ".iplt")
+            })
+            .map(|s| (s.address(), s.address() + s.size()))
+            .collect();
         let mut symbols = function_symbols(&file);
         let mut stripped = false;
         if file.section_by_name(".symtab").is_none() {
@@ -185,7 +196,12 @@ impl ObjectInfo {
             segments,
             symbols,
             stripped,
+            plt,
         })
+    }
+
+    fn in_plt(&self, svma: u64) -> bool {
+        self.plt.iter().any(|&(a, b)| a <= svma && svma < b)
     }
 
     /// Load bias of an executable mapping of this object at `start..start+len` from file
@@ -229,6 +245,58 @@ impl ObjectInfo {
             .any(|(vaddr, _, filesz, exec)| *exec && *vaddr <= svma && svma < vaddr + filesz);
         (inside || (self.stripped && in_code)).then_some((name.as_str(), !inside))
     }
+}
+
+type EhFrameReader<'a> = gimli::EndianSlice<'a, LittleEndian>;
+
+/// The value of a CFA expression (DWARF operations on the registers and the stack):
+/// `pc` is rip.
+fn evaluate_cfa(
+    mem: &ProcessMem,
+    expr: gimli::Expression<EhFrameReader<'_>>,
+    regs: &Regs,
+    pc: u64,
+    stack: &StackCopy,
+) -> Option<u64> {
+    let encoding = gimli::Encoding {
+        format: gimli::Format::Dwarf64,
+        version: 4,
+        address_size: 8,
+    };
+    let mut eval = expr.evaluation(encoding);
+    let mut result = eval.evaluate().ok()?;
+    for _ in 0..64 {
+        result = match result {
+            gimli::EvaluationResult::Complete => {
+                return match eval.value_result() {
+                    Some(v) => v.to_u64(u64::MAX).ok(),
+                    None => match eval.as_result() {
+                        [gimli::Piece {
+                            location: gimli::Location::Address { address },
+                            ..
+                        }] => Some(*address),
+                        _ => None,
+                    },
+                };
+            }
+            gimli::EvaluationResult::RequiresRegister { register, .. } => {
+                let v = if register.0 == RA {
+                    Some(pc)
+                } else {
+                    regs.0.get(register.0 as usize).copied().flatten()
+                }?;
+                eval.resume_with_register(gimli::Value::Generic(v)).ok()?
+            }
+            gimli::EvaluationResult::RequiresMemory {
+                address, size: 8, ..
+            } => {
+                let v = stack_word(mem, stack, address)?;
+                eval.resume_with_memory(gimli::Value::Generic(v)).ok()?
+            }
+            _ => return None,
+        };
+    }
+    None
 }
 
 /// Bytes of stack copied while the thread is stopped (the walk reads deeper frames live).
@@ -578,6 +646,20 @@ impl NativeUnwinder {
             }
         };
         let Ok(row) = row else {
+            // A PLT stub without call-frame information: a jump that has pushed nothing
+            // (IBT's .plt.sec, .plt.got), the return address on top of the stack.
+            if obj.in_plt(svma) {
+                let Some(rsp) = regs.0[RSP as usize] else {
+                    return Ok(None);
+                };
+                let mut next = Regs::default();
+                for n in [3u16, RBP, 12, 13, 14, 15] {
+                    next.0[n as usize] = regs.0[n as usize];
+                }
+                next.0[RA as usize] = stack_word(&self.mem, stack, rsp);
+                next.0[RSP as usize] = Some(rsp + 8);
+                return Ok(Some(next));
+            }
             // No call-frame information here (hand-written assembly, a JIT stub).
             return Ok(self.frame_pointer_step(regs, stack));
         };
@@ -588,7 +670,16 @@ impl NativeUnwinder {
                 };
                 base.wrapping_add_signed(*offset)
             }
-            gimli::CfaRule::Expression(_) => return Ok(None),
+            // GNU ld describes its lazy .plt stubs by an expression of rsp and rip.
+            gimli::CfaRule::Expression(e) => {
+                let Ok(expr) = e.get(&eh) else {
+                    return Ok(None);
+                };
+                match evaluate_cfa(&self.mem, expr, regs, pc, stack) {
+                    Some(cfa) => cfa,
+                    None => return Ok(None),
+                }
+            }
         };
         let mut next = Regs::default();
         // Callee-saved registers keep their values unless a rule says where they went.
@@ -653,7 +744,12 @@ impl NativeUnwinder {
             }
             if let Some(obj) = self.object(&m) {
                 let svma = lookup.wrapping_sub(obj.bias(m.start, m.offset, m.end - m.start));
-                if let Some((name, approximate)) = obj.symbol(svma) {
+                if obj.in_plt(svma) {
+                    // A stub on the way to another object: no function of this one (the
+                    // nearest symbol before a PLT is `_init`).
+                    frame.symbol = Some("[plt]".into());
+                    frame.approximate = true;
+                } else if let Some((name, approximate)) = obj.symbol(svma) {
                     frame.symbol = Some(demangle(name));
                     frame.approximate = approximate;
                 }
