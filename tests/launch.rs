@@ -54,29 +54,29 @@ fn python_is_held_where_it_is_mapped_on_every_build() {
         "any CPython 3.9+",
         |_| true,
         |py| {
-            let wrappings: &[bool] = if py.chroot.is_some() {
-                &[false]
+            let wrappings: &[&str] = if py.chroot.is_some() {
+                &["plainly"]
             } else {
-                &[false, true]
+                &["plainly", "through env", "through sh -c exec"]
             };
-            for &through_env in wrappings {
-                let args = [
-                    "-c",
-                    "import sys; print(sys.version_info[1], sys.flags.isolated)",
-                ];
-                let mut cmd = if through_env {
-                    let mut c = Command::new("env");
-                    c.args(&py.argv).args(args);
-                    c
-                } else {
-                    py.command(&args)
+            for &how in wrappings {
+                let code = "import sys; print(sys.version_info[1], sys.flags.isolated)";
+                let args = ["-c", code];
+                let mut cmd = match how {
+                    "through env" => {
+                        let mut c = Command::new("env");
+                        c.args(&py.argv).args(args);
+                        c
+                    }
+                    "through sh -c exec" => {
+                        let mut c = Command::new("sh");
+                        c.arg("-c")
+                            .arg(format!("exec {} -c '{code}'", py.argv.join(" ")));
+                        c
+                    }
+                    _ => py.command(&args),
                 };
                 cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-                let how = if through_env {
-                    "through env"
-                } else {
-                    "plainly"
-                };
                 let (child, held) = spawn_held(&mut cmd, PATIENCE, look)
                     .with_context(|| format!("{how}: spawning"))?;
                 let out = child
@@ -129,21 +129,27 @@ fn python_is_held_where_it_is_mapped_on_every_build() {
     );
 }
 
-/// Not Python: let go at the first exec, the exit status the command's own (not reaped by
-/// the launcher), the reason given.
+/// Not Python: let go at the first exec, or a shell at its exit or after it ran 500 ms
+/// without exec'ing (a shell that forks and waits: it runs on, neither stopped nor killed);
+/// the exit status the command's own (not reaped by the launcher), the reason given.
 #[test]
 fn other_commands_are_let_go_with_their_exit_status() {
-    let cases: [(&[&str], i32, &str); 3] = [
+    let cases: [(&[&str], i32, &str); 4] = [
         (&["true"], 0, "true is not named like a CPython executable"),
         (
             &["sh", "-c", "exit 7"],
             7,
-            "not named like a CPython executable",
+            "the command ended before its Python was mapped",
         ),
         (
             &["env", "sh", "-c", "exit 3"],
             3,
-            "not named like a CPython executable",
+            "the command ended before its Python was mapped",
+        ),
+        (
+            &["sh", "-c", "sleep 1; exit 4"],
+            4,
+            "ran 500 ms without exec'ing a Python",
         ),
     ];
     for (argv, code, why) in cases {

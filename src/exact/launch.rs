@@ -41,13 +41,18 @@ pub fn arm(file: &PythonFile) -> Result<Prearmed, String> {
         .ok()
         .and_then(|ts| ts.iter().find(|t| t.tid == file.pid).map(|t| t.start_ticks))
         .ok_or_else(|| format!("process {} is gone", file.pid))?;
-    let set = ProbeSet::open(
-        &plan,
-        file.pid,
-        &[(file.pid, ticks)],
-        ProbeOptions::default(),
-    )
-    .map_err(|e| format!("cannot open the uprobes: {e:#}"))?;
+    // Nothing drains the ring until the reader attaches after start-up (imports release the
+    // GIL at every file read: a pyenv shim's start filled the default 256 KiB and lost 404
+    // records), so the launched thread gets 2 MiB (~37 000 records); threads after the
+    // second get the default size, as in any set.
+    let defaults = ProbeOptions::default();
+    let opts = ProbeOptions {
+        pages_per_thread: defaults.pages_per_thread * 8,
+        big_rings: 2,
+        ..defaults
+    };
+    let set = ProbeSet::open(&plan, file.pid, &[(file.pid, ticks)], opts)
+        .map_err(|e| format!("cannot open the uprobes: {e:#}"))?;
     Ok(Prearmed {
         set,
         inlined,

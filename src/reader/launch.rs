@@ -11,7 +11,8 @@
 //! - a CPython whose interpreter is in libpython: it is stepped system call by system call
 //!   through the dynamic loader until libpython's code is mapped (a few hundred calls);
 //! - an exec wrapper (`env`, `chroot`, `nice`, …, [`WRAPPERS`]): followed to its next exec;
-//! - anything else (a shell, a launcher that forks): let go at once.
+//! - a shell ([`SHELLS`]): followed to its next exec for at most 500 ms, then let go running;
+//! - anything else (a launcher that forks): let go at once.
 //!
 //! At "ready" the given closure runs with the process stopped; then the process is detached
 //! and runs on. Nothing in its memory is read or written; it is held for the time the
@@ -30,8 +31,16 @@ pub const WRAPPERS: &[&str] = &[
     "env", "chroot", "nice", "ionice", "taskset", "setsid", "stdbuf", "nohup", "chrt", "numactl",
 ];
 
+/// Shells, followed to their next exec for at most [`SHELL_PATIENCE`]: a launcher script
+/// (pyenv's shims, `sh -c "exec python …"`) execs its Python; a script that forks it instead
+/// is let go then (its Python is recorded as a subprocess, probes set up once it runs).
+pub const SHELLS: &[&str] = &["sh", "dash", "bash", "zsh", "ksh", "mksh"];
+
+/// How long a shell may run before its next exec while held traced.
+const SHELL_PATIENCE: Duration = Duration::from_millis(500);
+
 /// At most this many execs are followed (wrappers of wrappers).
-const MAX_EXECS: usize = 6;
+const MAX_EXECS: usize = 8;
 
 /// The Python a launched process is about to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +109,13 @@ enum Stop {
     Signal(i32),
     /// Exited or gone: not consumed, not traced any more.
     Gone,
+    /// No stop by the time given: the tracee runs on (still traced).
+    StillRunning,
 }
 
 enum Phase {
-    /// Running to its next exec.
-    ToExec,
+    /// Running to its next exec (a shell: until the given time).
+    ToExec(Option<Instant>),
     /// In the dynamic loader, waiting for libpython (the version and build from the
     /// executable's name when libpython's does not tell).
     ToLibpython { minor: u32, free_threaded: bool },
@@ -117,12 +128,23 @@ fn follow<T>(
 ) -> Result<T, String> {
     let mut first = true;
     let mut execs = 0usize;
-    let mut phase = Phase::ToExec;
+    let mut phase = Phase::ToExec(None);
     loop {
-        let stop = next_stop(pid, first);
+        let until = match phase {
+            Phase::ToExec(until) => until,
+            Phase::ToLibpython { .. } => None,
+        };
+        let stop = next_stop(pid, first, until);
         let mut deliver = 0;
         match stop {
             Stop::Gone => return Err("the command ended before its Python was mapped".into()),
+            Stop::StillRunning => {
+                let_go_running(pid);
+                return Err(format!(
+                    "its shell ran {} ms without exec'ing a Python",
+                    SHELL_PATIENCE.as_millis()
+                ));
+            }
             Stop::Exiting => {
                 detach(pid, 0);
                 return Err("the command ended before its Python was mapped".into());
@@ -156,8 +178,10 @@ fn follow<T>(
                             free_threaded,
                         }
                     }
-                    Exe::Wrapper if execs < MAX_EXECS => phase = Phase::ToExec,
-                    Exe::Wrapper => {
+                    Exe::Wrapper { shell } if execs < MAX_EXECS => {
+                        phase = Phase::ToExec(shell.then(|| Instant::now() + SHELL_PATIENCE))
+                    }
+                    Exe::Wrapper { .. } => {
                         detach(pid, 0);
                         return Err(format!("no Python after {execs} execs of wrappers"));
                     }
@@ -192,7 +216,7 @@ fn follow<T>(
             return Err("its Python was not mapped in time".into());
         }
         let request = match phase {
-            Phase::ToExec => libc::PTRACE_CONT,
+            Phase::ToExec(_) => libc::PTRACE_CONT,
             Phase::ToLibpython { .. } => libc::PTRACE_SYSCALL,
         };
         // SAFETY: ptrace request on our stopped tracee; no memory is passed.
@@ -238,21 +262,60 @@ fn syscall_nr(pid: libc::pid_t) -> Option<i64> {
     }
 }
 
+/// Detaches a tracee that is running: stops it with SIGSTOP (ptrace detaches only a stopped
+/// tracee), lets other signals through meanwhile, and detaches at that stop with the SIGSTOP
+/// suppressed, so it runs on as before.
+fn let_go_running(pid: libc::pid_t) {
+    // SAFETY: a signal to our own traced child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    loop {
+        match next_stop(pid, false, None) {
+            Stop::Signal(libc::SIGSTOP) | Stop::Exiting => return detach(pid, 0),
+            Stop::Gone | Stop::StillRunning => return,
+            Stop::Signal(sig) => {
+                // SAFETY: ptrace request on our stopped tracee; no memory is passed.
+                if unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, sig as libc::c_long) } != 0 {
+                    return;
+                }
+            }
+            Stop::Exec | Stop::Syscall | Stop::Event => {
+                // SAFETY: as above.
+                if unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, 0) } != 0 {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 fn detach(pid: libc::pid_t, sig: i32) {
     // SAFETY: ptrace request on our tracee; no memory is passed. A failure means it is gone.
     unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, sig as libc::c_long) };
 }
 
-fn next_stop(pid: libc::pid_t, first: bool) -> Stop {
+fn next_stop(pid: libc::pid_t, first: bool, until: Option<Instant>) -> Stop {
     // Look without reaping: an exit stays for the caller's Child to collect.
     // SAFETY: waitid fills the zeroed siginfo it is given.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL;
+    let mut flags = libc::WEXITED | libc::WSTOPPED | libc::WNOWAIT | libc::__WALL;
+    if until.is_some() {
+        flags |= libc::WNOHANG;
+    }
     loop {
-        // SAFETY: as above.
+        // SAFETY: as above. With WNOHANG, no stop yet leaves si_pid 0.
         let rc = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
         if rc == 0 {
-            break;
+            // SAFETY: si_pid is valid for the SIGCHLD siginfo waitid fills.
+            if unsafe { info.si_pid() } != 0 {
+                break;
+            }
+            match until {
+                Some(t) if Instant::now() < t => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                _ => return Stop::StillRunning,
+            }
         }
         if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             return Stop::Gone;
@@ -288,8 +351,14 @@ fn next_stop(pid: libc::pid_t, first: bool) -> Stop {
 #[derive(Debug, PartialEq, Eq)]
 enum Exe {
     Ready(PythonFile),
-    NeedsLibpython { minor: u32, free_threaded: bool },
-    Wrapper,
+    NeedsLibpython {
+        minor: u32,
+        free_threaded: bool,
+    },
+    /// An exec wrapper, or a shell (followed for a while only).
+    Wrapper {
+        shell: bool,
+    },
     Other(String),
 }
 
@@ -301,12 +370,16 @@ fn look_at_exe(pid: u32) -> Exe {
     let name = link.rsplit('/').next().unwrap_or_default();
     let Some((minor, free_threaded)) = python_version_in_name(name, "python3.") else {
         if WRAPPERS.contains(&name) {
-            return Exe::Wrapper;
+            return Exe::Wrapper { shell: false };
+        }
+        if SHELLS.contains(&name) {
+            return Exe::Wrapper { shell: true };
         }
         return Exe::Other(format!(
             "{name} is not named like a CPython executable (python3.X) nor one of the exec \
-             wrappers followed ({})",
-            WRAPPERS.join(", ")
+             wrappers ({}) or shells ({}) followed",
+            WRAPPERS.join(", "),
+            SHELLS.join(", ")
         ));
     };
     match holds_runtime(&format!("/proc/{pid}/exe")) {
