@@ -1124,30 +1124,27 @@ pub fn skip_unless_possible(test: &str) -> bool {
 /// `scripts/build-gilext PYTHON DIR`: samples/gilext (the pyo3-ffi test extension) built for
 /// `py`, in a directory of the temp dir (the script reuses a build that is up to date).
 #[allow(dead_code)] // not every test binary builds the extension
-/// samples/realext (a pybind11 and a Cython module, from PyPI's toolchains) built for `py`
-/// by scripts/build-realext; returns the directory holding the modules.
-pub fn build_realext(py: &Python) -> Result<PathBuf> {
-    let out = std::env::temp_dir().join(format!("gilscope-realext-{}", py.name));
-    let mut cmd = Command::new(repo_dir().join("scripts/build-realext"));
-    cmd.arg(&py.argv[0]).arg(&out);
-    let o = output_with_timeout(cmd, Duration::from_secs(900))?;
-    ensure!(
-        o.status.success(),
-        "scripts/build-realext {} failed: {}",
-        py.argv[0],
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(out)
+pub fn build_gilext(py: &Python) -> Result<PathBuf> {
+    build_sample_ext(py, "gilext", Duration::from_secs(600))
 }
 
-pub fn build_gilext(py: &Python) -> Result<PathBuf> {
-    let out = std::env::temp_dir().join(format!("gilscope-gilext-{}", py.name));
-    let mut cmd = Command::new(repo_dir().join("scripts/build-gilext"));
+/// `scripts/build-realext PYTHON DIR`: samples/realext (a pybind11 and a Cython module, with
+/// PyPI's toolchains) built for `py`; returns the directory holding the modules.
+#[allow(dead_code)] // only the check and native tests use them
+pub fn build_realext(py: &Python) -> Result<PathBuf> {
+    build_sample_ext(py, "realext", Duration::from_secs(900))
+}
+
+/// `scripts/build-NAME PYTHON DIR` with DIR `gilscope-NAME-<interpreter>` in the temp dir.
+fn build_sample_ext(py: &Python, name: &str, timeout: Duration) -> Result<PathBuf> {
+    let out = std::env::temp_dir().join(format!("gilscope-{name}-{}", py.name));
+    let script = format!("scripts/build-{name}");
+    let mut cmd = Command::new(repo_dir().join(&script));
     cmd.arg(&py.argv[0]).arg(&out);
-    let o = output_with_timeout(cmd, Duration::from_secs(600))?;
+    let o = output_with_timeout(cmd, timeout)?;
     ensure!(
         o.status.success(),
-        "scripts/build-gilext {} failed: {}",
+        "{script} {} failed: {}",
         py.argv[0],
         String::from_utf8_lossy(&o.stderr)
     );
