@@ -321,7 +321,7 @@ pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
 }
 
 /// [`live_source`], with the probes `prearmed` at launch when they are for this process's
-/// Python (`gilscope check`).
+/// Python (`check` and `record -- CMD`, see [`spawn_prearmed`]).
 pub fn live_source_armed(
     reader: Reader,
     mode: Mode,
@@ -383,7 +383,7 @@ fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result
     };
     match opened {
         Ok((set, inlined)) => {
-            let gil_enabled = !reader.layout().free_threaded;
+            let gil_enabled = !layout.free_threaded;
             let mut ex = LiveExact::new(set, gil_enabled);
             match exact::calibrate_ns_per_event() {
                 Ok(ns) => {
