@@ -9,8 +9,12 @@
 //! (`S`). One thing a switch record cannot tell is a wake-up: a sleeper that was woken but
 //! has not run yet still reads asleep until it is switched in (microseconds, usually). A lost
 //! record, an exit or a rename sends the thread back to `stat` once. A thread is followed
-//! from the second sample that sees it; at its first, `stat` tells (short-lived threads, such
-//! as a server's thread per request, never cost an event).
+//! once it has been seen for [`FOLLOW_AFTER_NS`] (and at two samples at least); until then
+//! `stat` tells. Opening, mapping, unmapping and closing an event costs ~100 µs of the
+//! kernel's time (it installs the event on the thread's CPU with an inter-processor call),
+//! while a `stat` read costs a few: a server's thread per request, gone within milliseconds,
+//! never costs an event, and a thread that lives on pays for its event within 100 ms at
+//! any rate above ~300 Hz.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -33,6 +37,8 @@ const DATA_PAGES: usize = 2;
 const RECHECK_NS: u64 = 100_000_000;
 /// Threads followed with switch records at most; more are read through `stat`.
 const MAX_TRACKED: usize = 4096;
+/// A thread is followed with switch records once it has been seen this long (ns).
+pub const FOLLOW_AFTER_NS: u64 = 100_000_000;
 
 /// Where on-CPU state comes from (said in the stderr header and the trace metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +82,8 @@ pub struct OnCpu {
     threads: HashMap<u32, Tracked>,
     /// Threads whose event could not be opened (read through `stat`).
     untracked: HashMap<u32, ()>,
-    /// Threads seen at one sample so far (read through `stat`).
-    seen_once: std::collections::HashSet<u32>,
+    /// Threads not followed yet, and when each was first seen (read through `stat`).
+    first_seen: HashMap<u32, u64>,
     buf: Vec<u8>,
 }
 
@@ -89,7 +95,7 @@ impl OnCpu {
             refused: None,
             threads: HashMap::new(),
             untracked: HashMap::new(),
-            seen_once: Default::default(),
+            first_seen: HashMap::new(),
             buf: Vec::new(),
         }
     }
@@ -157,13 +163,14 @@ impl OnCpu {
             self.untracked.insert(tid, ());
             return files.stat(pid, tid);
         }
-        // A thread is followed from its second sample on: one seen once only (a server's
-        // thread per request, gone within a millisecond) costs a `stat` read, not an event
-        // opened, mapped, unmapped and closed.
-        if self.seen_once.insert(tid) {
+        // A thread is followed once it has lived a while: one gone within milliseconds (a
+        // server's thread per request) costs `stat` reads, not an event opened, mapped,
+        // unmapped and closed.
+        let first = *self.first_seen.entry(tid).or_insert(now_ns);
+        if now_ns.saturating_sub(first) < FOLLOW_AFTER_NS || first == now_ns {
             return files.stat(pid, tid);
         }
-        self.seen_once.remove(&tid);
+        self.first_seen.remove(&tid);
         // Open first, then read `stat`: a switch between the two is in the ring, stamped
         // after the stat's moment only if it came after it (records up to `since` are
         // dropped, as the stat already says what they did).
@@ -209,7 +216,7 @@ impl OnCpu {
     pub fn retain(&mut self, live: impl Fn(u32) -> bool) {
         self.threads.retain(|tid, _| live(*tid));
         self.untracked.retain(|tid, _| live(*tid));
-        self.seen_once.retain(|tid| live(*tid));
+        self.first_seen.retain(|tid, _| live(*tid));
     }
 }
 
@@ -287,11 +294,17 @@ mod tests {
         });
         let tid = rx.recv().unwrap();
         let now = super::super::walk::monotonic_ns;
-        let first = oncpu.stat(&mut files, me, tid, now()).unwrap();
+        let t0 = now();
+        let first = oncpu.stat(&mut files, me, tid, t0).unwrap();
         assert_eq!(first.tid, tid);
-        // Seen once: `stat` only; followed from the second look on.
+        // Seen for less than FOLLOW_AFTER_NS: `stat` only, however often it is looked at.
         assert!(!oncpu.threads.contains_key(&tid));
-        assert_eq!(oncpu.stat(&mut files, me, tid, now()).unwrap().tid, tid);
+        let soon = t0 + FOLLOW_AFTER_NS - 1;
+        assert_eq!(oncpu.stat(&mut files, me, tid, soon).unwrap().tid, tid);
+        assert!(!oncpu.threads.contains_key(&tid));
+        // Followed from the first look after that.
+        let later = (t0 + FOLLOW_AFTER_NS).max(now());
+        assert_eq!(oncpu.stat(&mut files, me, tid, later).unwrap().tid, tid);
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } == 0 {
             // Root may always open them (the CI machines run as root).
