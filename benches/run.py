@@ -1006,13 +1006,16 @@ class Cfg:
             self.duty_s = 8
             self.size_s = 10
             self.big_s = 45
-            self.server_s = 4
-            self.server_reps = 3
+            self.server_s = 8
+            self.server_reps = 7
 
 
 def bench_server(cfg, py):
     """benches/http_server.py under a client loop (benches/http_client.py, another process):
-    requests/s alone and under each gilscope configuration, interleaved rounds."""
+    requests/s alone and under each gilscope configuration. One server per round, every
+    configuration once in it, in an order rotated from round to round; each configuration is
+    judged by its ratio to the same round's run alone (the machine's drift between rounds
+    cancels), the median of those ratios with their spread."""
     configs = [("alone", None),
                ("`gilscope record` (defaults: --mode auto, --max-overhead 1)",
                 dict(mode="auto", rate=None, budget=None)),
@@ -1021,11 +1024,16 @@ def bench_server(cfg, py):
                ("`--mode exact --max-overhead none` (1000 Hz)",
                 dict(mode="exact", rate=1000, budget="none"))]
     rps = {c[0]: [] for c in configs}
+    ratios = {c[0]: [] for c in configs}
     notes = {c[0]: [] for c in configs}
-    for _ in range(cfg.server_reps):
-        for label, g in configs:
-            try:
-                with Target(py, "http_server.py", cpu=None) as t:
+    for rnd in range(cfg.server_reps):
+        order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
+        got = {}
+        try:
+            with Target(py, "http_server.py", cpu=None) as t:
+                # Warm the server up (first requests import and compile what they use).
+                run_quiet(["python3", str(BENCHES / "http_client.py"), t.ready["port"], 1], 60)
+                for label, g in order:
                     pr = None
                     if g:
                         pr = gilscope_record(t.pid, TMP / "server.trace", g["rate"], None,
@@ -1035,6 +1043,7 @@ def bench_server(cfg, py):
                     client = run_quiet(["python3", str(BENCHES / "http_client.py"),
                                         t.ready["port"], cfg.server_s], cfg.server_s + 60)
                     res = json.loads(client.stdout.strip().splitlines()[-1])
+                    got[label] = res["rps"]
                     rps[label].append(res["rps"])
                     if pr:
                         pr.interrupt()
@@ -1047,22 +1056,36 @@ def bench_server(cfg, py):
                             m.group(1) if m else "?", ", probes %s" % sw if sw else "",
                             ", rate lowered to %s Hz" % low.group(1) if low else "",
                             "; " + cost.group(1) if cost else ""))
-            except Exception as e:
-                note("server %s %s: %s" % (py.name, label, e))
-    base = statistics.median(rps["alone"]) if rps["alone"] else None
+        except Exception as e:
+            note("server %s round %d: %s" % (py.name, rnd, e))
+        if got.get("alone"):
+            for label, v in got.items():
+                ratios[label].append(v / got["alone"])
     rows = []
     for label, xs in rps.items():
         if not xs:
-            rows.append([label, "failed", "", "", ""])
+            rows.append([label, "failed", "", "", "", ""])
             continue
         m, lo, hi = med_spread(xs)
-        vs = "—" if label == "alone" or not base else "%.1f %%" % (m / base * 100)
+        if label == "alone" or not ratios[label]:
+            vs, vs_spread = "—", "—"
+        else:
+            rm, rlo, rhi = med_spread(ratios[label])
+            vs = "%.1f %%" % (rm * 100)
+            vs_spread = "%.1f – %.1f %%" % (rlo * 100, rhi * 100)
+        # The notes differ in their figures only: show the first and say how many.
+        ns = notes[label]
+        said = (ns[0] + (" (and %d more rounds alike)" % (len(ns) - 1) if len(ns) > 1 else "")) \
+            if ns else "—"
         rows.append([label, "{:,.0f}".format(m), "{:,.0f} – {:,.0f}".format(lo, hi), vs,
-                     " / ".join(sorted(set(notes[label]))) or "—"])
-    RESULTS["server"][py.name] = {k: statistics.median(v) for k, v in rps.items() if v}
-    return table(["run", "median requests/s", "spread (min – max)", "throughput vs alone",
-                  "what gilscope did"], rows) + \
-        "\n\n_%d interleaved rounds of %g s each._" % (cfg.server_reps, cfg.server_s)
+                     vs_spread, said])
+    RESULTS["server"][py.name] = {k: statistics.median(v) for k, v in ratios.items() if v}
+    return table(["run", "median requests/s", "spread (min – max)",
+                  "throughput vs alone (median of per-round ratios)", "ratio spread",
+                  "what gilscope did (first round)"], rows) + \
+        "\n\n_%d rounds of %g s per run, one server per round (warmed up by 1 s of load), " \
+        "the runs of a round in rotated order; gilscope's runs include its start (the client " \
+        "starts 0.3 s after gilscope says it records)._" % (cfg.server_reps, cfg.server_s)
 
 
 def exact_possible(py):
@@ -1359,6 +1382,12 @@ def reading():
                     losses.append("%s slows the CPU-bound target less than gilscope sampling at %d Hz on %s "
                                   "(wall %+.1f %% vs %+.1f %%)" % (k.rsplit(" ", 2)[0], rate, name,
                                                                   (v / base - 1) * 100, (g / base - 1) * 100))
+    for name, ratios in RESULTS["server"].items():
+        r = ratios.get("`gilscope record` (defaults: --mode auto, --max-overhead 1)")
+        if r is not None:
+            rows.append(["≥ 97 %% of a threaded server's throughput under the default `record` (%s)"
+                         % name, "%.1f %% (median of per-round ratios)" % (r * 100),
+                         "met" if r >= 0.97 else "missed"])
     if RESULTS["size"]:
         worst = max(RESULTS["size"], key=lambda x: x[2])
         rows.append(["≤ 1 MB per thread-minute (1 kHz, stacks)",

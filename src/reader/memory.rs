@@ -32,6 +32,8 @@ pub struct Gather {
     parts: Vec<(u64, usize)>,
     starts: Vec<usize>,
     buf: Vec<u8>,
+    /// The last [`Gather::run`] read every part.
+    read_ok: bool,
 }
 
 impl Gather {
@@ -40,6 +42,7 @@ impl Gather {
         self.parts.clear();
         self.starts.clear();
         self.buf.clear();
+        self.read_ok = false;
     }
 
     /// Adds a read of `len` bytes at `addr`; returns its index.
@@ -61,13 +64,63 @@ impl Gather {
 
     /// Reads every part.
     pub fn run(&mut self, mem: &dyn Memory) -> Result<()> {
-        mem.read_many(&self.parts, &mut self.buf)
+        let r = mem.read_many(&self.parts, &mut self.buf);
+        self.read_ok = r.is_ok();
+        r
+    }
+
+    /// What the last run read, as memory in front of `inner`: a read that lies wholly in one
+    /// part is served from it, any other from `inner`. None if the last run failed.
+    pub fn as_memory<'a, M: Memory + ?Sized>(&'a self, inner: &'a M) -> Option<Gathered<'a, M>> {
+        if !self.read_ok {
+            return None;
+        }
+        let mut index: Vec<(u64, usize)> = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.0, i))
+            .collect();
+        index.sort_unstable();
+        Some(Gathered {
+            gather: self,
+            index,
+            inner,
+        })
     }
 
     /// The bytes of part `i` (after [`Gather::run`]).
     pub fn get(&self, i: usize) -> Bytes<'_> {
         let start = self.starts[i];
         Bytes(&self.buf[start..start + self.parts[i].1])
+    }
+}
+
+/// [`Gather::as_memory`]: a gather read's parts in front of another memory. Finding the
+/// lists again after a planned reading found them changed reads only what that reading did
+/// not already hold (a new thread state), not every link again.
+pub struct Gathered<'a, M: Memory + ?Sized> {
+    gather: &'a Gather,
+    /// (part address, part index), by address.
+    index: Vec<(u64, usize)>,
+    inner: &'a M,
+}
+
+impl<M: Memory + ?Sized> Memory for Gathered<'_, M> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        let end = addr.saturating_add(buf.len() as u64);
+        let i = self.index.partition_point(|p| p.0 <= addr);
+        // Parts overlap only a little (a GIL read twice, a TID inside its thread state's
+        // neighbourhood): the few parts starting nearest below `addr` are enough to look at.
+        for &(start, part) in self.index[..i].iter().rev().take(4) {
+            let len = self.gather.parts[part].1;
+            if end <= start + len as u64 {
+                let from = self.gather.starts[part] + (addr - start) as usize;
+                buf.copy_from_slice(&self.gather.buf[from..from + buf.len()]);
+                return Ok(());
+            }
+        }
+        self.inner.read(addr, buf)
     }
 }
 
@@ -244,7 +297,64 @@ impl<'a, M: Memory + ?Sized> PageCache<'a, M> {
     }
 }
 
+impl<M: Memory + ?Sized> PageCache<'_, M> {
+    /// Copies `buf.len()` bytes at `addr` from pages already cached; false (nothing read)
+    /// when any of them is not.
+    fn copy_cached(&self, addr: u64, buf: &mut [u8]) -> bool {
+        let Some(end) = addr.checked_add(buf.len() as u64) else {
+            return false;
+        };
+        let pages = self.pages.borrow();
+        let mut at = addr;
+        while at < end {
+            let base = at & !(PAGE as u64 - 1);
+            let Some(Some(page)) = pages.get(&base) else {
+                return false;
+            };
+            let from = (at - base) as usize;
+            let n = (PAGE - from).min((end - at) as usize);
+            let dst = (at - addr) as usize;
+            buf[dst..dst + n].copy_from_slice(&page[from..from + n]);
+            at += n as u64;
+        }
+        true
+    }
+}
+
 impl<M: Memory + ?Sized> Memory for PageCache<'_, M> {
+    /// Parts on pages already cached are copied from them; all the others are read in one
+    /// gather read of the inner memory (not cached: a gather is for many small scattered
+    /// parts, such as every key of a dict, which would each cost a page read).
+    fn read_many(&self, parts: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
+        let total: usize = parts.iter().map(|p| p.1).sum();
+        if buf.len() != total {
+            bail!(
+                "read_many: buffer of {} bytes for {total} bytes of parts",
+                buf.len()
+            );
+        }
+        let mut missing = Vec::new();
+        let mut at = 0;
+        for &(addr, len) in parts {
+            if !self.copy_cached(addr, &mut buf[at..at + len]) {
+                missing.push((addr, len, at));
+            }
+            at += len;
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let want: Vec<(u64, usize)> = missing.iter().map(|&(a, n, _)| (a, n)).collect();
+        let mut got = vec![0u8; want.iter().map(|p| p.1).sum()];
+        self.inner.read_many(&want, &mut got)?;
+        let mut from = 0;
+        for &(_, n, to) in &missing {
+            buf[to..to + n].copy_from_slice(&got[from..from + n]);
+            from += n;
+        }
+        Ok(())
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
         let end = addr
             .checked_add(buf.len() as u64)
@@ -519,5 +629,83 @@ mod page_cache_tests {
         g.clear();
         g.add(0x2000, 1);
         assert!(g.run(&m).is_err());
+    }
+
+    /// Counts the reads and gather reads that reach it.
+    struct Counting<'a>(&'a LocalMem, std::cell::Cell<usize>, std::cell::Cell<usize>);
+
+    impl Memory for Counting<'_> {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+            self.1.set(self.1.get() + 1);
+            self.0.read(addr, buf)
+        }
+        fn read_many(&self, parts: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
+            self.2.set(self.2.get() + 1);
+            let mut at = 0;
+            for &(a, n) in parts {
+                self.0.read(a, &mut buf[at..at + n])?;
+                at += n;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn page_cache_gathers_what_its_pages_do_not_hold_in_one_read() {
+        let bytes: Vec<u8> = (0..4 * PAGE).map(|i| (i % 241) as u8).collect();
+        let mut m = LocalMem::new();
+        m.add(0x40000, bytes.clone());
+        let counting = Counting(&m, Default::default(), Default::default());
+        let c = PageCache::new(&counting);
+        // The first page is cached by a plain read.
+        c.read_u64(0x40010).unwrap();
+        assert_eq!(counting.1.get(), 1);
+        // Parts on it are copied; the parts on three other pages come in one gather read.
+        let parts = [(0x40020u64, 8usize), (0x41000 + 5, 16), (0x42000, 3), (0x43ff8, 8)];
+        let mut buf = vec![0u8; 35];
+        c.read_many(&parts, &mut buf).unwrap();
+        assert_eq!((counting.1.get(), counting.2.get()), (1, 1));
+        let mut at = 0;
+        for &(a, n) in &parts {
+            let off = (a - 0x40000) as usize;
+            assert_eq!(buf[at..at + n], bytes[off..off + n], "part at {a:#x}");
+            at += n;
+        }
+        // All parts cached: nothing reaches the inner memory.
+        let mut small = vec![0u8; 8];
+        c.read_many(&[(0x40100, 8)], &mut small).unwrap();
+        assert_eq!((counting.1.get(), counting.2.get()), (1, 1));
+        // A length that does not add up is refused.
+        assert!(c.read_many(&[(0x40100, 8)], &mut buf).is_err());
+    }
+
+    #[test]
+    fn a_gather_serves_reads_inside_its_parts_and_passes_the_rest_on() {
+        let bytes: Vec<u8> = (0..PAGE).map(|i| (i % 233) as u8).collect();
+        let mut m = LocalMem::new();
+        m.add(0x50000, bytes.clone());
+        let counting = Counting(&m, Default::default(), Default::default());
+        let mut g = Gather::default();
+        g.add(0x50100, 64);
+        g.add(0x50800, 16);
+        g.add(0x50808, 16);
+        // Not run yet (or failed): no memory to read through.
+        assert!(g.as_memory(&counting).is_none());
+        g.run(&m).unwrap();
+        let gm = g.as_memory(&counting).unwrap();
+        let want = |a: u64| u64::from_le_bytes(bytes[(a - 0x50000) as usize..][..8].try_into().unwrap());
+        assert_eq!(gm.read_u64(0x50100 + 56).unwrap(), want(0x50100 + 56));
+        // Inside the second of two overlapping parts.
+        assert_eq!(gm.read_u64(0x50810).unwrap(), want(0x50810));
+        assert_eq!(counting.1.get(), 0);
+        // Across a part's end, and outside every part: read from the inner memory.
+        assert_eq!(gm.read_u64(0x50100 + 60).unwrap(), want(0x50100 + 60));
+        assert_eq!(gm.read_u64(0x50400).unwrap(), want(0x50400));
+        assert_eq!(counting.1.get(), 2);
+        // A failed run leaves nothing to read through.
+        g.clear();
+        g.add(0x90000, 8);
+        assert!(g.run(&m).is_err());
+        assert!(g.as_memory(&counting).is_none());
     }
 }

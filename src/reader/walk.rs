@@ -422,14 +422,14 @@ impl Reader {
 
     /// Walks the interpreter and thread-state lists pointer by pointer, to learn where
     /// everything is (see [`Plan`]). Only when the last plan no longer matches.
-    fn discover(&self) -> Result<Plan> {
+    /// Walks the interpreter and thread lists through `mem` (the process, or a reading that
+    /// found them changed in front of it).
+    fn discover(&self, mem: &dyn Memory) -> Result<Plan> {
         let l = &self.layout;
         let mut plan = Plan::default();
         let mut seen = HashSet::default();
         let mut total = 0usize;
-        let mut addr = self
-            .mem
-            .read_ptr(self.runtime + l.runtime.interpreters_head)?;
+        let mut addr = mem.read_ptr(self.runtime + l.runtime.interpreters_head)?;
         while addr != 0 {
             if !seen.insert(addr) || plan.interps.len() >= MAX_INTERPRETERS {
                 bail!("interpreter list loops (torn read)");
@@ -439,7 +439,7 @@ impl Reader {
                 l.runtime.runtime_gil,
             ) {
                 (Some((g, _)), _) => {
-                    let ptr = self.mem.read_ptr(addr + g)?;
+                    let ptr = mem.read_ptr(addr + g)?;
                     if ptr == 0 {
                         bail!("interpreter at {addr:#x} has no GIL pointer (being created or destroyed)");
                     }
@@ -450,7 +450,7 @@ impl Reader {
             };
             let mut tstates = Vec::new();
             let mut ts_seen = HashSet::default();
-            let mut ts = self.mem.read_ptr(addr + l.interp.threads_head)?;
+            let mut ts = mem.read_ptr(addr + l.interp.threads_head)?;
             while ts != 0 {
                 total += 1;
                 if !ts_seen.insert(ts) || total > MAX_THREAD_STATES {
@@ -458,10 +458,10 @@ impl Reader {
                 }
                 let (pthread, tid_at) = match (l.tstate.native_thread_id, self.pthread_tid_offset) {
                     (None, Some(off)) => {
-                        let pthread = self.mem.read_u64(ts + l.tstate.thread_id)?;
+                        let pthread = mem.read_u64(ts + l.tstate.thread_id)?;
                         // A thread whose `struct pthread` is gone (or not there yet) has no
                         // TID to read: its thread state names no live thread.
-                        let at = (pthread != 0 && self.mem.read_u32(pthread + off).is_ok())
+                        let at = (pthread != 0 && mem.read_u32(pthread + off).is_ok())
                             .then_some(pthread + off);
                         (pthread, at)
                     }
@@ -472,7 +472,7 @@ impl Reader {
                     pthread,
                     tid_at,
                 });
-                ts = self.mem.read_ptr(ts + l.tstate.next)?;
+                ts = mem.read_ptr(ts + l.tstate.next)?;
             }
             if !plan.gils.contains(&gil_addr) {
                 plan.gils.push(gil_addr);
@@ -482,7 +482,7 @@ impl Reader {
                 gil_addr,
                 tstates,
             });
-            addr = self.mem.read_ptr(addr + l.interp.next)?;
+            addr = mem.read_ptr(addr + l.interp.next)?;
         }
         Ok(plan)
     }
@@ -735,9 +735,20 @@ impl Reader {
                 if let Some(r) = self.read_planned(plan, &mut gather)? {
                     return Ok(r);
                 }
+                // The lists changed (a thread came or went): find them again through what
+                // that reading holds, reading only what it does not (a new thread state).
+                let again = gather
+                    .as_memory(&self.mem)
+                    .and_then(|m| self.discover(&m).ok());
+                if let Some(plan) = again {
+                    if let Some(r) = self.read_planned(&plan, &mut gather)? {
+                        self.plan = Some(plan);
+                        return Ok(r);
+                    }
+                }
             }
             self.plan = None;
-            let plan = self.discover()?;
+            let plan = self.discover(&self.mem)?;
             let r = self.read_planned(&plan, &mut gather)?;
             self.plan = Some(plan);
             r.context("the interpreter or thread lists changed while being read (torn read)")

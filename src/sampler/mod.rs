@@ -114,10 +114,17 @@ struct Budget {
     rate_hz: f64,
     changes: Vec<String>,
     floor_said: bool,
+    /// The current window was looked at early (at [`BUDGET_EARLY_NS`]).
+    early_looked: bool,
 }
 
 /// How often the budget is checked (a switch happens within about two of these).
 const BUDGET_WINDOW_NS: u64 = 250_000_000;
+/// A window ten times over the budget ends early, this far into it: exact mode's probes on a
+/// server that switches its GIL all the time, or sampling a server with a new thread at every
+/// sample, cost it ~15 % of a CPU for every window gilscope waits. (Not the first window of a
+/// recording for gilscope's own CPU: the first samples read every code object's names.)
+const BUDGET_EARLY_NS: u64 = 100_000_000;
 /// The budget never lowers the sampling rate below this: fewer samples than that say too
 /// little about a recording of seconds. (Then gilscope stays over the budget and says so.)
 pub const MIN_BUDGET_RATE_HZ: f64 = 50.0;
@@ -368,6 +375,7 @@ impl<'a> Recording<'a> {
                 rate_hz: opts.rate_hz,
                 changes: Vec::new(),
                 floor_said: false,
+                early_looked: false,
             },
             opts,
             path: &opts.output,
@@ -550,9 +558,27 @@ impl<'a> Recording<'a> {
     /// running) lower the sampling rate. Each switch is a MODE record and one stderr line.
     fn check_budget(&mut self, source: &mut dyn SnapshotSource, now: u64) -> Result<()> {
         let (t0, c0, p0) = self.budget.last;
-        if now < t0 + BUDGET_WINDOW_NS {
-            return Ok(());
+        let span = now.saturating_sub(t0);
+        if span < BUDGET_WINDOW_NS {
+            let Some(limit) = self.budget.limit else {
+                return Ok(());
+            };
+            if span < BUDGET_EARLY_NS || self.budget.early_looked {
+                return Ok(());
+            }
+            self.budget.early_looked = true;
+            let far = if self.budget.exact {
+                let probe = source.probe_cost_ns().unwrap_or(0);
+                probe.saturating_sub(p0) as f64 / span as f64 > 10.0 * limit
+            } else {
+                t0 != self.budget.first.0
+                    && own_cpu_ns().saturating_sub(c0) as f64 / span as f64 > 10.0 * limit
+            };
+            if !far {
+                return Ok(());
+            }
         }
+        self.budget.early_looked = false;
         let cpu = own_cpu_ns();
         let probe = source.probe_cost_ns().unwrap_or(0);
         let dt = (now - t0) as f64;

@@ -443,6 +443,27 @@ pub fn instance_dict_items(l: &StackLayout, mem: &dyn Memory, obj: u64) -> Resul
 
 /// Value of the str-keyed entry `name` among `items`, if present.
 pub fn lookup(l: &StackLayout, mem: &dyn Memory, items: &[(u64, u64)], name: &str) -> Option<u64> {
+    // Every key's length and state in one gather read; only keys of the same length, ASCII,
+    // are read further (`sys.modules` has hundreds of keys on as many pages).
+    if items.len() > 1 && items.iter().all(|&(k, _)| check_ptr(k, "str").is_ok()) {
+        if let Ok(head) = str_head_len(l) {
+            let mut g = super::super::memory::Gather::default();
+            for &(k, _) in items {
+                g.add(k, head as u64);
+            }
+            if g.run(mem).is_ok() {
+                return items.iter().enumerate().find_map(|(i, &(k, v))| {
+                    let b = g.get(i);
+                    let len = b.i64(l.obj.str_length).ok()?;
+                    let ascii = str_state(l, b.u32(l.obj.str_state).ok()?)?.ascii;
+                    (ascii
+                        && usize::try_from(len).ok() == Some(name.len())
+                        && read_str(l, mem, k).is_ok_and(|s| s == name))
+                    .then_some(v)
+                });
+            }
+        }
+    }
     items
         .iter()
         .find(|(k, _)| str_equals(l, mem, *k, name))
