@@ -661,7 +661,12 @@ mod page_cache_tests {
         c.read_u64(0x40010).unwrap();
         assert_eq!(counting.1.get(), 1);
         // Parts on it are copied; the parts on three other pages come in one gather read.
-        let parts = [(0x40020u64, 8usize), (0x41000 + 5, 16), (0x42000, 3), (0x43ff8, 8)];
+        let parts = [
+            (0x40020u64, 8usize),
+            (0x41000 + 5, 16),
+            (0x42000, 3),
+            (0x43ff8, 8),
+        ];
         let mut buf = vec![0u8; 35];
         c.read_many(&parts, &mut buf).unwrap();
         assert_eq!((counting.1.get(), counting.2.get()), (1, 1));
@@ -693,7 +698,8 @@ mod page_cache_tests {
         assert!(g.as_memory(&counting).is_none());
         g.run(&m).unwrap();
         let gm = g.as_memory(&counting).unwrap();
-        let want = |a: u64| u64::from_le_bytes(bytes[(a - 0x50000) as usize..][..8].try_into().unwrap());
+        let want =
+            |a: u64| u64::from_le_bytes(bytes[(a - 0x50000) as usize..][..8].try_into().unwrap());
         assert_eq!(gm.read_u64(0x50100 + 56).unwrap(), want(0x50100 + 56));
         // Inside the second of two overlapping parts.
         assert_eq!(gm.read_u64(0x50810).unwrap(), want(0x50810));
