@@ -215,13 +215,7 @@ impl Memory for ProcessMem {
     /// stops at the first such part and says how far it got) fails the whole call; the
     /// error says which part, by address.
     fn read_many(&self, parts: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
-        let total: usize = parts.iter().map(|p| p.1).sum();
-        if buf.len() != total {
-            bail!(
-                "read_many: buffer of {} bytes for {total} bytes of parts",
-                buf.len()
-            );
-        }
+        check_parts_fit(parts, buf)?;
         let pid = self.process.pid as libc::pid_t;
         let mut at = 0usize;
         for chunk in parts.chunks(IOV_MAX) {
@@ -270,6 +264,18 @@ impl Memory for ProcessMem {
         }
         Ok(())
     }
+}
+
+/// [`Memory::read_many`]'s contract: `buf` is exactly as long as all the parts.
+fn check_parts_fit(parts: &[(u64, usize)], buf: &[u8]) -> Result<()> {
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    if buf.len() != total {
+        bail!(
+            "read_many: buffer of {} bytes for {total} bytes of parts",
+            buf.len()
+        );
+    }
+    Ok(())
 }
 
 /// Parts per `process_vm_readv` (the kernel's `UIO_MAXIOV`).
@@ -326,13 +332,7 @@ impl<M: Memory + ?Sized> Memory for PageCache<'_, M> {
     /// gather read of the inner memory (not cached: a gather is for many small scattered
     /// parts, such as every key of a dict, which would each cost a page read).
     fn read_many(&self, parts: &[(u64, usize)], buf: &mut [u8]) -> Result<()> {
-        let total: usize = parts.iter().map(|p| p.1).sum();
-        if buf.len() != total {
-            bail!(
-                "read_many: buffer of {} bytes for {total} bytes of parts",
-                buf.len()
-            );
-        }
+        check_parts_fit(parts, buf)?;
         let mut missing = Vec::new();
         let mut at = 0;
         for &(addr, len) in parts {
