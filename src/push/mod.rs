@@ -677,10 +677,35 @@ mod tests {
                     continue;
                 };
                 std::thread::spawn(move || {
+                    // Read the whole request (headers, then Content-Length bytes of body)
+                    // before answering, and say the connection closes: a kept-alive
+                    // connection that this server then closed would be reset when the
+                    // client reused it, and that is not what these tests are about.
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut got = Vec::new();
                     let mut buf = [0u8; 65536];
-                    let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
-                    while c.read(&mut buf).is_ok_and(|n| n > 0) {}
-                    let _ = write!(c, "{status}\r\nContent-Length: 7\r\n\r\nno way!");
+                    let complete = |got: &[u8]| {
+                        let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            return false;
+                        };
+                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        got.len() >= end + 4 + len
+                    };
+                    while !complete(&got) {
+                        match c.read(&mut buf) {
+                            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let _ = write!(
+                        c,
+                        "{status}\r\nContent-Length: 7\r\nConnection: close\r\n\r\nno way!"
+                    );
                 });
             }
         });
