@@ -17,8 +17,11 @@ use common::{for_each_python, skip_unless_possible, Python, Record, GILSCOPE_TIM
 use gilscope::model::timeline::Source;
 use gilscope::model::GilState;
 
-/// A thread calling `usleep(50)` through `ctypes.CDLL` (the GIL is dropped and re-taken around
-/// every call: thousands of GIL events per second), and a thread holding the GIL in
+/// A thread calling `usleep(50)` and then `getppid()` three times through `ctypes.CDLL`, in
+/// a loop (the GIL is dropped and re-taken around every call: tens of thousands of GIL events
+/// per second, over the budget even where a probe hit costs under 1 µs, as the kernel
+/// emulates it: `usleep(50)` alone was not on pyenv 3.12; a loop without the sleep spins a
+/// CPU, and the sampler, competing for it, then read the holder's share 3–7 points low), and a thread holding the GIL in
 /// `ctypes.PyDLL(None).usleep` for 5–25 ms then sleeping 5–25 ms (random, seeded: no period
 /// for the sampler to alias with, at whatever rate the budget leaves it), timing its own
 /// holds. Prints its threads' ids, then at the end its measured held share.
@@ -31,9 +34,9 @@ ids, held, go = {}, [0.0], threading.Event()
 def releaser():
     ids["releaser"] = threading.get_native_id()
     go.wait()
-    u, end = libc.usleep, time.monotonic() + secs
+    u, g, end = libc.usleep, libc.getppid, time.monotonic() + secs
     while time.monotonic() < end:
-        u(50)
+        u(50); g(); g(); g()
 def holder():
     ids["holder"] = threading.get_native_id()
     go.wait()
@@ -180,7 +183,7 @@ fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
             );
             ensure!(covered > 0.9, "holder observed {:.0}%", covered * 100.0);
             // The releaser waits while the holder holds (it wants the GIL back after each
-            // 50 µs call); sampled waiting reads low when the thread is preempted instead of
+            // call); sampled waiting reads low when the thread is preempted instead of
             // in the futex (issue 17.3), so only a loose check.
             ensure!(
                 waiting > truth_held * 0.5 && waiting < truth_held + 8.0,

@@ -264,7 +264,9 @@ pub struct RecordPlan {
 
 /// Why exact mode is off: the reason, and whether it is a missing privilege (exit code 6)
 /// rather than something unsupported (5).
-fn exact_unavailable(reader: &Reader) -> Result<(ProbeSet, bool), (NoExactReason, ReadErrorKind)> {
+fn exact_unavailable(
+    reader: &Reader,
+) -> Result<(ProbeSet, (usize, usize)), (NoExactReason, ReadErrorKind)> {
     // check_support's only privilege failure is the missing CAP_SYS_ADMIN ("need root").
     exact::check_support().map_err(|r| {
         let kind = if r.reason.contains("root") {
@@ -286,9 +288,9 @@ fn exact_unavailable(reader: &Reader) -> Result<(ProbeSet, bool), (NoExactReason
     let threads: Vec<(u32, u64)> = reader::procfs::tasks(reader.pid())
         .map(|ts| ts.iter().map(|t| (t.tid, t.start_ticks)).collect())
         .unwrap_or_default();
-    let inlined = plan.points.iter().any(|p| p.found_by == "dwarf-inlined");
+    let stepped_points = exact::stepped_points(&plan);
     ProbeSet::open(&plan, reader.pid(), &threads, ProbeOptions::default())
-        .map(|s| (s, inlined))
+        .map(|s| (s, stepped_points))
         .map_err(|e| {
             let denied = e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
@@ -368,7 +370,7 @@ fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result
                 p.set.stats().perf_fds,
                 p.held.as_secs_f64() * 1e3,
             );
-            Ok((p.set, p.inlined))
+            Ok((p.set, p.stepped_points))
         }
         None => exact_unavailable(&reader).inspect(|(set, _)| {
             eprintln!(
@@ -382,24 +384,18 @@ fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result
         }),
     };
     match opened {
-        Ok((set, inlined)) => {
+        Ok((set, (stepped, points))) => {
             let gil_enabled = !layout.free_threaded;
             let mut ex = LiveExact::new(set, gil_enabled);
-            match exact::calibrate_ns_per_event() {
-                Ok(ns) => {
-                    // Inlined drop_gil copies (Debian's LTO builds) sit on instructions the
-                    // kernel single-steps instead of emulating: measured ~2.5× dearer.
-                    let ns = if inlined { ns * 5 / 2 } else { ns };
-                    ex.set_ns_per_event(ns);
+            match exact::calibrated() {
+                Ok(cost) => {
+                    ex.set_hit_cost(cost);
                     eprintln!(
-                        "gilscope: exact mode: one probe hit costs the target ~{:.1} µs here \
-                         (calibrated{})",
-                        ns as f64 / 1000.0,
-                        if inlined {
-                            ", ×2.5 for inlined drop_gil copies"
-                        } else {
-                            ""
-                        }
+                        "gilscope: exact mode: one probe hit costs the target ~{:.1} µs here, \
+                         ~{:.1} µs where the kernel single-steps the instruction ({stepped} of \
+                         {points} probe points; calibrated)",
+                        cost.emulated_ns as f64 / 1000.0,
+                        cost.stepped_ns as f64 / 1000.0,
                     );
                 }
                 Err(e) => eprintln!(
@@ -691,6 +687,10 @@ fn follow_subprocesses(
 /// `gilscope record --pid PID`.
 pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
     let stop = sampler::install_stop_handler();
+    if plan.mode != Mode::Sampling {
+        // Calibrates while the reader attaches and the probes are opened.
+        exact::start_calibration();
+    }
     let reader = Reader::attach(pid, reader_options(plan))?;
     let version = reader.python().version.clone();
     let source = live_source(reader, plan.mode)?;
@@ -743,6 +743,8 @@ pub fn spawn(cmd: &[String]) -> Result<Child> {
 /// runs all the same (and `None` is returned: the probes are then set up once Python runs).
 pub fn spawn_prearmed(cmd: &[String]) -> Result<(Child, Option<Prearmed>)> {
     let (prog, mut command) = command_of(cmd)?;
+    // Calibrates while the probes are armed (the command waits for those anyway).
+    exact::start_calibration();
     match reader::launch::spawn_held(&mut command, Duration::from_secs(10), exact::launch::arm) {
         Ok((child, held)) => match held.value {
             Ok(mut p) => {

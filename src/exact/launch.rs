@@ -12,8 +12,8 @@ use crate::reader::launch::PythonFile;
 /// Probes opened before the command ran, waiting for the recorder.
 pub struct Prearmed {
     pub set: ProbeSet,
-    /// Whether `drop_gil` is probed at inlined copies (found in DWARF; dearer hits).
-    pub inlined: bool,
+    /// Probe points whose hits the kernel single-steps (dearer), and all of them.
+    pub stepped_points: (usize, usize),
     /// The file probed, as the reader will name it.
     pub file: PythonFile,
     /// How long the command was held at launch (the set-up cost).
@@ -36,7 +36,7 @@ pub fn arm(file: &PythonFile) -> Result<Prearmed, String> {
     check_support().map_err(|r| format!("{} ({})", r.reason, r.enable))?;
     let plan = resolve_gil_probes(file.pid, &file.binary, file.minor, file.free_threaded)
         .map_err(|r| format!("{} ({})", r.reason, r.enable))?;
-    let inlined = plan.points.iter().any(|p| p.found_by == "dwarf-inlined");
+    let stepped_points = super::stepped_points(&plan);
     let ticks = crate::reader::procfs::tasks(file.pid)
         .ok()
         .and_then(|ts| ts.iter().find(|t| t.tid == file.pid).map(|t| t.start_ticks))
@@ -55,7 +55,7 @@ pub fn arm(file: &PythonFile) -> Result<Prearmed, String> {
         .map_err(|e| format!("cannot open the uprobes: {e:#}"))?;
     Ok(Prearmed {
         set,
-        inlined,
+        stepped_points,
         file: file.clone(),
         held: Duration::ZERO,
     })

@@ -79,8 +79,8 @@ pub struct LiveExact {
     rate_check: Option<(u64, u64)>,
     cost_warned: bool,
     lost_warned: bool,
-    /// What one probe hit costs the target (calibrated at start, else the built-in figure).
-    ns_per_event: u64,
+    /// What one probe hit costs the target (calibrated at start, else the built-in figures).
+    cost: super::HitCost,
     detached_at: Option<u64>,
 }
 
@@ -100,25 +100,37 @@ impl LiveExact {
             rate_check: None,
             cost_warned: false,
             lost_warned: false,
-            ns_per_event: super::MEASURED_NS_PER_EVENT,
+            cost: super::HitCost::FALLBACK,
             detached_at: None,
         }
     }
 
-    /// Sets what one probe hit costs the target (see [`super::calibrate_ns_per_event`]).
-    pub fn set_ns_per_event(&mut self, ns: u64) {
-        self.ns_per_event = ns.max(1);
+    /// Sets what one probe hit costs the target (see [`super::calibrate`]).
+    pub fn set_hit_cost(&mut self, cost: super::HitCost) {
+        self.cost = super::HitCost {
+            emulated_ns: cost.emulated_ns.max(1),
+            stepped_ns: cost.stepped_ns.max(1),
+        };
     }
 
+    /// What one event has cost the target on average so far (the emulated figure before any
+    /// event): the hits' mix of emulated and single-stepped ones.
     pub fn ns_per_event(&self) -> u64 {
-        self.ns_per_event
+        let s = self.set.stats();
+        if s.events == 0 {
+            return self.cost.emulated_ns;
+        }
+        let delivered = super::ProbeStats {
+            lost: 0,
+            ..s.clone()
+        };
+        (self.cost.of(&delivered) / s.events).max(1)
     }
 
-    /// The time the probes have cost the target so far: its probe hits (lost records were
-    /// hits too) × the cost of one.
+    /// The time the probes have cost the target so far: every hit at its own cost (lost
+    /// records were hits too).
     pub fn probe_cost_ns(&self) -> u64 {
-        let s = self.set.stats();
-        (s.events + s.lost).saturating_mul(self.ns_per_event)
+        self.cost.of(self.set.stats())
     }
 
     /// Detaches the probes at `at_ns` (over the overhead budget): every interval is closed
@@ -332,12 +344,14 @@ impl LiveExact {
     fn warnings(&mut self, end_ns: Option<u64>, out: &mut Vec<Event>) {
         let stats = self.set.stats().clone();
         let now = end_ns.unwrap_or(self.last_ns);
-        let events = stats.events;
+        // Lost records were hits all the same (at a rate that overflows the buffers, most
+        // hits are lost ones).
+        let events = stats.events + stats.lost;
         let (t0, n0) = *self.rate_check.get_or_insert((stats.enabled_ns, 0));
         if now >= t0 + 1_000_000_000 {
             let rate = events.saturating_sub(n0) as f64 / ((now - t0) as f64 / 1e9);
             self.rate_check = Some((now, events));
-            if let (false, Some(w)) = (self.cost_warned, cost_warning(rate, self.ns_per_event)) {
+            if let (false, Some(w)) = (self.cost_warned, cost_warning(rate, self.ns_per_event())) {
                 self.cost_warned = true;
                 eprintln!("gilscope: warning: {w}");
                 out.push(Event::Warning {

@@ -33,8 +33,8 @@ pub use machine::{
     TstateInfo, TstateMap,
 };
 pub use probes::{
-    calibrate_ns_per_event, check_support, open_perf_fds, ProbeOptions, ProbeSet, ProbeStats,
-    SyncReport,
+    calibrate, calibrated, check_support, open_perf_fds, start_calibration, HitCost, ProbeOptions,
+    ProbeSet, ProbeStats, SyncReport,
 };
 pub use symbols::{
     resolve_gil_probes, resolve_gil_probes_in_file, NoExactReason, PerfReg, ProbeKind, ProbePlan,
@@ -71,6 +71,12 @@ pub const MEASURED_NS_PER_EVENT: u64 = 4_000;
 /// Event rate above which exact mode costs the target more than ~5% of one CPU
 /// (12 500 events/s at 4 µs each).
 pub const EXPENSIVE_EVENTS_PER_SEC: f64 = 0.05 * 1e9 / MEASURED_NS_PER_EVENT as f64;
+
+/// (points the kernel single-steps, all points) of `plan`, for what a hit costs.
+pub fn stepped_points(plan: &ProbePlan) -> (usize, usize) {
+    let stepped = plan.points.iter().filter(|p| p.stepped).count();
+    (stepped, plan.points.len())
+}
 
 /// A one-line warning when the target's `events_per_sec` at `ns_per_event` each cost it more
 /// than ~5% of one CPU, else `None`.

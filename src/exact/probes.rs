@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -76,6 +76,8 @@ pub struct ProbeStats {
     pub foreign: u64,
     /// Probe hits by the PID the kernel reported (the target's, and any other: see `foreign`).
     pub hits_by_pid: BTreeMap<u32, u64>,
+    /// Of `events`, those whose hit the kernel single-stepped (a dearer trap).
+    pub stepped: u64,
     /// Records the kernel dropped because a ring buffer was full.
     pub lost: u64,
     /// Records that could not be decoded.
@@ -232,52 +234,45 @@ impl Opener {
     }
 }
 
-/// Unmaps the buffers, then closes the descriptors, several at a time: the kernel waits for
-/// an RCU grace period when a uprobe event is closed (~80 ms each, measured on Linux 6.18),
-/// and concurrent closes share it.
-fn close_parallel(rings: Vec<sys::RingBuffer>, fds: Vec<OwnedFd>) {
+/// Unmaps the buffers, then closes the descriptors one after the other, in the order given.
+/// The kernel waits for RCU grace periods when a uprobe event is closed, holding a lock
+/// that every other close waits on: ~70-100 ms a descriptor, one at a time whether they are
+/// closed from one thread or many (measured on Linux 6.18: 22 closes started together ended
+/// 70-100 ms apart). A breakpoint leaves the target only when the last event on it is
+/// closed, so the order is what decides how soon the hot ones go (see [`leftover`]).
+fn close_in_order(rings: Vec<sys::RingBuffer>, fds: Vec<OwnedFd>) {
     drop(rings);
-    if fds.len() <= 1 {
-        drop(fds);
-        return;
+    for fd in fds {
+        drop(fd);
     }
-    const MAX_CLOSERS: usize = 64;
-    let per = fds.len().div_ceil(MAX_CLOSERS);
-    let mut chunks: Vec<Vec<OwnedFd>> = Vec::new();
-    let mut it = fds.into_iter().peekable();
-    while it.peek().is_some() {
-        chunks.push(it.by_ref().take(per).collect());
-    }
-    std::thread::scope(|s| {
-        for c in chunks {
-            if std::thread::Builder::new()
-                .name("gilscope-close".into())
-                .spawn_scoped(s, move || drop(c))
-                .is_err()
-            {
-                // Cannot spawn: the chunk was moved into the failed closure and is dropped
-                // (closed) here, sequentially.
-            }
-        }
-    });
 }
 
 /// Buffers and descriptors to close.
 type Leftover = (Vec<sys::RingBuffer>, Vec<OwnedFd>);
 
+/// The threads' buffers, and their descriptors point by point: every thread's event on the
+/// first probe point, then on the second... (each thread's events in the order of its
+/// `events`), so that each point's breakpoint leaves the target as early as it can.
 fn leftover(threads: Vec<ThreadProbes>) -> Leftover {
     let mut rings = Vec::new();
-    let mut fds = Vec::new();
+    let mut columns: Vec<std::vec::IntoIter<OwnedFd>> = Vec::new();
     for t in threads {
         rings.push(t.ring);
-        fds.extend(t.events);
+        columns.push(t.events.into_iter());
     }
-    (rings, fds)
+    let mut fds = Vec::new();
+    loop {
+        let before = fds.len();
+        fds.extend(columns.iter_mut().filter_map(|c| c.next()));
+        if fds.len() == before {
+            return (rings, fds);
+        }
+    }
 }
 
 fn close_threads(threads: Vec<ThreadProbes>) {
     let (rings, fds) = leftover(threads);
-    close_parallel(rings, fds);
+    close_in_order(rings, fds);
 }
 
 enum Job {
@@ -316,7 +311,7 @@ impl Worker {
                         fds.extend(f);
                     }
                     let n = fds.len();
-                    close_parallel(rings, fds);
+                    close_in_order(rings, fds);
                     backlog_c.fetch_sub(n, Ordering::Relaxed);
                 }
             })
@@ -328,7 +323,7 @@ impl Worker {
                     backlog_w.fetch_add(fds.len(), Ordering::Relaxed);
                     if let Err(mpsc::SendError((r, f))) = close_tx.send((rings, fds)) {
                         backlog_w.fetch_sub(f.len(), Ordering::Relaxed);
-                        close_parallel(r, f);
+                        close_in_order(r, f);
                     }
                 };
                 while let Ok(job) = jobs.recv() {
@@ -407,6 +402,8 @@ pub struct ProbeSet {
     stats: ProbeStats,
     scratch: Vec<u8>,
     records: Vec<Record>,
+    /// Hits delivered per probe point (index in the plan).
+    hits_by_point: Vec<u64>,
     opts: ProbeOptions,
     finished: bool,
 }
@@ -466,11 +463,14 @@ impl ProbeSet {
         let points = plan
             .points
             .iter()
-            .map(|p| Point {
+            .enumerate()
+            .map(|(i, p)| Point {
                 kind: p.kind,
                 offset: p.file_offset,
                 function: p.function.clone(),
-                layout: EventLayout::new(p.kind, p.tstate_reg),
+                layout: EventLayout::new(p.kind, p.tstate_reg)
+                    .stepped(p.stepped)
+                    .at_point(i),
             })
             .collect();
         let opener = Arc::new(Opener {
@@ -493,6 +493,7 @@ impl ProbeSet {
             stats: ProbeStats::default(),
             scratch: Vec::new(),
             records: Vec::new(),
+            hits_by_point: vec![0; plan.points.len()],
             opts,
             finished: false,
         };
@@ -502,7 +503,7 @@ impl ProbeSet {
             sys::ensure_fd_limit((set.stats.perf_fds + set.opener.points.len()) as u64);
             let r = set
                 .opener
-                .open_thread(tid, ticks, set.pages_for_next(), &close_parallel);
+                .open_thread(tid, ticks, set.pages_for_next(), &close_in_order);
             match set.opened(tid, r) {
                 Ok(()) => {}
                 Err(e) if first_error.is_none() => first_error = Some(e),
@@ -642,7 +643,13 @@ impl ProbeSet {
     }
 
     /// Reads what is left in a thread's buffer, then has the worker close its events.
-    fn close_thread(&mut self, mut t: ThreadProbes) {
+    fn close_thread(&mut self, t: ThreadProbes) {
+        let t = self.retire(t);
+        self.worker.send(Job::Close(vec![t]));
+    }
+
+    /// Disables and drains `t`'s events and takes it out of the books (to be closed).
+    fn retire(&mut self, mut t: ThreadProbes) -> ThreadProbes {
         for fd in &t.events {
             let _ = sys::disable(fd);
         }
@@ -658,7 +665,7 @@ impl ProbeSet {
         self.stats.perf_fds -= t.events.len();
         self.stats.ring_buffers -= 1;
         self.stats.threads_closed += 1;
-        self.worker.send(Job::Close(vec![t]));
+        t
     }
 
     /// When `tid`'s probes were enabled, if they are open: its GIL transitions are seen from
@@ -722,8 +729,20 @@ impl ProbeSet {
     pub fn detach(&mut self) -> Vec<ExactEvent> {
         let mut rest = self.finish();
         let threads = std::mem::take(&mut self.threads);
+        // The most hit points first: their breakpoints are what the target pays for until
+        // the last event on them is closed (a grace period each, one at a time).
+        let hits = self.hits_by_point.clone();
+        let mut retired = Vec::with_capacity(threads.len());
         for (_, t) in threads {
-            self.close_thread(t);
+            let mut t = self.retire(t);
+            let mut paired: Vec<(OwnedFd, (u64, EventLayout))> =
+                t.events.drain(..).zip(t.layouts.drain(..)).collect();
+            paired.sort_by_key(|(_, (_, l))| std::cmp::Reverse(hits.get(l.point).copied()));
+            (t.events, t.layouts) = paired.into_iter().unzip();
+            retired.push(t);
+        }
+        if !retired.is_empty() {
+            self.worker.send(Job::Close(retired));
         }
         self.stats.threads_probed = 0;
         rest.extend(self.merger.release_all());
@@ -751,13 +770,17 @@ impl ProbeSet {
         );
         for r in self.records.drain(..) {
             match r {
-                Record::Event(e) => {
+                Record::Event(e, layout) => {
                     *self.stats.hits_by_pid.entry(e.pid).or_insert(0) += 1;
                     if e.pid != self.opener.pid {
                         self.stats.foreign += 1;
                         continue;
                     }
                     self.stats.events += 1;
+                    self.stats.stepped += u64::from(layout.stepped);
+                    if let Some(n) = self.hits_by_point.get_mut(layout.point) {
+                        *n += 1;
+                    }
                     match e.kind {
                         super::EventKind::TakeEnter { .. } => self.stats.take_enter += 1,
                         super::EventKind::TakeReturn => self.stats.take_return += 1,
@@ -847,11 +870,32 @@ pub fn open_perf_fds() -> usize {
         .count()
 }
 
-/// The function [`calibrate_ns_per_event`] probes in gilscope's own executable.
-#[inline(never)]
-#[no_mangle]
-pub extern "C" fn gilscope_calibration_probe(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_mul(3).wrapping_add(1)
+// The two functions [`calibrate`] probes in gilscope's own executable, in assembly so that
+// their first instruction is fixed: a push (which the kernel emulates at a hit) and a
+// register move (which it copies out of line and single-steps). Both compute 3x + 1.
+core::arch::global_asm!(
+    ".pushsection .text.gilscope_calibration,\"ax\",@progbits",
+    ".globl gilscope_calibration_push",
+    ".type gilscope_calibration_push,@function",
+    "gilscope_calibration_push:",
+    "push rbx",
+    "lea rax, [rdi + 2*rdi + 1]",
+    "pop rbx",
+    "ret",
+    ".size gilscope_calibration_push, .-gilscope_calibration_push",
+    ".globl gilscope_calibration_step",
+    ".type gilscope_calibration_step,@function",
+    "gilscope_calibration_step:",
+    "mov rax, rdi",
+    "lea rax, [rax + 2*rax + 1]",
+    "ret",
+    ".size gilscope_calibration_step, .-gilscope_calibration_step",
+    ".popsection",
+);
+
+extern "C" {
+    fn gilscope_calibration_push(x: u64) -> u64;
+    fn gilscope_calibration_step(x: u64) -> u64;
 }
 
 /// `(path, file offset)` of the code at `addr` in this process (from /proc/self/maps).
@@ -884,62 +928,148 @@ fn own_file_offset(addr: u64) -> Result<(String, u64)> {
     anyhow::bail!("{addr:#x} is not in /proc/self/maps")
 }
 
-/// What one probe hit costs the thread that hits it, on this machine and kernel: an entry
-/// uprobe and a uretprobe on [`gilscope_calibration_probe`] for the calling thread, the same
-/// calls timed with and without them (best of 3 each). Takes a few milliseconds (plus the
-/// closes, done on a thread of their own).
-pub fn calibrate_ns_per_event() -> Result<u64> {
-    const N: u64 = 1_000;
+/// What one probe hit costs the thread that hits it, on this machine and kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HitCost {
+    /// A hit the kernel emulates (a push, a call or jump), or a uretprobe's return, ns.
+    pub emulated_ns: u64,
+    /// A hit on an instruction the kernel single-steps out of line (a second trap), ns.
+    pub stepped_ns: u64,
+}
+
+impl HitCost {
+    /// The built-in figures, when calibrating fails ([`super::MEASURED_NS_PER_EVENT`] for
+    /// both: the figure of the first measurements here, which mixed the two).
+    pub const FALLBACK: HitCost = HitCost {
+        emulated_ns: super::MEASURED_NS_PER_EVENT,
+        stepped_ns: super::MEASURED_NS_PER_EVENT,
+    };
+
+    /// What `stats`' events cost the target so far, ns: each delivered hit at its own cost,
+    /// lost records (hits all the same) at the delivered ones' average.
+    pub fn of(&self, stats: &ProbeStats) -> u64 {
+        let stepped = stats.stepped.min(stats.events);
+        let delivered = (stats.events - stepped).saturating_mul(self.emulated_ns)
+            + stepped.saturating_mul(self.stepped_ns);
+        let lost = if stats.events == 0 {
+            stats.lost.saturating_mul(self.emulated_ns)
+        } else {
+            (stats.lost as u128 * delivered as u128 / stats.events as u128) as u64
+        };
+        delivered.saturating_add(lost)
+    }
+}
+
+/// Measures [`HitCost`]: an entry uprobe and a uretprobe on each of two functions of
+/// gilscope's own (`gilscope_calibration_push`, first instruction emulated, and
+/// `gilscope_calibration_step`, first instruction single-stepped) for the calling thread;
+/// 1 000 calls timed with and without them (best of 3 each). A call of the first is two
+/// emulated hits (entry and return); of the second, one stepped hit and one return. Takes
+/// a few milliseconds (plus the closes, done on a thread of their own).
+pub fn calibrate() -> Result<HitCost> {
+    // Calls per timing: fewer of the stepped function (a hit there costs tens of µs here).
+    const CALLS: [u64; 2] = [1_000, 200];
     let pmu = sys::uprobe_pmu().context("uprobe PMU")?;
-    let (path, offset) = own_file_offset(gilscope_calibration_probe as *const () as usize as u64)?;
-    let cpath = CString::new(path).context("path with a NUL byte")?;
-    let time_calls = || {
+    let time_calls = |f: unsafe extern "C" fn(u64) -> u64, n: u64| {
         let mut best = u64::MAX;
         for _ in 0..3 {
             let t0 = monotonic_ns();
             let mut x = 0u64;
-            for i in 0..N {
-                x = x.wrapping_add(gilscope_calibration_probe(i));
+            for i in 0..n {
+                // SAFETY: the calibration functions only compute on their argument.
+                x = x.wrapping_add(unsafe { f(std::hint::black_box(i)) });
             }
             std::hint::black_box(x);
             best = best.min(monotonic_ns() - t0);
         }
         best
     };
-    let without = time_calls();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
-    let mut fds = Vec::new();
-    let mut ring = None;
-    for retprobe in [false, true] {
-        let spec = sys::UprobeSpec {
-            pmu,
-            path: &cpath,
-            offset,
-            retprobe,
-            sample_type: records::SAMPLE_TYPE,
-            regs_mask: 0,
-            wakeup_bytes: 1 << 30,
-        };
-        let fd = sys::open_uprobe(&spec, tid).context("perf_event_open (calibration)")?;
-        match &ring {
-            None => ring = Some(sys::RingBuffer::map(&fd, 128).context("mmap (calibration)")?),
-            Some(_) => sys::set_output(&fd, fds.first().map_or(-1, |f: &OwnedFd| f.as_raw_fd()))
-                .context("SET_OUTPUT (calibration)")?,
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut rings = Vec::new();
+    let mut extra_ns = [0u64; 2];
+    let funcs: [unsafe extern "C" fn(u64) -> u64; 2] =
+        [gilscope_calibration_push, gilscope_calibration_step];
+    let result = (|| -> Result<()> {
+        for ((f, extra), n) in funcs.into_iter().zip(extra_ns.iter_mut()).zip(CALLS) {
+            let (path, offset) = own_file_offset(f as *const () as usize as u64)?;
+            let cpath = CString::new(path).context("path with a NUL byte")?;
+            let without = time_calls(f, n);
+            let first = fds.len();
+            for retprobe in [false, true] {
+                let spec = sys::UprobeSpec {
+                    pmu,
+                    path: &cpath,
+                    offset,
+                    retprobe,
+                    sample_type: records::SAMPLE_TYPE,
+                    regs_mask: 0,
+                    wakeup_bytes: 1 << 30,
+                };
+                let fd = sys::open_uprobe(&spec, tid).context("perf_event_open (calibration)")?;
+                if fds.len() == first {
+                    rings.push(sys::RingBuffer::map(&fd, 128).context("mmap (calibration)")?);
+                } else {
+                    sys::set_output(&fd, fds[first].as_raw_fd())
+                        .context("SET_OUTPUT (calibration)")?;
+                }
+                fds.push(fd);
+            }
+            for fd in &fds[first..] {
+                sys::enable(fd).context("enable (calibration)")?;
+            }
+            let with = time_calls(f, n);
+            for fd in &fds[first..] {
+                let _ = sys::disable(fd);
+            }
+            *extra = with.saturating_sub(without) / n;
         }
-        fds.push(fd);
-    }
-    for fd in &fds {
-        sys::enable(fd).context("enable (calibration)")?;
-    }
-    let with = time_calls();
-    for fd in &fds {
-        let _ = sys::disable(fd);
-    }
-    let rings: Vec<sys::RingBuffer> = ring.into_iter().collect();
+        Ok(())
+    })();
     // Closing waits for grace periods: not on the caller's time.
     let _ = std::thread::Builder::new()
         .name("gilscope-close".into())
-        .spawn(move || close_parallel(rings, fds));
-    Ok((with.saturating_sub(without) / (2 * N)).max(1))
+        .spawn(move || close_in_order(rings, fds));
+    result?;
+    let emulated_ns = (extra_ns[0] / 2).max(1);
+    Ok(HitCost {
+        emulated_ns,
+        stepped_ns: extra_ns[1].saturating_sub(emulated_ns).max(emulated_ns),
+    })
+}
+
+/// The calibration started by [`start_calibration`], and its outcome once taken.
+static CALIBRATION: Mutex<Option<std::thread::JoinHandle<Result<HitCost, String>>>> =
+    Mutex::new(None);
+static CALIBRATED: OnceLock<Result<HitCost, String>> = OnceLock::new();
+
+/// Starts [`calibrate`] on a thread of its own (once per process), so that it runs while
+/// the probes are armed instead of after, while the target goes unobserved: its stepped
+/// hits take tens of milliseconds on a slow machine.
+pub fn start_calibration() {
+    let mut slot = CALIBRATION.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() || CALIBRATED.get().is_some() {
+        return;
+    }
+    *slot = std::thread::Builder::new()
+        .name("gilscope-calibrate".into())
+        .spawn(|| calibrate().map_err(|e| format!("{e:#}")))
+        .ok();
+}
+
+/// What [`calibrate`] found, waiting for the calibration [`start_calibration`] started
+/// (starting it first if none was).
+pub fn calibrated() -> Result<HitCost> {
+    start_calibration();
+    let outcome = CALIBRATED.get_or_init(|| {
+        let handle = CALIBRATION.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match handle {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err("the calibration thread panicked".into())),
+            None => calibrate().map_err(|e| format!("{e:#}")),
+        }
+    });
+    outcome.clone().map_err(|e| anyhow!(e))
 }

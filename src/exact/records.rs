@@ -29,6 +29,10 @@ pub struct EventLayout {
     pub regs_mask: u64,
     /// The register holding the thread state (must be in `regs_mask`).
     pub tstate_reg: Option<PerfReg>,
+    /// The hit is single-stepped by the kernel (a second trap; see `symbols::kernel_steps`).
+    pub stepped: bool,
+    /// Index of the probe point in its plan (hits are counted per point).
+    pub point: usize,
 }
 
 impl EventLayout {
@@ -51,6 +55,22 @@ impl EventLayout {
             kind,
             regs_mask: tstate_reg.map_or(0, |r| 1u64 << r.0),
             tstate_reg,
+            stepped: false,
+            point: 0,
+        }
+    }
+
+    /// The same layout, for the plan's probe point number `point`.
+    pub fn at_point(self, point: usize) -> EventLayout {
+        EventLayout { point, ..self }
+    }
+
+    /// The same layout, its hits single-stepped or not (a uretprobe's return is never: it
+    /// arrives through the kernel's return trampoline, whatever the entry instruction is).
+    pub fn stepped(self, stepped: bool) -> EventLayout {
+        EventLayout {
+            stepped: stepped && self.kind != ProbeKind::TakeReturn,
+            ..self
         }
     }
 }
@@ -58,11 +78,10 @@ impl EventLayout {
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Event(ExactEvent),
+    /// An event, and the layout of the probe that delivered it.
+    Event(ExactEvent, EventLayout),
     /// The kernel dropped `count` records (ring buffer full).
-    Lost {
-        count: u64,
-    },
+    Lost { count: u64 },
     /// Another record type (ignored).
     Other(u32),
 }
@@ -157,13 +176,16 @@ pub fn decode(record: &[u8], layouts: &HashMap<u64, EventLayout>) -> Result<Reco
                 ProbeKind::TakeReturn => EventKind::TakeReturn,
                 ProbeKind::Drop => EventKind::Drop { tstate },
             };
-            Ok(Record::Event(ExactEvent {
-                time_ns,
-                pid,
-                tid,
-                cpu,
-                kind,
-            }))
+            Ok(Record::Event(
+                ExactEvent {
+                    time_ns,
+                    pid,
+                    tid,
+                    cpu,
+                    kind,
+                },
+                *layout,
+            ))
         }
         PERF_RECORD_LOST => {
             c.what = "lost record";
@@ -338,7 +360,7 @@ mod tests {
         assert_eq!(errors, 0);
         let expect: Vec<Record> = cases
             .iter()
-            .map(|(_, e, _)| Record::Event(*e))
+            .map(|(id, e, _)| Record::Event(*e, l[id]))
             .chain([Record::Lost { count: 42 }])
             .collect();
         assert_eq!(out, expect);
