@@ -16,6 +16,7 @@ Python 3.9+ standard library only (the host's python3 runs it).
 
 import argparse
 import atexit
+import collections
 import json
 import os
 import platform
@@ -994,6 +995,7 @@ class Cfg:
             self.big_s = 3
             self.server_s = 2
             self.server_reps = 2
+            self.server_warmup_s = 3
         else:
             self.dur = 3
             self.rate_matrix = [(k, t, i) for k in ("busy", "idle")
@@ -1006,16 +1008,20 @@ class Cfg:
             self.duty_s = 8
             self.size_s = 10
             self.big_s = 45
-            self.server_s = 8
+            self.server_s = 4
             self.server_reps = 7
+            self.server_warmup_s = 20
 
 
 def bench_server(cfg, py):
     """benches/http_server.py under a client loop (benches/http_client.py, another process):
-    requests/s alone and under each gilscope configuration. One server per round, every
-    configuration once in it, in an order rotated from round to round; each configuration is
-    judged by its ratio to the same round's run alone (the machine's drift between rounds
-    cancels), the median of those ratios with their spread."""
+    requests/s alone and under each gilscope configuration. One server per round; in it the
+    runs go in a palindrome, alone, default, sampling, exact, exact, sampling, default, alone,
+    so that a drift of the machine's speed during the round (here it swings by 2-5x within
+    seconds, with nothing else running) weighs the same on both halves. A configuration's
+    figure for the round is the sum of its two runs over the sum of the two runs alone; the
+    page gives the median of those ratios, with their spread. The default `record`, the one
+    the target is about, runs next to the runs alone."""
     configs = [("alone", None),
                ("`gilscope record` (defaults: --mode auto, --max-overhead 1)",
                 dict(mode="auto", rate=None, budget=None)),
@@ -1023,18 +1029,20 @@ def bench_server(cfg, py):
                 dict(mode="sampling", rate=1000, budget=None)),
                ("`--mode exact --max-overhead none` (1000 Hz)",
                 dict(mode="exact", rate=1000, budget="none"))]
+    order = configs + configs[::-1]
     rps = {c[0]: [] for c in configs}
     ratios = {c[0]: [] for c in configs}
-    per_round = []  # (order of labels, {label: rps})
+    per_round = []  # [(label, rps)] in the order run
     notes = {c[0]: [] for c in configs}
     for rnd in range(cfg.server_reps):
-        order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
-        got = {}
+        got = []
         try:
             with Target(py, "http_server.py") as t:
-                # Warm the server up (first requests import and compile what they use).
+                # Warm the server up (first requests import and compile what they use), and
+                # before the first round the machine too: after an idle minute this VM ran the
+                # same server at a fifth of its speed for 20-30 s.
                 run_quiet(["taskset", "-c", PROFILER_CPU, "python3", str(BENCHES / "http_client.py"),
-                           t.ready["port"], 1], 60)
+                           t.ready["port"], 1 if rnd else cfg.server_warmup_s], 60)
                 for label, g in order:
                     pr = None
                     if g:
@@ -1046,7 +1054,7 @@ def bench_server(cfg, py):
                                         str(BENCHES / "http_client.py"), t.ready["port"],
                                         cfg.server_s], cfg.server_s + 60)
                     res = json.loads(client.stdout.strip().splitlines()[-1])
-                    got[label] = res["rps"]
+                    got.append((label, res["rps"]))
                     rps[label].append(res["rps"])
                     if pr:
                         pr.interrupt()
@@ -1061,10 +1069,13 @@ def bench_server(cfg, py):
                             "; " + cost.group(1) if cost else ""))
         except Exception as e:
             note("server %s round %d: %s" % (py.name, rnd, e))
-        per_round.append(([c[0] for c in order], got))
-        if got.get("alone"):
-            for label, v in got.items():
-                ratios[label].append(v / got["alone"])
+        per_round.append(got)
+        if len(got) == len(order):
+            sums = collections.Counter()
+            for label, v in got:
+                sums[label] += v
+            for label, v in sums.items():
+                ratios[label].append(v / sums["alone"])
     rows = []
     for label, xs in rps.items():
         if not xs:
@@ -1079,7 +1090,7 @@ def bench_server(cfg, py):
             vs_spread = "%.1f – %.1f %%" % (rlo * 100, rhi * 100)
         # The notes differ in their figures only: show the first and say how many.
         ns = notes[label]
-        said = (ns[0] + (" (and %d more rounds alike)" % (len(ns) - 1) if len(ns) > 1 else "")) \
+        said = (ns[0] + (" (and %d more runs alike)" % (len(ns) - 1) if len(ns) > 1 else "")) \
             if ns else "—"
         rows.append([label, "{:,.0f}".format(m), "{:,.0f} – {:,.0f}".format(lo, hi), vs,
                      vs_spread, said])
@@ -1087,15 +1098,16 @@ def bench_server(cfg, py):
     short = {c[0]: ("alone" if c[1] is None else "default" if c[1]["mode"] == "auto"
                     else c[1]["mode"]) for c in configs}
     raw = "\n\nEvery round, in the order run (requests/s): " + "; ".join(
-        "%d: %s" % (k + 1, ", ".join("%s %s" % (short[lab], "{:,.0f}".format(got[lab]))
-                                     for lab in order if lab in got))
-        for k, (order, got) in enumerate(per_round)) + "."
+        "%d: %s" % (k + 1, ", ".join("%s %s" % (short[lab], "{:,.0f}".format(v)) for lab, v in got))
+        for k, got in enumerate(per_round)) + "."
     return table(["run", "median requests/s", "spread (min – max)",
                   "throughput vs alone (median of per-round ratios)", "ratio spread",
-                  "what gilscope did (first round)"], rows) + raw + \
-        "\n\n_%d rounds of %g s per run, one server per round (warmed up by 1 s of load), " \
-        "the runs of a round in rotated order; gilscope's runs include its start (the client " \
-        "starts 0.3 s after gilscope says it records)._" % (cfg.server_reps, cfg.server_s)
+                  "what gilscope did (first run)"], rows) + raw + \
+        "\n\n_%d rounds, one server each (warmed up by 1 s of load), of 8 runs of %g s in a " \
+        "palindrome (alone, default, sampling, exact, exact, sampling, default, alone); a " \
+        "configuration's ratio in a round is its two runs' requests over the two runs alone. " \
+        "gilscope's runs include its start (the client starts 0.3 s after gilscope says it " \
+        "records)._" % (cfg.server_reps, cfg.server_s)
 
 
 def exact_possible(py):
@@ -1256,9 +1268,8 @@ def main():
               "reset so that no TIME_WAIT sockets pile up, as fast as it can, for a fixed time). "
               "The server is pinned to CPU 1 and the client to CPU 0 (unpinned, the same run "
               "alone swung from 310 to 1,350 requests/s with where the scheduler put them); "
-              "gilscope is not pinned: what it takes, it takes from one of them. Throughput is the client's requests/s. Each round starts one "
-              "server and runs every configuration on it, in an order rotated from round to round; "
-              "a configuration's figure is the median of its ratios to the same round's run alone. Issue 19's target: the default "
+              "gilscope is not pinned: what it takes, it takes from one of them. Throughput is the client's requests/s. This VM's speed drifts on its own: the server alone, measured second by second, went from 250 to 1,500 requests/s and back within a minute with nothing else running. Each round therefore starts one server and runs the configurations on it in a palindrome (alone, default, sampling, exact, exact, sampling, default, alone), the default next to the runs alone, and a configuration's ratio in the round is the sum of its two runs over the sum of the two runs alone; the page gives the median of those ratios. "
+              "Issue 19's target: the default "
               "`record` keeps >= 97 % of the throughput.")
         for py, _peer in pairs:
             s.add("### %s\n\n%s" % (py.name, bench_server(cfg, py)))
