@@ -1103,11 +1103,11 @@ def bench_server(cfg, py):
     return table(["run", "median requests/s", "spread (min – max)",
                   "throughput vs alone (median of per-round ratios)", "ratio spread",
                   "what gilscope did (first run)"], rows) + raw + \
-        "\n\n_%d rounds, one server each (warmed up by 1 s of load), of 8 runs of %g s in a " \
+        "\n\n_%d rounds, one server each (warmed up by 1 s of load, the first by %g s), of 8 runs of %g s in a " \
         "palindrome (alone, default, sampling, exact, exact, sampling, default, alone); a " \
         "configuration's ratio in a round is its two runs' requests over the two runs alone. " \
         "gilscope's runs include its start (the client starts 0.3 s after gilscope says it " \
-        "records)._" % (cfg.server_reps, cfg.server_s)
+        "records)._" % (cfg.server_reps, cfg.server_warmup_s, cfg.server_s)
 
 
 def exact_possible(py):

@@ -481,7 +481,7 @@ fn check_process(
         inner: probe,
         calls: reader.call_reader(),
     });
-    let inner = cli_record::live_source_armed(reader, plan.mode, prearmed)?;
+    let inner = cli_record::live_source_armed(reader, plan.mode, prearmed, plan.max_overhead)?;
     let mut source = CheckSource {
         inner,
         exit_watch,

@@ -264,8 +264,12 @@ pub struct RecordPlan {
 
 /// Why exact mode is off: the reason, and whether it is a missing privilege (exit code 6)
 /// rather than something unsupported (5).
+///
+/// `--mode auto` under a budget does not open probes whose cost is over it before the first
+/// hit: see [`probes_over_budget`].
 fn exact_unavailable(
-    reader: &Reader,
+    reader: &mut Reader,
+    budget: Option<f64>,
 ) -> Result<(ProbeSet, (usize, usize)), (NoExactReason, ReadErrorKind)> {
     // check_support's only privilege failure is the missing CAP_SYS_ADMIN ("need root").
     exact::check_support().map_err(|r| {
@@ -276,6 +280,7 @@ fn exact_unavailable(
         };
         (r, kind)
     })?;
+    let before = budget.and_then(|_| handovers(reader));
     let layout = reader.layout();
     let plan = exact::resolve_gil_probes(
         reader.pid(),
@@ -284,6 +289,11 @@ fn exact_unavailable(
         layout.free_threaded,
     )
     .map_err(|r| (r, ReadErrorKind::Unsupported))?;
+    if let (Some(budget), Some(before)) = (budget, before) {
+        if let Some(why) = probes_over_budget(reader, &plan, budget, before) {
+            return Err((why, ReadErrorKind::Unsupported));
+        }
+    }
     // Every thread there now; later ones are added as the snapshots show them.
     let threads: Vec<(u32, u64)> = reader::procfs::tasks(reader.pid())
         .map(|ts| ts.iter().map(|t| (t.tid, t.start_ticks)).collect())
@@ -315,11 +325,63 @@ fn exact_unavailable(
         })
 }
 
+/// (CLOCK_MONOTONIC ns, GIL hand-overs so far summed over the process's GILs) from one
+/// reading; `None` when it fails or no GIL counts them (free-threaded, GIL disabled).
+fn handovers(reader: &mut Reader) -> Option<(u64, u64)> {
+    let snap = reader.snapshot().ok()?;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for i in &snap.interpreters {
+        if i.gil.enabled && seen.insert(i.gil.address) {
+            total = total.saturating_add(i.gil.switch_number);
+        }
+    }
+    (!seen.is_empty()).then_some((snap.time_ns, total))
+}
+
+/// The least the probes of `plan` would cost the target, from its GIL hand-over rate
+/// between `before` and a reading at least 150 ms later (the symbol lookup in between
+/// usually takes that long), priced per hit at the calibrated cost: `Some(reason)` when that
+/// floor alone is over `budget` (with every thread probed: exact mode probes the threads the
+/// sampler has seen, and a thread-per-request server's live for under a sample). A busy server hands the GIL over thousands of times a
+/// second; opening probes there only to detach them a window later cost it its throughput
+/// while they were open and while the kernel closed them one grace period at a time (2 s on
+/// sid 3.15, 11 probe points on two threads).
+fn probes_over_budget(
+    reader: &mut Reader,
+    plan: &exact::ProbePlan,
+    budget: f64,
+    before: (u64, u64),
+) -> Option<NoExactReason> {
+    const SPAN_NS: u64 = 150_000_000;
+    let now = reader::monotonic_ns();
+    if now < before.0 + SPAN_NS {
+        std::thread::sleep(Duration::from_nanos(before.0 + SPAN_NS - now));
+    }
+    let after = handovers(reader)?;
+    let span_s = after.0.checked_sub(before.0)? as f64 / 1e9;
+    let rate = after.1.saturating_sub(before.1) as f64 / span_s;
+    let cost = exact::calibrated().unwrap_or(exact::HitCost::FALLBACK);
+    let share = exact::handover_cost_share(&plan.points, cost, rate);
+    (share > budget).then(|| NoExactReason {
+        reason: format!(
+            "at the {rate:.0} GIL hand-overs/s it makes, exact mode's probes would cost the \
+             target at least {:.1}% of a CPU, over the --max-overhead budget of {:.1}%",
+            share * 100.0,
+            budget * 100.0
+        ),
+        enable: "--mode exact --max-overhead none (or a larger --max-overhead)".into(),
+    })
+}
+
 /// Picks the mode for `reader`'s process and says which on stderr (one line), then where
 /// on-CPU states come from (one line). `--mode exact` without the means is an error (exit
 /// code 5, or 6 for a missing privilege).
-pub fn live_source(reader: Reader, mode: Mode) -> Result<LiveSource> {
-    live_source_armed(reader, mode, None)
+///
+/// `budget` (`--max-overhead`): `--mode auto` samples from the start when the probes would
+/// be over it anyway ([`probes_over_budget`]).
+pub fn live_source(reader: Reader, mode: Mode, budget: Option<f64>) -> Result<LiveSource> {
+    live_source_armed(reader, mode, None, budget)
 }
 
 /// [`live_source`], with the probes `prearmed` at launch when they are for this process's
@@ -328,8 +390,9 @@ pub fn live_source_armed(
     reader: Reader,
     mode: Mode,
     prearmed: Option<Prearmed>,
+    budget: Option<f64>,
 ) -> Result<LiveSource> {
-    let source = pick_source(reader, mode, prearmed)?;
+    let source = pick_source(reader, mode, prearmed, budget)?;
     match source.reader.oncpu_source() {
         (src, None) => eprintln!("gilscope: on-CPU state: {}", src.describe()),
         (src, Some(why)) => eprintln!(
@@ -340,14 +403,19 @@ pub fn live_source_armed(
     Ok(source)
 }
 
-fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result<LiveSource> {
+fn pick_source(
+    mut reader: Reader,
+    mode: Mode,
+    prearmed: Option<Prearmed>,
+    budget: Option<f64>,
+) -> Result<LiveSource> {
     if mode == Mode::Sampling {
         eprintln!("gilscope: mode: sampling (--mode sampling)");
         return Ok(LiveSource::sampling(reader));
     }
-    let layout = reader.layout();
+    let (minor, free_threaded) = (reader.layout().minor, reader.layout().free_threaded);
     let armed = prearmed.and_then(|p| {
-        if p.matches(&reader.python().binary, layout.minor, layout.free_threaded) {
+        if p.matches(&reader.python().binary, minor, free_threaded) {
             Some(p)
         } else {
             eprintln!(
@@ -356,7 +424,7 @@ fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result
                 p.file.binary,
                 p.file.minor,
                 reader.python().binary,
-                layout.minor
+                minor
             );
             None
         }
@@ -372,8 +440,9 @@ fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result
             );
             Ok((p.set, p.stepped_points))
         }
-        None => exact_unavailable(&reader).inspect(|(set, _)| {
-            eprintln!(
+        None => exact_unavailable(&mut reader, budget.filter(|_| mode == Mode::Auto)).inspect(
+            |(set, _)| {
+                eprintln!(
                 "gilscope: mode: exact ({} probe events on {} thread(s) of process {}, more as \
                  threads start; GIL states from uprobes on take_gil/drop_gil, stacks and on-CPU \
                  from sampling)",
@@ -381,11 +450,12 @@ fn pick_source(reader: Reader, mode: Mode, prearmed: Option<Prearmed>) -> Result
                 set.stats().threads_probed,
                 set.pid(),
             );
-        }),
+            },
+        ),
     };
     match opened {
         Ok((set, (stepped, points))) => {
-            let gil_enabled = !layout.free_threaded;
+            let gil_enabled = !free_threaded;
             let mut ex = LiveExact::new(set, gil_enabled);
             match exact::calibrated() {
                 Ok(cost) => {
@@ -693,7 +763,7 @@ pub fn record_pid(pid: u32, plan: &RecordPlan) -> Result<()> {
     }
     let reader = Reader::attach(pid, reader_options(plan))?;
     let version = reader.python().version.clone();
-    let source = live_source(reader, plan.mode)?;
+    let source = live_source(reader, plan.mode, plan.max_overhead)?;
     eprintln!(
         "gilscope: recording process {pid} (Python {version}) at {} into {} — Ctrl-C to stop",
         sampler::rate_text(plan.rate_hz),
@@ -893,7 +963,7 @@ pub fn record_command(cmd: &[String], plan: &RecordPlan) -> Result<Launched> {
                 sampler::rate_text(plan.rate_hz),
                 plan.output.display()
             );
-            let source = match live_source_armed(reader, plan.mode, prearmed) {
+            let source = match live_source_armed(reader, plan.mode, prearmed, plan.max_overhead) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = child.kill();

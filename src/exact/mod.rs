@@ -78,6 +78,38 @@ pub fn stepped_points(plan: &ProbePlan) -> (usize, usize) {
     (stepped, plan.points.len())
 }
 
+/// The least the probes of `points` would cost the target, as a fraction of one CPU, at
+/// `handovers_per_sec` GIL hand-overs (CPython's `switch_number` rate): each hand-over is at
+/// least three hits, the old holder's `drop_gil` and the new holder's `take_gil` entry and
+/// return, each priced as the kernel takes that point (single-stepped or emulated; for a
+/// kind with several points, such as `drop_gil`'s inlined copies, their mean). A floor: a
+/// thread that drops and takes the GIL back with nobody else wanting it is no hand-over.
+pub fn handover_cost_share(points: &[ProbePoint], cost: HitCost, handovers_per_sec: f64) -> f64 {
+    let price = |p: &ProbePoint| {
+        if p.stepped && p.kind != ProbeKind::TakeReturn {
+            cost.stepped_ns
+        } else {
+            cost.emulated_ns
+        }
+    };
+    let per_handover: f64 = [ProbeKind::Drop, ProbeKind::TakeEnter, ProbeKind::TakeReturn]
+        .iter()
+        .map(|kind| {
+            let of_kind: Vec<u64> = points
+                .iter()
+                .filter(|p| p.kind == *kind)
+                .map(price)
+                .collect();
+            if of_kind.is_empty() {
+                0.0
+            } else {
+                of_kind.iter().sum::<u64>() as f64 / of_kind.len() as f64
+            }
+        })
+        .sum();
+    handovers_per_sec.max(0.0) * per_handover / 1e9
+}
+
 /// A one-line warning when the target's `events_per_sec` at `ns_per_event` each cost it more
 /// than ~5% of one CPU, else `None`.
 pub fn cost_warning(events_per_sec: f64, ns_per_event: u64) -> Option<String> {
@@ -96,6 +128,46 @@ pub fn cost_warning(events_per_sec: f64, ns_per_event: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn point(kind: ProbeKind, stepped: bool) -> ProbePoint {
+        ProbePoint {
+            kind,
+            function: "f".into(),
+            vaddr: 0,
+            file_offset: 0,
+            tstate_reg: None,
+            found_by: "symtab",
+            stepped,
+        }
+    }
+
+    #[test]
+    fn handover_cost_prices_each_kind_as_the_kernel_takes_it() {
+        let cost = HitCost {
+            emulated_ns: 1_000,
+            stepped_ns: 30_000,
+        };
+        let emulated = [
+            point(ProbeKind::TakeEnter, false),
+            point(ProbeKind::TakeReturn, false),
+            point(ProbeKind::Drop, false),
+        ];
+        // 1 000 hand-overs/s × 3 emulated hits × 1 µs = 0.3 % of a CPU.
+        let share = handover_cost_share(&emulated, cost, 1_000.0);
+        assert!((share - 0.003).abs() < 1e-12, "{share}");
+        // drop_gil in two inlined copies, one single-stepped: their mean, 15.5 µs; a stepped
+        // flag on the uretprobe means nothing (its return trap is emulated).
+        let mixed = [
+            point(ProbeKind::TakeEnter, false),
+            point(ProbeKind::TakeReturn, true),
+            point(ProbeKind::Drop, false),
+            point(ProbeKind::Drop, true),
+        ];
+        let share = handover_cost_share(&mixed, cost, 1_000.0);
+        assert!((share - 0.0175).abs() < 1e-12, "{share}");
+        assert_eq!(handover_cost_share(&mixed, cost, 0.0), 0.0);
+        assert_eq!(handover_cost_share(&[], cost, 1e6), 0.0);
+    }
 
     #[test]
     fn cost_warning_threshold() {
