@@ -10,10 +10,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use common::{for_each_python, skip_unless_possible, Python, Record, GILSCOPE_TIMEOUT};
+use common::{
+    for_each_python, gil_env, record_gated, skip_unless_possible, Python, ReadyWhen, Record,
+    GILSCOPE_TIMEOUT,
+};
 use gilscope::model::timeline::Source;
 use gilscope::model::GilState;
 
@@ -46,12 +48,17 @@ def holder():
         hold(rnd.randint(5000, 25000))
         held[0] += time.perf_counter() - t0
         time.sleep(rnd.uniform(0.005, 0.025))
+gated = sys.argv[2:] == ["gated"]
 ts = [threading.Thread(target=f) for f in (releaser, holder)]
 for t in ts: t.start()
 while len(ids) < 2: time.sleep(0.001)
+if gated:
+    print(json.dumps({"pid": os.getpid(), **ids}), flush=True)
+    sys.stdin.readline()
 t0 = time.perf_counter()
 go.set()
-print(json.dumps({"pid": os.getpid(), **ids}), flush=True)
+if not gated:
+    print(json.dumps({"pid": os.getpid(), **ids}), flush=True)
 for t in ts: t.join()
 print(json.dumps({"held": held[0] / (time.perf_counter() - t0)}), flush=True)
 "#;
@@ -84,35 +91,34 @@ fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
         "pyenv 3.12 or sid 3.14 with debug files",
         wanted,
         |py| {
-            let mut child = py
-                .command(&["-c", RELEASE_HEAVY, "13"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()?;
-            let mut out = BufReader::new(child.stdout.take().context("stdout")?);
-            let child = Kill(child);
-            let mut line = String::new();
-            out.read_line(&mut line)?;
-            let ready: serde_json::Value = serde_json::from_str(&line)?;
-            let pid = child.0.id();
-            ensure!(ready["pid"].as_u64() == Some(u64::from(pid)), "{line}");
-            let holder = ready["holder"].as_u64().context("holder")? as u32;
-            let releaser = ready["releaser"].as_u64().context("releaser")? as u32;
             let trace = std::env::temp_dir().join(format!(
                 "gilscope-budget-{}-{}.trace",
                 std::process::id(),
                 py.name
             ));
-            // 10 s: once the budget has also lowered the rate (a debug build of gilscope takes
-            // ~25 % of a CPU at 200 Hz), to 50 Hz, ~450 samples are left: the sampled share's
-            // standard error is ~2.3 points.
-            let o = Record::mode("auto", pid, &trace)
-                .rate(200)
-                .secs(10.0)
-                .output()?;
-            let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-            ensure!(o.status.success(), "record failed: {stderr}");
+            // Gated: the workload starts its release-heavy work once record records, so auto
+            // mode finds it idle and opens the probes (on a target already busy it prices
+            // them from its GIL hand-overs first, and where the single-stepped points of
+            // sid 3.14 make those over the budget it samples from the start). 10 s:
+            // once the budget has also lowered the rate (a debug build of gilscope takes
+            // ~25 % of a CPU at 200 Hz), to 50 Hz, ~450 samples are left: the sampled
+            // share's standard error is ~2.3 points.
+            let tr = trace.to_string_lossy().into_owned();
+            let mut cmd = py.command(&["-c", RELEASE_HEAVY, "10", "gated"]);
+            cmd.envs(gil_env(py));
+            let g = record_gated(
+                cmd,
+                "the release-heavy workload",
+                ReadyWhen::StdoutLine,
+                &["--mode", "auto", "--rate", "200", "-o", &tr],
+            )?;
+            let ready: serde_json::Value =
+                serde_json::from_str(g.ready_line.as_deref().context("no ready line")?)?;
+            let pid = g.pid;
+            ensure!(ready["pid"].as_u64() == Some(u64::from(pid)), "{ready}");
+            let holder = ready["holder"].as_u64().context("holder")? as u32;
+            let releaser = ready["releaser"].as_u64().context("releaser")? as u32;
+            let stderr = g.recorder.clone();
             ensure!(stderr.contains("gilscope: mode: exact"), "{stderr}");
             let said = stderr
                 .lines()
@@ -120,9 +126,7 @@ fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
                 .collect::<Vec<_>>();
             ensure!(said.len() == 1, "not said once on stderr: {stderr}");
             ensure!(said[0].contains("% of a CPU"), "no figure: {}", said[0]);
-            let mut truth = String::new();
-            out.read_line(&mut truth)?;
-            let truth: serde_json::Value = serde_json::from_str(&truth)?;
+            let truth: serde_json::Value = g.result()?;
             let truth_held = truth["held"].as_f64().context("held")? * 100.0;
 
             let rp = gilscope::trace::replay(&trace)?;
@@ -221,8 +225,6 @@ fn auto_goes_over_budget_and_switches_to_sampling_within_a_second() {
                 "speedscope name {name:?}"
             );
             let _ = std::fs::remove_file(&trace);
-            drop(child);
-            std::thread::sleep(Duration::from_millis(10));
             Ok(())
         },
     );
