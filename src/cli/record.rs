@@ -343,10 +343,11 @@ fn handovers(reader: &mut Reader) -> Option<(u64, u64)> {
 /// between `before` and a reading at least 150 ms later (the symbol lookup in between
 /// usually takes that long), priced per hit at the calibrated cost: `Some(reason)` when that
 /// floor alone is over `budget` (with every thread probed: exact mode probes the threads the
-/// sampler has seen, and a thread-per-request server's live for under a sample). A busy server hands the GIL over thousands of times a
-/// second; opening probes there only to detach them a window later cost it its throughput
-/// while they were open and while the kernel closed them one grace period at a time (2 s on
-/// sid 3.15, 11 probe points on two threads).
+/// sampler has seen, and a thread-per-request server's live for under a sample). A busy
+/// server hands the GIL over thousands of times a second; opening probes there only to
+/// detach them a window later cost it its throughput while they were open and while the
+/// kernel closed them one grace period at a time (2 s on sid 3.15, 11 probe points on two
+/// threads).
 fn probes_over_budget(
     reader: &mut Reader,
     plan: &exact::ProbePlan,
